@@ -1,0 +1,1 @@
+"""entk: feature identification via the empirical NTK."""
