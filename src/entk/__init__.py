@@ -1,16 +1,36 @@
-"""entk: feature identification via the empirical NTK (J. Lin, arXiv:2510.00468)."""
+"""entk: feature identification via the empirical NTK (J. Lin, arXiv:2510.00468).
 
-from entk.eigen import cliff, fix_signs, kernel_eigenpairs, top_eigenpairs
-from entk.kernels import OUTPUT_MODES, Kernel, compact_ntk, empirical_ntk, layerwise_ntk
+Names are imported lazily so that light modules (``entk.config``, used while Snakemake parses
+the workflow) do not pay for importing torch.
+"""
 
-__all__ = [
-    "OUTPUT_MODES",
-    "Kernel",
-    "cliff",
-    "compact_ntk",
-    "empirical_ntk",
-    "fix_signs",
-    "kernel_eigenpairs",
-    "layerwise_ntk",
-    "top_eigenpairs",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "OUTPUT_MODES": "entk.kernels",
+    "Kernel": "entk.kernels",
+    "compact_ntk": "entk.kernels",
+    "empirical_ntk": "entk.kernels",
+    "layerwise_ntk": "entk.kernels",
+    "cliff": "entk.eigen",
+    "fix_signs": "entk.eigen",
+    "kernel_eigenpairs": "entk.eigen",
+    "top_eigenpairs": "entk.eigen",
+    "laplacians": "entk.rotation",
+    "smooth_rotation": "entk.rotation",
+    "fourier_families": "entk.rotation",
+    "family_correlation": "entk.rotation",
+    "subspace_overlap": "entk.rotation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'entk' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

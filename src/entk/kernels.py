@@ -68,6 +68,10 @@ class Kernel:
             return _replace(self, "factor", w[:, None] * self.data)
         return _replace(self, "dense", w[:, None] * self.data * w[None, :])
 
+    def to(self, device: torch.device | str) -> Kernel:
+        """The same kernel with its data on ``device``."""
+        return _replace(self, self.kind, self.data.to(device))
+
     def to_numpy_dict(self) -> dict:
         """Arrays and metadata for ``np.savez``."""
         return {

@@ -1,0 +1,22 @@
+# entk: every figure of J. Lin, "Feature Identification via the Empirical NTK" (arXiv:2510.00468)
+# as a Snakemake target. Spec: shared/paper.md. Stages live in rules/, one file each.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/train.smk"
+include: "rules/kernel.smk"
+include: "rules/eigen.smk"
+include: "rules/metrics.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,64 @@
+import os
+import re
+import sys
+
+from snakemake.utils import validate
+
+# The library is imported from the checkout, so rules need no `pip install` inside their conda
+# envs; PYTHONPATH carries it into every job (local, conda or cluster).
+ENTK_SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, ENTK_SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (ENTK_SRC, os.environ.get("PYTHONPATH")) if p
+)
+
+from entk.config import check_config
+
+
+# Our own check first: it names each bad key and the fix; Snakemake's validate then fills defaults.
+check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+
+report: "../report/workflow.rst"
+
+
+TMS = config["tms"]
+TMS_MODELS = list(TMS["models"])
+TMS_LAYERS = list(TMS["layers"])
+
+
+def beta_str(beta):
+    """β as it appears in file names: 1.0 → '1', 0.3 → '0.3'."""
+    return f"{float(beta):g}"
+
+
+TMS_BETAS = [beta_str(b) for b in TMS["betas"]]
+
+
+wildcard_constraints:
+    model="|".join(re.escape(m) for m in TMS_MODELS),
+    layer="|".join(re.escape(l) for l in TMS_LAYERS),
+    beta="|".join(re.escape(b) for b in TMS_BETAS),
+
+
+def layer_params(wildcards):
+    """Parameter names of a kernel layer, None for all parameters."""
+    spec = TMS["layers"][wildcards.layer]
+    return None if spec == "all" else list(spec)
+
+
+def tms_train_params():
+    """The TMS settings shared by every model (a change here retrains them all)."""
+    return {k: TMS[k] for k in ("n_features", "importance_base", "n_points", "steps", "lr")}
+
+
+def all_targets():
+    """Every final output the config asks for."""
+    return [
+        "results/tms/metrics.csv",
+        "results/figures/fig1_tms.png",
+        "results/figures/fig1_tms.pdf",
+    ]

@@ -1,0 +1,25 @@
+rule tms_summary:
+    input:
+        expand(
+            "results/tms/{model}/metrics_{layer}_beta{beta}.csv",
+            model=TMS_MODELS,
+            layer=TMS_LAYERS,
+            beta=TMS_BETAS,
+        ),
+    output:
+        csv=report(
+            "results/tms/metrics.csv",
+            caption="../report/tms_metrics.rst",
+            category="TMS",
+        ),
+    log:
+        "logs/tms/summary.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=2,
+    conda:
+        "../envs/entk.yaml"
+    script:
+        "../scripts/concat_csv.py"
