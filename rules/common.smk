@@ -8,12 +8,11 @@ from snakemake.utils import validate
 # envs; PYTHONPATH carries it into every job (local, conda or cluster).
 ENTK_SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, ENTK_SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (ENTK_SRC, os.environ.get("PYTHONPATH")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (ENTK_SRC, os.getenv("PYTHONPATH")) if p)
 )
 
 from entk.config import check_config
-
 
 # Our own check first: it names each bad key and the fix; Snakemake's validate then fills defaults.
 check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -52,7 +51,9 @@ def layer_params(wildcards):
 
 def tms_train_params():
     """The TMS settings shared by every model (a change here retrains them all)."""
-    return {k: TMS[k] for k in ("n_features", "importance_base", "n_points", "steps", "lr")}
+    return {
+        k: TMS[k] for k in ("n_features", "importance_base", "n_points", "steps", "lr")
+    }
 
 
 def all_targets():

@@ -5,20 +5,20 @@ rule eigen_tms:
     output:
         eigen="results/tms/{model}/eigen_{layer}_beta{beta}.npz",
         metrics="results/tms/{model}/metrics_{layer}_beta{beta}.csv",
+    log:
+        "logs/tms/{model}/eigen_{layer}_beta{beta}.log",
+    benchmark:
+        "results/benchmarks/eigen_tms/{model}_{layer}_beta{beta}.tsv"
+    conda:
+        "../envs/entk.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
     params:
         beta=lambda wc: float(wc.beta),
         spec=lambda wc: TMS["models"][wc.model],
         top_k=TMS["top_k"],
         device=config["device"],
-    log:
-        "logs/tms/{model}/eigen_{layer}_beta{beta}.log",
-    benchmark:
-        "results/benchmarks/eigen_tms/{model}_{layer}_beta{beta}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=15,
-    conda:
-        "../envs/entk.yaml"
     script:
         "../scripts/eigen_tms.py"

@@ -8,22 +8,24 @@ rule figure_1:
         ),
     output:
         png=report(
-            "results/figures/fig1_tms.png", caption="../report/fig1.rst", category="Figures"
+            "results/figures/fig1_tms.png",
+            caption="../report/fig1.rst",
+            category="Figures",
         ),
         pdf="results/figures/fig1_tms.pdf",
-    params:
-        models=TMS_MODELS,
-        specs=TMS["models"],
-        betas=TMS_BETAS,
     log:
         "logs/figures/fig1.log",
     benchmark:
         "results/benchmarks/figure_1.tsv"
+    conda:
+        "../envs/entk.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=5,
-    conda:
-        "../envs/entk.yaml"
+    params:
+        models=TMS_MODELS,
+        specs=TMS["models"],
+        betas=TMS_BETAS,
     script:
         "../scripts/figure_1.py"

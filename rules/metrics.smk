@@ -15,11 +15,11 @@ rule tms_summary:
     log:
         "logs/tms/summary.log",
     localrule: True
+    conda:
+        "../envs/entk.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=2,
-    conda:
-        "../envs/entk.yaml"
     script:
         "../scripts/concat_csv.py"

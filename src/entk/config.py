@@ -28,7 +28,7 @@ def _describe(error, schema: dict) -> str:
         return f"config key '{key}' is missing {error.message.split(' is a required')[0]} (add it; see config.yaml)"
     if error.validator == "oneOf":
         return f"config key '{key}': {error.instance!r} must be the string 'all' or a non-empty list of names"
-    if error.validator == "propertyNames":
+    if "propertyNames" in error.schema_path:
         return f"config key '{key}': name {error.instance!r} may only use letters, digits, '_', '-' and '.'"
     return f"config key '{key}': {error.message}"
 
