@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from entk.models import TMS, ModMLP, modadd_inputs, modadd_labels, modadd_split, tms_data, tms_importance
-from entk.training import HISTORY_COLUMNS, TrainingDiverged, tms_represented, train_modadd, train_tms
+from entk.metrics import represented_features
+from entk.training import HISTORY_COLUMNS, TrainingDiverged, train_modadd, train_tms
 
 P = 11
 HIDDEN = 64
@@ -59,12 +60,12 @@ def test_tms_divergence_names_step():
         train_tms(NaNAfter(), torch.rand(8, 4), torch.ones(4), steps=10, lr=1e-3, log=_quiet)
 
 
-def test_tms_represented_counts_diagonal():
+def test_represented_features_counts_diagonal():
     W = torch.zeros(3, 5)
     W[0, 0], W[1, 1], W[2, 2] = 1.0, 0.9, 0.5  # diag(WᵀW) = 1, 0.81, 0.25, 0, 0
     W[0, 3], W[1, 3] = 0.6, 0.6  # 0.72: just below 0.75
-    assert tms_represented(W) == 2
-    assert tms_represented(W, threshold=0.2) == 4
+    assert represented_features(W.numpy()) == 2
+    assert represented_features(W.numpy(), threshold=0.2) == 4
 
 
 def test_modadd_history_and_loss_decrease():

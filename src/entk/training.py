@@ -163,7 +163,3 @@ def train_modadd(
         opt.step()
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
-
-def tms_represented(W: torch.Tensor, threshold: float = 0.75) -> int:
-    """Number of features i with (WᵀW)_ii = ‖W[:, i]‖² ≥ threshold, for W (m, n)."""
-    return int(((W.detach() ** 2).sum(dim=0) >= threshold).sum().item())

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine (Python ≥ 3.11 on PATH as python3, or set PYTHON):
+#   ./run.sh paper   set up .venv, then build every paper figure and the claims table
+#   ./run.sh test    set up .venv, then run every test (unit, end-to-end, lint, format, dry runs)
+# Extra arguments go to snakemake / pytest, e.g. ./run.sh paper --cores 8
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+
+setup() {
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    { echo "entk needs Python ≥ 3.11; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  echo "[setup] installing pinned requirements into .venv (first time: a few minutes)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  paper) setup; exec .venv/bin/snakemake "$@" ;;
+  test) setup; exec .venv/bin/python -m pytest "$@" ;;
+  *) echo "usage: ./run.sh paper|test [args...]" >&2; exit 2 ;;
+esac
