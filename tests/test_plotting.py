@@ -1,0 +1,170 @@
+"""Tests for entk.plotting: each paper figure builds from small synthetic inputs, saves, and rejects bad input."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from entk.plotting import figure_2, figure_3, figure_4, figure_5, figure_overlap
+
+# p = 7: K = 3 frequencies; cliffs of N = 2(p − 1) = 12 eigenvalues each, after the isolated index 0.
+P = 7
+K, N = (P - 1) // 2, 2 * (P - 1)
+CLIFFS = (slice(1, 1 + N), slice(1 + N, 1 + 2 * N))
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _spectrum(k: int = 40) -> np.ndarray:
+    return np.sort(10 ** RNG.uniform(-6, 2, k))[::-1]
+
+
+def _corr() -> np.ndarray:
+    return RNG.uniform(0, 1, (K, N))
+
+
+def _save(fig, tmp_path, name: str) -> None:
+    for ext in ("png", "pdf"):
+        path = tmp_path / f"{name}.{ext}"
+        fig.savefig(path, dpi=50)
+        assert path.stat().st_size > 0
+
+
+def _history() -> pd.DataFrame:
+    epochs = np.arange(0, 50)
+    return pd.DataFrame(
+        {"epoch": epochs, "train_acc": np.minimum(1, epochs / 10), "test_acc": np.minimum(1, epochs / 40)}
+    )
+
+
+def _overlap_inputs(n_epochs: int = 6) -> tuple[np.ndarray, dict, dict]:
+    epochs = np.arange(n_epochs) * 10
+    overlaps = {"sum": np.linspace(1, 5.5, n_epochs), "diff": np.linspace(0.5, 5, n_epochs)}
+    derivatives = {name: np.gradient(v, epochs) for name, v in overlaps.items()}
+    return epochs, overlaps, derivatives
+
+
+def test_figure_2(tmp_path):
+    fig = figure_2({"full": _spectrum(), "layer 1": _spectrum(), "layer 2": _spectrum()}, CLIFFS)
+    assert len(fig.axes) == 3
+    assert all(ax.get_yscale() == "log" for ax in fig.axes)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["cliff 1: a, b families", "cliff 2: a+b, a−b families"]
+    _save(fig, tmp_path, "fig2")
+
+
+def test_figure_2_masks_nonpositive_tail():
+    lam = _spectrum()
+    lam[-3:] = [0.0, -1e-12, -1e-10]
+    fig = figure_2({"layer 2": lam}, CLIFFS)
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "layer 2"]
+    ydata = line.get_ydata()
+    assert np.all(np.isnan(ydata[-3:])) and np.all(ydata[:-3] > 0)
+    fig.canvas.draw()
+
+
+@pytest.mark.parametrize(
+    "spectra, cliffs, match",
+    [
+        ({}, CLIFFS, "at least one"),
+        ({"full": _spectrum(20)}, CLIFFS, "outside"),
+        ({"full": np.ones((4, 10))}, CLIFFS, "1-D"),
+        ({"full": _spectrum()}, (slice(1, 13), slice(10, 25)), "before cliff 2"),
+        ({"full": _spectrum()}, (slice(1, 13, 2), slice(13, 25)), "unit step"),
+    ],
+)
+def test_figure_2_rejects_bad_input(spectra, cliffs, match):
+    with pytest.raises(ValueError, match=match):
+        figure_2(spectra, cliffs)
+
+
+def test_figure_3(tmp_path):
+    spectra = {e: _spectrum() for e in (40, 0, 20)}
+    fig = figure_3(_history(), spectra, 30, CLIFFS)
+    assert len(fig.axes) == 2
+    assert fig.axes[1].get_yscale() == "log"
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert [t for t in legend if t.startswith("epoch")] == ["epoch 0", "epoch 20", "epoch 40"]
+    assert "grokking (epoch 30)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    _save(fig, tmp_path, "fig3")
+    assert figure_3(_history(), spectra, None, CLIFFS).axes[0].get_legend().get_texts()[-1].get_text() == "test"
+
+
+def test_figure_3_rejects_bad_input():
+    with pytest.raises(ValueError, match="lacks columns"):
+        figure_3(_history().drop(columns="test_acc"), {0: _spectrum()}, None, CLIFFS)
+    with pytest.raises(ValueError, match="fractions"):
+        figure_3(_history().assign(test_acc=lambda h: 100 * h.test_acc), {0: _spectrum()}, None, CLIFFS)
+    with pytest.raises(ValueError, match="at least one"):
+        figure_3(_history(), {}, None, CLIFFS)
+
+
+def test_figure_4(tmp_path):
+    fig = figure_4({"a": _corr(), "b": _corr()}, {"a": _corr(), "b": _corr()})
+    assert len(fig.axes) == 5  # 2 × 2 heatmaps + one shared colorbar
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["1", "2", "3"]
+    assert fig.axes[-1].get_ylim() == (0.0, 1.0)
+    _save(fig, tmp_path, "fig4")
+
+
+@pytest.mark.parametrize(
+    "raw, rotated, match",
+    [
+        ({"a": _corr(), "b": _corr()[:, :-1]}, {"a": _corr(), "b": _corr()}, "shape"),
+        ({"a": _corr(), "b": _corr()}, {"a": _corr(), "b": _corr().T}, "shape"),
+        ({"a": _corr(), "c": _corr()}, {"a": _corr(), "b": _corr()}, "keys"),
+        ({"a": _corr(), "b": _corr()}, {"a": _corr()}, "keys"),
+        ({"a": _corr(), "b": 2 * _corr() + 1}, {"a": _corr(), "b": _corr()}, r"\[0, 1\]"),
+        ({"a": _corr()[0], "b": _corr()}, {"a": _corr(), "b": _corr()}, "2-D"),
+    ],
+)
+def test_figure_4_rejects_bad_input(raw, rotated, match):
+    with pytest.raises(ValueError, match=match):
+        figure_4(raw, rotated)
+
+
+def test_figure_5(tmp_path):
+    epochs = (40, 100, 500)
+    fig = figure_5({e: {"sum": _corr(), "diff": _corr()} for e in reversed(epochs)})
+    assert len(fig.axes) == 2 * len(epochs) + 1
+    assert [ax.get_title() for ax in fig.axes[: len(epochs)]] == [f"epoch {e}" for e in epochs]
+    _save(fig, tmp_path, "fig5")
+
+
+def test_figure_5_rejects_bad_input():
+    with pytest.raises(ValueError, match="keys"):
+        figure_5({40: {"sum": _corr(), "a-b": _corr()}})
+    with pytest.raises(ValueError, match="shape"):
+        figure_5({40: {"sum": _corr(), "diff": _corr()}, 60: {"sum": _corr()[:, :5], "diff": _corr()}})
+    with pytest.raises(ValueError, match="at least one"):
+        figure_5({})
+
+
+def test_figure_overlap(tmp_path):
+    epochs, overlaps, derivatives = _overlap_inputs()
+    fig = figure_overlap(epochs, overlaps, derivatives, 6, 30, 20)
+    assert len(fig.axes) == 2
+    assert fig.axes[0].get_ylim()[1] >= 6
+    assert "derivative peak (epoch 20)" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    _save(fig, tmp_path, "fig_overlap")
+    no_marks = figure_overlap(epochs, overlaps, derivatives, 6, None, None)
+    assert len(no_marks.axes[1].get_lines()) == 3  # two series and the zero line, no epoch markers
+
+
+def test_figure_overlap_rejects_bad_input():
+    epochs, overlaps, derivatives = _overlap_inputs()
+    with pytest.raises(ValueError, match="keys"):
+        figure_overlap(epochs, {"sum": overlaps["sum"]}, derivatives, 6, None, None)
+    with pytest.raises(ValueError, match="shape"):
+        figure_overlap(epochs, overlaps, {**derivatives, "diff": derivatives["diff"][1:-1]}, 6, None, None)
+    with pytest.raises(ValueError, match="n_family"):
+        figure_overlap(epochs, overlaps, derivatives, 4, None, None)
+    with pytest.raises(ValueError, match="increasing"):
+        figure_overlap(epochs[::-1], overlaps, derivatives, 6, None, None)
