@@ -81,8 +81,9 @@ INSTALL_TIMINGS: dict[str, float] = {}
 #   consequently `sacct` fails with "Slurm accounting storage is disabled" and
 #   `sacctmgr` with "Only 'accounting_storage/slurmdbd' is supported" -> the
 #   Snakemake plugin must use squeue for status (see demo/profile/config.yaml).
-# * AccountingStorageTRES=gres/gpu: only makes `scontrol show job` list
-#   gres/gpu in TRES/AllocTRES (handy for tests); nothing is stored anywhere.
+# * No AccountingStorageTRES=gres/gpu: slurmctld 22.05 refuses to start with it
+#   ("slurmdbd is required to run with TRES gres/gpu"), so job TRES strings
+#   never mention the GPU; check TresPerJob/TresPerNode instead.
 # * MinJobAge=300: finished jobs stay visible to `squeue --states=all` for 5 min.
 #   The plugin (2.8.0) silently falls back from squeue to sacct when
 #   MinJobAge < 3 * slurm-init-seconds-before-status-checks and the sacct
@@ -122,7 +123,6 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-AccountingStorageTRES=gres/gpu
 JobCompType=jobcomp/none
 MpiDefault=none
 SwitchType=switch/none
@@ -135,16 +135,17 @@ MinJobAge=300
 KillWait=5
 InactiveLimit=0
 ReturnToService=2
-NodeName={nodename} NodeAddr={addr} {hardware} RealMemory={real_memory} Gres=gpu:{gpus} State=UNKNOWN
+NodeName={nodename} NodeAddr={addr} {hardware} RealMemory={real_memory} {gres}State=UNKNOWN
 PartitionName={partition} Nodes={nodename} Default=YES MaxTime=INFINITE State=UP
 """
 
 # File=/dev/null: a device file is needed for a counted GRES; /dev/null is a
-# harmless stand-in. AutoDetect=off: no NVML/RSMI probing.
+# harmless stand-in. AutoDetect=off: no NVML/RSMI probing. More than one fake
+# GPU takes one line per further harmless character device.
 GRES_CONF_TEMPLATE = """\
 AutoDetect=off
-NodeName={nodename} Name=gpu File=/dev/null
-"""
+{lines}"""
+FAKE_GPU_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
 
 
 # Client wrappers put first on PATH (cluster.env["PATH"]). Needed because
@@ -194,8 +195,10 @@ def ensure_slurm_installed(timeout: float = 240.0) -> tuple[bool, str]:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     deadline = time.monotonic() + timeout
     steps = [
-        ("apt_update_s", ["apt-get", "update", "-q"]),
-        ("apt_install_s", ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]),
+        # Lock::Timeout: wait for a concurrent apt/dpkg instead of failing at once
+        ("apt_update_s", ["apt-get", "-o", "DPkg::Lock::Timeout=60", "update", "-q"]),
+        ("apt_install_s", ["apt-get", "-o", "DPkg::Lock::Timeout=60", "install", "-y", "-q",
+                           "--no-install-recommends", *PACKAGES]),
     ]
     for key, cmd in steps:
         t0 = time.monotonic()
@@ -265,7 +268,10 @@ class SlurmCluster:
         return env
 
     def remaining(self, cap: float | None = None) -> float:
-        left = max(1.0, self.deadline - time.monotonic())
+        """Seconds left before the time limit (at most `cap`); raises once it passed."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise SlurmTimeout("local_slurm: time limit exceeded")
         return min(left, cap) if cap else left
 
     def run(self, cmd, timeout: float | None = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -415,6 +421,8 @@ def _wait_for(predicate, deadline: float, what: str, interval: float = 0.25):
             value = predicate()
             if value:
                 return value
+        except SlurmUnavailable:
+            raise  # a daemon died: no point in waiting
         except Exception as e:  # noqa: BLE001 -- retried until the deadline
             last_exc = e
         time.sleep(interval)
@@ -423,7 +431,7 @@ def _wait_for(predicate, deadline: float, what: str, interval: float = 0.25):
 
 @contextlib.contextmanager
 def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_timeout: float = 60.0,
-                gpus: int = 1) -> Iterator[SlurmCluster]:
+                gpus: int = 1, partition: str = PARTITION) -> Iterator[SlurmCluster]:
     """Start munged + slurmctld + slurmd for one localhost node; stop them on exit.
 
     workdir: where configs and logs end up (``workdir/slurm``); the runtime dir
@@ -431,6 +439,9 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
         (sun_path is limited to 108 bytes).
     time_limit: seconds for the whole ``with`` block (startup included).
     start_timeout: seconds for the daemons to come up and the node to be idle.
+    gpus: fake GPUs on the node (all backed by /dev/null).
+    partition: name of the (default) partition, e.g. to match a profile's
+        `slurm_partition` default resource.
     """
     ok, why = slurm_available()
     if not ok:
@@ -460,8 +471,11 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
         cluster_name=CLUSTER_NAME, nodename=nodename, addr="127.0.0.1",
         ctld_port=_free_port(), slurmd_port=_free_port(), munge_socket=munge_socket,
         rundir=rundir, logdir=logdir, etcdir=etcdir, hardware=hardware,
-        real_memory=real_memory, gpus=gpus, partition=PARTITION))
-    (etcdir / "gres.conf").write_text(GRES_CONF_TEMPLATE.format(nodename=nodename))
+        real_memory=real_memory, gres=f"Gres=gpu:{gpus} " if gpus else "", partition=partition))
+    if not 0 <= gpus <= len(FAKE_GPU_DEVICES):
+        raise ValueError(f"gpus must be between 0 and {len(FAKE_GPU_DEVICES)}")
+    (etcdir / "gres.conf").write_text(GRES_CONF_TEMPLATE.format(lines="".join(
+        f"NodeName={nodename} Name=gpu File={dev}\n" for dev in FAKE_GPU_DEVICES[:gpus])))
     (etcdir / "plugstack.conf").write_text("# empty: no SPANK plugins\n")
     for tool in CLIENT_WRAPPERS:
         real = shutil.which(tool)
@@ -471,7 +485,7 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
             w.chmod(0o755)
 
     cluster = SlurmCluster(rundir=rundir, etcdir=etcdir, logdir=logdir, conf=conf, nodename=nodename,
-                           partition=PARTITION, deadline=deadline,
+                           partition=partition, deadline=deadline,
                            env={"SLURM_CONF": str(conf),
                                 "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"})
     cluster.timings.update(INSTALL_TIMINGS)
@@ -499,14 +513,12 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
     in_main = threading.current_thread() is threading.main_thread()
     old_handler = None
     watchdog = None
-    expired = threading.Event()
 
     def on_alarm(signum, frame):
-        expired.set()
         raise SlurmTimeout(f"local_slurm: time limit of {time_limit:.0f} s exceeded")
 
     def on_watchdog():
-        expired.set()
+        # blocked SLURM clients fail once the daemons are gone; cluster.remaining() raises
         for _name, p in reversed(procs):
             _stop_pid(p.pid, _name, grace=2, proc=p)
 
