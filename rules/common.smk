@@ -36,11 +36,16 @@ def beta_str(beta):
 
 TMS_BETAS = [beta_str(b) for b in TMS["betas"]]
 
+MLP = config["mlp"]
+MLP_EPOCHS = list(range(0, MLP["epochs"] + 1, MLP["checkpoint_every"]))
+MLP_LAYERS = ["full", *MLP["layers"]]
+
 
 wildcard_constraints:
     model="|".join(re.escape(m) for m in TMS_MODELS),
     layer="|".join(re.escape(l) for l in TMS_LAYERS),
     beta="|".join(re.escape(b) for b in TMS_BETAS),
+    mlp_layer="|".join(MLP_LAYERS),
 
 
 def layer_params(wildcards):
@@ -56,10 +61,34 @@ def tms_train_params():
     }
 
 
+def mlp_train_params():
+    """The MLP training settings (a change here retrains and recomputes everything downstream)."""
+    keys = (
+        "p",
+        "hidden",
+        "train_fraction",
+        "epochs",
+        "lr",
+        "weight_decay",
+        "checkpoint_every",
+    )
+    return {k: MLP[k] for k in keys}
+
+
+FIGURES = [
+    "fig1_tms",
+    "fig2_spectra",
+    "fig3_grokking",
+    "fig4_rotation",
+    "fig5_sumdiff",
+    "fig_overlap",
+]
+
+
 def all_targets():
     """Every final output the config asks for."""
     return [
         "results/tms/metrics.csv",
-        "results/figures/fig1_tms.png",
-        "results/figures/fig1_tms.pdf",
+        "results/claims.csv",
+        *expand("results/figures/{fig}.{ext}", fig=FIGURES, ext=["png", "pdf"]),
     ]

@@ -22,3 +22,25 @@ rule eigen_tms:
         device=config["device"],
     script:
         "../scripts/eigen_tms.py"
+
+
+rule eigen_mlp:
+    input:
+        kernels="results/mlp/kernels/{mlp_layer}.npz",
+    output:
+        eigen="results/mlp/eigen/{mlp_layer}.npz",
+    log:
+        "logs/mlp/eigen_{mlp_layer}.log",
+    benchmark:
+        "results/benchmarks/eigen_mlp/{mlp_layer}.tsv"
+    conda:
+        "../envs/entk.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        top_k=MLP["top_k"],
+        device=config["device"],
+    script:
+        "../scripts/eigen_mlp.py"

@@ -18,3 +18,26 @@ rule train_tms:
         device=config["device"],
     script:
         "../scripts/train_tms.py"
+
+
+rule train_mlp:
+    output:
+        checkpoints=expand("results/mlp/checkpoints/epoch{epoch}.pt", epoch=MLP_EPOCHS),
+        history="results/mlp/history.csv",
+    log:
+        "logs/mlp/train.log",
+    benchmark:
+        "results/benchmarks/train_mlp.tsv"
+    conda:
+        "../envs/entk.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        mlp=mlp_train_params(),
+        epochs=MLP_EPOCHS,
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/train_mlp.py"

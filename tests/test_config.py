@@ -41,6 +41,12 @@ BAD = [
     (("tms", "models", "m40_S0.9", "m"), 2.5, r"'tms.models.m40_S0.9.m': 2.5 is not of type 'integer'"),
     (("tms", "models", "m40_S0.9", "width"), 3, r"unknown config key 'width' under 'tms.models.m40_S0.9'"),
     (("seed",), True, r"'seed': True is not of type 'integer'"),
+    (("mlp", "fig5_epochs"), [40, 45], r"'mlp.fig5_epochs': epochs \[45\] have no checkpoint"),
+    (("mlp", "top_k"), 100, r"'mlp.top_k': 100 must lie in \[4\(p−1\)\+2, p²\] = \[114, 841\]"),
+    (("mlp", "epochs"), 505, r"'mlp.checkpoint_every': 10 does not divide mlp.epochs = 505"),
+    (("tms", "top_k"), 30000, r"'tms.top_k': 30000 exceeds the kernel's dimension"),
+    (("claims", "grok_epoch"), [110, 70], r"'claims.grok_epoch': \[110, 70\] is not an interval"),
+    (("mlp", "layers", "layer3"), ["fc1"], r"unknown config key 'layer3' under 'mlp.layers'"),
 ]
 
 

@@ -214,3 +214,13 @@ def test_non_2d_output_and_too_large_k_are_named():
     model, x = CASES["mlp_tanh_bias"]
     with pytest.raises(ValueError, match=r"k must lie in \[1, 18\]"):
         entk.top_eigenpairs(model.double(), x, 19)
+
+
+def test_layer_ntks_share_one_pass_and_match_brute_force():
+    model, x = CASES["mlp_tanh_bias"]
+    model = model.double()
+    layers = {"first": ["0"], "bias2": ["2.bias"], "both": ["0", "2.weight"], "all": None}
+    got = entk.layer_ntks(model, x, layers, outputs="diag_mean")
+    expanded = {"first": ["0.weight", "0.bias"], "bias2": ["2.bias"], "both": ["0.weight", "0.bias", "2.weight"], "all": None}
+    for name, names in expanded.items():
+        assert rel_err(got[name].dense(), brute_force_ntk(model, x, names, "diag_mean")) <= 1e-6, name

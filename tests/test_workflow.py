@@ -25,7 +25,24 @@ TINY = {
         "models": {"a": {"m": 3, "sparsity": 0.3}, "b": {"m": 3, "sparsity": 0.9}},
         "layers": {"full": "all", "W": ["W"]},
     },
+    # p = 13 end to end: every figure and the claims are computed for another modulus.
+    "mlp": {
+        "p": 13,
+        "hidden": 64,
+        "train_fraction": 0.7,
+        "epochs": 60,
+        "lr": 0.05,
+        "weight_decay": 0.01,
+        "checkpoint_every": 20,
+        "top_k": 60,
+        "layers": {"layer1": ["fc1"], "layer2": ["fc2"]},
+        "fig3_epochs": [0, 20, 60],
+        "fig5_epochs": [40, 60],
+        "grok_threshold": 0.5,
+    },
+    "claims": yaml.safe_load((ROOT / "config.yaml").read_text())["claims"],
 }
+FIGURES = ["fig1_tms", "fig2_spectra", "fig3_grokking", "fig4_rotation", "fig5_sumdiff", "fig_overlap"]
 
 
 def snakemake(workdir, *args, check=True):
@@ -55,13 +72,21 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tiny_workflow_builds_every_target(tiny_run):
-    for name in ["fig1_tms.png", "fig1_tms.pdf"]:
-        assert (tiny_run / "results" / "figures" / name).stat().st_size > 10_000
+    for fig in FIGURES:
+        for ext in ("png", "pdf"):
+            assert (tiny_run / "results" / "figures" / f"{fig}.{ext}").stat().st_size > 10_000
     metrics = pd.read_csv(tiny_run / "results" / "tms" / "metrics.csv")
     assert len(metrics) == 2 * 2 * 2  # models × layers × β
     assert metrics["cliff"].between(1, 11).all()
     assert set(metrics.columns) >= {"recovered_features", "matched_overlap", "represented_features"}
     assert not list((tiny_run / "results").rglob(".*.npz"))  # no half-written temporaries
+    claims = pd.read_csv(tiny_run / "results" / "claims.csv")
+    assert list(claims.columns) == ["claim", "expected", "measured", "pass"]
+    assert claims["claim"].str.contains("cliff 1 size").any() and len(claims) >= 12
+    assert "= 2(p−1) = 24" in claims["expected"].iloc[0]  # cliff sizes follow p = 13
+    overlap = pd.read_csv(tiny_run / "results" / "mlp" / "overlap.csv")
+    assert overlap["epoch"].tolist() == [0, 20, 40, 60]
+    assert overlap[["overlap_sum", "overlap_diff"]].le(12 + 1e-9).all().all()
 
 
 @pytest.mark.slow
@@ -77,7 +102,7 @@ def test_changing_one_sparsity_reruns_only_that_chain(tiny_run):
     out = snakemake(tiny_run, "-n", "--configfile", str(tiny_run / "config_b.yaml"))
     rules = re.findall(r"^rule (\w+):", out, re.M)
     wildcards = re.findall(r"wildcards: (.*)", out)
-    assert set(rules) == {"train_tms", "kernel_tms", "eigen_tms", "tms_summary", "figure_1", "all"}
+    assert set(rules) == {"train_tms", "kernel_tms", "eigen_tms", "tms_summary", "figure_1", "claims", "all"}
     assert wildcards and all("model=b" in w for w in wildcards)
     assert rules.count("eigen_tms") == 4 and rules.count("train_tms") == 1
 

@@ -12,6 +12,7 @@ _EXPORTS = {
     "compact_ntk": "entk.kernels",
     "empirical_ntk": "entk.kernels",
     "layerwise_ntk": "entk.kernels",
+    "layer_ntks": "entk.kernels",
     "cliff": "entk.eigen",
     "fix_signs": "entk.eigen",
     "kernel_eigenpairs": "entk.eigen",

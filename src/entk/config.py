@@ -40,9 +40,40 @@ def config_errors(config: dict, schema: dict) -> list[str]:
     return [_describe(e, schema) for e in errors]
 
 
+def semantic_errors(config: dict) -> list[str]:
+    """Problems a schema cannot express: values that must fit each other (config already schema-valid)."""
+    errors = []
+    tms, mlp = config["tms"], config["mlp"]
+    dim = tms["n_features"] * tms["n_points"]
+    if tms["top_k"] > dim:
+        errors.append(f"config key 'tms.top_k': {tms['top_k']} exceeds the kernel's dimension n_features·n_points = {dim}")
+    p, k = mlp["p"], mlp["top_k"]
+    # Both cliffs, 2(p−1) each after the isolated index 0, plus one eigenvalue past cliff 2.
+    need = 4 * (p - 1) + 2
+    if not need <= k <= p * p:
+        errors.append(f"config key 'mlp.top_k': {k} must lie in [4(p−1)+2, p²] = [{need}, {p * p}] to hold both cliffs")
+    checkpoints = set(range(0, mlp["epochs"] + 1, mlp["checkpoint_every"]))
+    if mlp["epochs"] not in checkpoints:
+        errors.append(
+            f"config key 'mlp.checkpoint_every': {mlp['checkpoint_every']} does not divide mlp.epochs = {mlp['epochs']}; "
+            "the final weights need a checkpoint"
+        )
+    for key in ("fig3_epochs", "fig5_epochs"):
+        missing = sorted(set(mlp[key]) - checkpoints)
+        if missing:
+            errors.append(
+                f"config key 'mlp.{key}': epochs {missing} have no checkpoint (checkpoints every "
+                f"mlp.checkpoint_every = {mlp['checkpoint_every']} epochs up to mlp.epochs = {mlp['epochs']})"
+            )
+    lo, hi = config["claims"]["grok_epoch"]
+    if lo > hi:
+        errors.append(f"config key 'claims.grok_epoch': [{lo}, {hi}] is not an interval (first > second)")
+    return errors
+
+
 def check_config(config: dict, schema_path: str | Path) -> None:
     """Raise ``ConfigError`` naming every bad key of ``config``; return quietly when it is valid."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = config_errors(config, schema)
+    errors = config_errors(config, schema) or semantic_errors(config)
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
