@@ -124,3 +124,11 @@ def test_dry_run_with_profile(profile, tmp_path):
     (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
     out = snakemake(tmp_path, "-n", "--profile", str(ROOT / "profiles" / profile))
     assert "figure_1" in out and "train_tms" in out
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_results(tiny_run, tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
+    snakemake(tmp_path, "--cores", "2")
+    for table in ("claims.csv", "tms/metrics.csv", "mlp/overlap.csv", "mlp/history.csv"):
+        assert (tmp_path / "results" / table).read_bytes() == (tiny_run / "results" / table).read_bytes(), table

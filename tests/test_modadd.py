@@ -1,0 +1,121 @@
+"""Modular-addition analyses and the claims scorecard on planted eigenvectors with known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from entk.claims import format_scorecard, modadd_claims, scorecard, tms_claims
+from entk.modadd import best_family_match, cliff1_maps, derivative_peak, grokking_epoch, overlap_curve
+from entk.rotation import fourier_families
+
+from conftest import ROOT
+
+P = 13
+SIZE = 2 * (P - 1)
+BANDS = yaml.safe_load((ROOT / "config.yaml").read_text())["claims"]
+
+
+def planted_vectors(p, rng, cliff1=("a", "b"), cliff2=("sum", "diff"), mix=True):
+    """Eigenvectors (p², 4(p−1)+2): index 0 constant, cliff 1 and cliff 2 spanned by the families
+    (mixed by random rotations within each cliff), then random orthogonal filler."""
+    fam = fourier_families(p)
+    d = p * p
+    blocks = [np.full((d, 1), 1 / p)]
+    for names in (cliff1, cliff2):
+        block = np.hstack([fam[n] for n in names])
+        if mix:
+            q, _ = np.linalg.qr(rng.standard_normal((block.shape[1], block.shape[1])))
+            block = block @ q
+        blocks.append(block)
+    blocks.append(rng.standard_normal((d, 1)))
+    q, _ = np.linalg.qr(np.hstack(blocks))
+    # QR keeps each leading span; flip signs back so the planted columns are unchanged.
+    return q * np.sign(np.sum(q * np.hstack(blocks), axis=0))
+
+
+def cliff_values(p, layer1=False):
+    """Full kernel: isolated λ0, cliff 1, cliff 2, tail. Layer 1 holds no cliff 2: a smooth tail."""
+    size = 2 * (p - 1)
+    if layer1:
+        return np.concatenate([[100.0], np.linspace(10, 8, size), np.geomspace(0.5, 0.3, size + 1)])
+    return np.concatenate([[100.0], np.linspace(10, 8, size), np.linspace(1, 0.8, size), [0.01]])
+
+
+def history(grok=85):
+    epochs = np.arange(0, 201)
+    return pd.DataFrame(
+        {"epoch": epochs, "train_acc": 1.0, "test_acc": np.clip((epochs - grok + 50) / 100, 0, 1)}
+    )
+
+
+def test_grokking_epoch_is_first_crossing():
+    assert grokking_epoch(history(85), 0.5) == 85
+    assert grokking_epoch(history(85), 2.0) is None
+
+
+def test_overlap_curve_counts_planted_families_and_differentiates():
+    rng = np.random.default_rng(0)
+    good = planted_vectors(P, rng)
+    noise, _ = np.linalg.qr(rng.standard_normal((P * P, good.shape[1])))
+    curve = overlap_curve(np.array([0, 10, 20]), np.stack([noise, good, good]), P)
+    assert curve["overlap_sum"].iloc[1] == pytest.approx(P - 1, abs=1e-8)
+    assert curve["overlap_diff"].iloc[2] == pytest.approx(P - 1, abs=1e-8)
+    # A random 24-dim subspace of 169 dims captures about 24·12/169 ≈ 1.7 of 12.
+    assert curve["overlap_sum"].iloc[0] < 4
+    expected_mid = (curve["overlap_sum"].iloc[2] - curve["overlap_sum"].iloc[0]) / 20
+    assert curve["d_sum"].iloc[1] == pytest.approx(expected_mid)
+    assert derivative_peak(curve) in (0, 10)
+
+
+def test_best_family_match_picks_family_and_frequency():
+    maps = {"a": np.array([[0.1, 0.95], [0.2, 0.0]]), "b": np.array([[0.3, 0.1], [0.92, 0.2]])}
+    best, family, freq = best_family_match(maps)
+    assert best.tolist() == [0.92, 0.95] and family.tolist() == [1, 0] and freq.tolist() == [2, 1]
+
+
+def test_cliff1_rotation_turns_mixed_families_into_single_frequencies():
+    maps = cliff1_maps(planted_vectors(P, np.random.default_rng(1)), P)
+    raw_best, _, _ = best_family_match({"a": maps["raw_a"], "b": maps["raw_b"]})
+    rot_best, fam, freq = best_family_match({"a": maps["rot_a"], "b": maps["rot_b"]})
+    assert raw_best.mean() < 0.8
+    assert rot_best.min() > 0.99
+    for f in (0, 1):
+        assert sorted(set(freq[fam == f].tolist())) == list(range(1, (P - 1) // 2 + 1))
+
+
+def claims_for(vectors_l1, vectors_full, values_l1, values_full, grok=85, peak=80):
+    epochs = np.arange(0, 201, 10)
+    curve = pd.DataFrame({"epoch": epochs, "d_sum": -np.abs(epochs - peak), "d_diff": 0.0})
+    rotated = {f"rot_{k[-1]}": v for k, v in cliff1_maps(vectors_l1, P).items() if k.startswith("rot")}
+    return scorecard(
+        modadd_claims(P, values_l1, vectors_l1, values_full, vectors_full, history(grok), curve, rotated, BANDS, 0.5)
+    )
+
+
+def test_modadd_claims_pass_on_planted_structure():
+    rng = np.random.default_rng(2)
+    vecs = planted_vectors(P, rng)
+    table = claims_for(vecs, vecs, cliff_values(P, layer1=True), cliff_values(P))
+    assert table["pass"].all(), format_scorecard(table)
+    assert len(table) == 12
+
+
+def test_modadd_claims_fail_when_structure_is_missing():
+    rng = np.random.default_rng(3)
+    swapped = planted_vectors(P, rng, cliff1=("sum", "diff"), cliff2=("a", "b"))
+    flat = np.linspace(10, 1, 4 * (P - 1) + 2)
+    table = claims_for(swapped, swapped, flat, flat, grok=150, peak=20).set_index("claim")
+    failed = set(table.index[~table["pass"]])
+    assert "cliff-1 overlap with the a family (of 12)" in failed
+    assert "cliff-2 overlap with the a+b family (of 12)" in failed
+    assert "grokking epoch (test acc ≥ 50%)" in failed
+    assert "sum-overlap derivative peak epoch" in failed
+    assert any(c.startswith("cliff 1 size") for c in failed)
+
+
+def test_tms_claims_use_the_tolerance():
+    metrics = pd.DataFrame({"model": ["m10_S0.3", "m10_S0.9"], "represented_features": [10, 25]})
+    table = scorecard(tms_claims(metrics, BANDS))
+    assert table["pass"].tolist() == [True, False]
+    assert "1 of 2 claims pass" in format_scorecard(table)

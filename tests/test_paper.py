@@ -1,0 +1,26 @@
+"""The paper's claims hold for the default seed: the whole workflow at the shipped config."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from entk.claims import format_scorecard
+
+from conftest import ROOT
+
+
+@pytest.mark.slow
+def test_every_claim_holds_with_the_default_config(tmp_path):
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    claims = pd.read_csv(tmp_path / "results" / "claims.csv")
+    assert len(claims) >= 15
+    assert claims["pass"].all(), format_scorecard(claims)
