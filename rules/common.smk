@@ -61,6 +61,11 @@ def tms_train_params():
     }
 
 
+def gpus():
+    """GPUs each heavy job requests from a cluster (1 when the config runs on CUDA, else 0)."""
+    return 1 if config["device"] == "cuda" else 0
+
+
 def mlp_train_params():
     """The MLP training settings (a change here retrains and recomputes everything downstream)."""
     keys = (

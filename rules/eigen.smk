@@ -13,6 +13,7 @@ rule eigen_tms:
         "../envs/entk.yaml"
     threads: 1
     resources:
+        gpu=gpus(),
         mem_mb=4000,
         runtime=15,
     params:
@@ -37,6 +38,7 @@ rule eigen_mlp:
         "../envs/entk.yaml"
     threads: 1
     resources:
+        gpu=gpus(),
         mem_mb=4000,
         runtime=30,
     params:

@@ -19,6 +19,7 @@ rule figure_1:
         "results/benchmarks/figure_1.tsv"
     conda:
         "../envs/entk.yaml"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -45,6 +46,7 @@ rule figure_2:
         "logs/figures/fig2.log",
     conda:
         "../envs/entk.yaml"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -71,6 +73,7 @@ rule figure_3:
         "logs/figures/fig3.log",
     conda:
         "../envs/entk.yaml"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -97,6 +100,7 @@ rule figure_4:
         "logs/figures/fig4.log",
     conda:
         "../envs/entk.yaml"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -119,6 +123,7 @@ rule figure_5:
         "logs/figures/fig5.log",
     conda:
         "../envs/entk.yaml"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -143,6 +148,7 @@ rule figure_overlap:
         "logs/figures/fig_overlap.log",
     conda:
         "../envs/entk.yaml"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,

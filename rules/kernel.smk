@@ -11,6 +11,7 @@ rule kernel_tms:
         "../envs/entk.yaml"
     threads: 1
     resources:
+        gpu=gpus(),
         mem_mb=4000,
         runtime=15,
     params:
@@ -34,6 +35,7 @@ rule kernel_mlp:
         "../envs/entk.yaml"
     threads: 1
     resources:
+        gpu=gpus(),
         mem_mb=4000,
         runtime=30,
     params:

@@ -63,6 +63,7 @@ rule overlap_mlp:
         "logs/mlp/overlap.log",
     conda:
         "../envs/entk.yaml"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -90,6 +91,7 @@ rule claims:
         "logs/claims.log",
     conda:
         "../envs/entk.yaml"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,4 +1,7 @@
-"""Rule train_mlp: train the modular-addition MLP; a checkpoint per listed epoch and the history."""
+"""Rule train_mlp: train the modular-addition MLP; a checkpoint per listed epoch and the history.
+A rerun after the job was killed resumes from its latest checkpoint."""
+
+from pathlib import Path
 
 from entk import workflow as wf
 from entk.models import ModMLP, modadd_inputs, modadd_labels, modadd_split
@@ -7,14 +10,18 @@ from entk.training import train_modadd
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     wf.set_threads(sm.threads)
-    cfg = sm.params.mlp
+    cfg, seed = sm.params.mlp, sm.params.seed
     device = wf.resolve_device(sm.params.device)
-    gen = wf.generator(sm.params.seed, "mlp")
+    gen = wf.generator(seed, "mlp")
     # Initialisation first, then the split: the order the grokking measurements used.
     model = ModMLP(cfg["p"], cfg["hidden"], generator=gen)
     train_idx, test_idx = modadd_split(cfg["p"], cfg["train_fraction"], gen)
     x, y = modadd_inputs(cfg["p"]), modadd_labels(cfg["p"])
-    paths = dict(zip(sm.params.epochs, sm.output.checkpoints))
+    store = wf.ResumableCheckpoints(
+        dict(zip(sm.params.epochs, sm.output.checkpoints)),
+        Path(sm.output.history).parent / "resume",
+        {"mlp": cfg, "seed": seed},
+    )
     print(f"p={cfg['p']} hidden={cfg['hidden']}: {len(train_idx)} train / {len(test_idx)} test pairs on {device}")
     history = train_modadd(
         model.to(device),
@@ -26,7 +33,9 @@ with wf.logged(sm.log[0]):
         lr=cfg["lr"],
         weight_decay=cfg["weight_decay"],
         checkpoint_epochs=sm.params.epochs,
-        save_checkpoint=lambda epoch, state: wf.save_torch(paths[epoch], {**state, "config": cfg}),
+        save_checkpoint=store.save,
+        resume=store.latest(),
     )
     with wf.atomic_path(sm.output.history) as tmp:
         history.to_csv(tmp, index=False)
+    store.finish()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -98,3 +99,53 @@ def set_threads(n: int) -> None:
 
     torch.set_num_threads(max(1, int(n)))
     print(f"torch threads: {torch.get_num_threads()}", file=sys.stdout)
+
+
+class ResumableCheckpoints:
+    """Checkpoints that survive a killed job: each is written to a side folder that Snakemake does
+    not manage, then hard-linked (or copied) to its declared output path.
+
+    ``paths`` maps epoch → output path; ``meta`` (e.g. the training config and seed) must match
+    for a side checkpoint to be resumed from, so a changed config starts over.
+    """
+
+    def __init__(self, paths: dict[int, str], side_dir: str | os.PathLike, meta: dict):
+        self.paths, self.side, self.meta = paths, Path(side_dir), meta
+
+    def _side(self, epoch: int) -> Path:
+        return self.side / f"epoch{epoch}.pt"
+
+    def _publish(self, epoch: int) -> None:
+        out = Path(self.paths[epoch])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.unlink(missing_ok=True)
+        try:
+            os.link(self._side(epoch), out)
+        except OSError:
+            shutil.copyfile(self._side(epoch), out)
+
+    def save(self, epoch: int, state: dict) -> None:
+        """Write the checkpoint of ``epoch`` (state plus meta) and publish it to its output path."""
+        save_torch(self._side(epoch), {**state, "meta": self.meta})
+        self._publish(epoch)
+
+    def latest(self) -> dict | None:
+        """The newest side checkpoint with matching meta (earlier ones re-published), or None."""
+        import torch
+
+        found = sorted(e for e in self.paths if self._side(e).exists())
+        if not found:
+            return None
+        state = torch.load(self._side(found[-1]), weights_only=False)
+        if state.get("meta") != self.meta:
+            print(f"ignoring checkpoints in {self.side}: written with other settings; starting over")
+            self.finish()
+            return None
+        for epoch in found:
+            self._publish(epoch)
+        print(f"resuming from the checkpoint of epoch {found[-1]} in {self.side}")
+        return state
+
+    def finish(self) -> None:
+        """Drop the side folder once every output is in place."""
+        shutil.rmtree(self.side, ignore_errors=True)
