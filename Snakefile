@@ -16,6 +16,10 @@ include: "rules/metrics.smk"
 include: "rules/figures.smk"
 
 
+onsuccess:
+    print_claims("results/claims.csv")
+
+
 rule all:
     default_target: True
     input:

@@ -90,6 +90,16 @@ FIGURES = [
 ]
 
 
+def print_claims(path):
+    """Print the claims scorecard at the end of a run that produced it."""
+    if os.path.exists(path):
+        import pandas as pd
+
+        from entk.claims import format_scorecard
+
+        print(f"\nClaims scorecard ({path}):\n{format_scorecard(pd.read_csv(path))}")
+
+
 def all_targets():
     """Every final output the config asks for."""
     return [

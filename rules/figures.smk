@@ -17,9 +17,9 @@ rule figure_1:
         "logs/figures/fig1.log",
     benchmark:
         "results/benchmarks/figure_1.tsv"
+    localrule: True
     conda:
         "../envs/entk.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -44,9 +44,9 @@ rule figure_2:
         pdf="results/figures/fig2_spectra.pdf",
     log:
         "logs/figures/fig2.log",
+    localrule: True
     conda:
         "../envs/entk.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -71,9 +71,9 @@ rule figure_3:
         pdf="results/figures/fig3_grokking.pdf",
     log:
         "logs/figures/fig3.log",
+    localrule: True
     conda:
         "../envs/entk.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -98,9 +98,9 @@ rule figure_4:
         pdf="results/figures/fig4_rotation.pdf",
     log:
         "logs/figures/fig4.log",
+    localrule: True
     conda:
         "../envs/entk.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -121,9 +121,9 @@ rule figure_5:
         pdf="results/figures/fig5_sumdiff.pdf",
     log:
         "logs/figures/fig5.log",
+    localrule: True
     conda:
         "../envs/entk.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -146,9 +146,9 @@ rule figure_overlap:
         pdf="results/figures/fig_overlap.pdf",
     log:
         "logs/figures/fig_overlap.log",
+    localrule: True
     conda:
         "../envs/entk.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,

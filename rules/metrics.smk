@@ -61,9 +61,9 @@ rule overlap_mlp:
         ),
     log:
         "logs/mlp/overlap.log",
+    localrule: True
     conda:
         "../envs/entk.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -89,9 +89,9 @@ rule claims:
         ),
     log:
         "logs/claims.log",
+    localrule: True
     conda:
         "../envs/entk.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,

@@ -66,7 +66,8 @@ def planned_jobs(output: str) -> set[tuple[str, str]]:
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny")
     (workdir / "config.yaml").write_text(yaml.safe_dump(TINY))
-    snakemake(workdir, "--cores", "2")
+    out = snakemake(workdir, "--cores", "2")
+    assert "Claims scorecard" in out and "claims pass" in out  # printed at the end of the run
     return workdir
 
 
@@ -91,7 +92,14 @@ def test_tiny_workflow_builds_every_target(tiny_run):
 
 @pytest.mark.slow
 def test_rerun_does_nothing(tiny_run):
-    assert "Nothing to be done" in snakemake(tiny_run, "--cores", "2")
+    out = snakemake(tiny_run, "--cores", "2")
+    assert "Nothing to be done" in out
+
+
+@pytest.mark.slow
+def test_html_report(tiny_run):
+    snakemake(tiny_run, "--report", str(tiny_run / "report.html"))
+    assert (tiny_run / "report.html").stat().st_size > 100_000
 
 
 @pytest.mark.slow
