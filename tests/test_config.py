@@ -47,6 +47,7 @@ BAD = [
     (("tms", "top_k"), 30000, r"'tms.top_k': 30000 exceeds the kernel's dimension"),
     (("claims", "grok_epoch"), [110, 70], r"'claims.grok_epoch': \[110, 70\] is not an interval"),
     (("mlp", "layers", "layer3"), ["fc1"], r"unknown config key 'layer3' under 'mlp.layers'"),
+    (("scale", "top_k"), 200, r"'scale.top_k': 200 must lie in \[4\(p−1\)\+2, p²\] = \[450, 12769\]"),
 ]
 
 
