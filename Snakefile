@@ -24,3 +24,10 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+rule scale:
+    input:
+        "results/scale/claims.csv",
+        "results/scale/eigen/flatten.npz",
+        expand("results/figures/fig_scale_spectra.{ext}", ext=["png", "pdf"]),

@@ -61,6 +61,16 @@ def tms_train_params():
     }
 
 
+SCALE = config["scale"]
+SCALE_LAYERS = ["full", "layer1", "layer2"]
+
+
+def scale_train_params():
+    """Training settings of the p = 113 scale experiment (checkpoints only at the ends)."""
+    keys = ("p", "hidden", "train_fraction", "epochs", "lr", "weight_decay")
+    return {k: SCALE[k] for k in keys}
+
+
 def gpus():
     """GPUs each heavy job requests from a cluster (1 when the config runs on CUDA, else 0)."""
     return 1 if config["device"] == "cuda" else 0

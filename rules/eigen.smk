@@ -46,3 +46,56 @@ rule eigen_mlp:
         device=config["device"],
     script:
         "../scripts/eigen_mlp.py"
+
+
+rule eigen_scale:
+    input:
+        checkpoint=f"results/scale/checkpoints/epoch{SCALE['epochs']}.pt",
+    output:
+        eigen=expand("results/scale/eigen/{layer}.npz", layer=SCALE_LAYERS),
+    log:
+        "logs/scale/eigen.log",
+    benchmark:
+        "results/benchmarks/eigen_scale.tsv"
+    conda:
+        "../envs/entk.yaml"
+    threads: 2
+    resources:
+        gpu=gpus(),
+        mem_mb=int(SCALE["max_memory_gb"] * 1500),
+        runtime=60,
+    params:
+        layers={"layer1": ["fc1"], "layer2": ["fc2"]},
+        p=SCALE["p"],
+        hidden=SCALE["hidden"],
+        top_k=SCALE["top_k"],
+        max_memory_gb=SCALE["max_memory_gb"],
+        device=config["device"],
+    script:
+        "../scripts/eigen_scale.py"
+
+
+rule eigen_scale_flat:
+    input:
+        checkpoint=f"results/scale/checkpoints/epoch{SCALE['epochs']}.pt",
+    output:
+        eigen="results/scale/eigen/flatten.npz",
+    log:
+        "logs/scale/eigen_flatten.log",
+    benchmark:
+        "results/benchmarks/eigen_scale_flat.tsv"
+    conda:
+        "../envs/entk.yaml"
+    threads: 2
+    resources:
+        gpu=gpus(),
+        mem_mb=int(SCALE["max_memory_gb"] * 1500),
+        runtime=60,
+    params:
+        p=SCALE["p"],
+        hidden=SCALE["hidden"],
+        top_k=SCALE["flat_top_k"],
+        max_memory_gb=SCALE["max_memory_gb"],
+        device=config["device"],
+    script:
+        "../scripts/eigen_scale_flat.py"

@@ -157,3 +157,29 @@ rule figure_overlap:
         p=MLP["p"],
     script:
         "../scripts/figure_overlap.py"
+
+
+rule figure_scale:
+    input:
+        eigen=expand("results/scale/eigen/{layer}.npz", layer=SCALE_LAYERS),
+    output:
+        png=report(
+            "results/figures/fig_scale_spectra.png",
+            caption="../report/fig_scale.rst",
+            category="Scale (p = 113)",
+        ),
+        pdf="results/figures/fig_scale_spectra.pdf",
+    log:
+        "logs/figures/fig_scale.log",
+    localrule: True
+    conda:
+        "../envs/entk.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        layers=SCALE_LAYERS,
+        p=SCALE["p"],
+    script:
+        "../scripts/figure_2.py"

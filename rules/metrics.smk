@@ -102,3 +102,29 @@ rule claims:
         grok_threshold=MLP["grok_threshold"],
     script:
         "../scripts/claims.py"
+
+
+rule claims_scale:
+    input:
+        layer1="results/scale/eigen/layer1.npz",
+        full="results/scale/eigen/full.npz",
+    output:
+        csv=report(
+            "results/scale/claims.csv",
+            caption="../report/claims.rst",
+            category="Scale (p = 113)",
+        ),
+    log:
+        "logs/scale/claims.log",
+    localrule: True
+    conda:
+        "../envs/entk.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        claims=config["claims"],
+        p=SCALE["p"],
+    script:
+        "../scripts/claims_scale.py"

@@ -41,3 +41,28 @@ rule train_mlp:
         device=config["device"],
     script:
         "../scripts/train_mlp.py"
+
+
+rule train_scale:
+    output:
+        checkpoints=expand(
+            "results/scale/checkpoints/epoch{epoch}.pt", epoch=[0, SCALE["epochs"]]
+        ),
+        history="results/scale/history.csv",
+    log:
+        "logs/scale/train.log",
+    benchmark:
+        "results/benchmarks/train_scale.tsv"
+    conda:
+        "../envs/entk.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        mlp=scale_train_params(),
+        epochs=[0, SCALE["epochs"]],
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/train_mlp.py"

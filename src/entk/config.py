@@ -52,13 +52,12 @@ def semantic_errors(config: dict) -> list[str]:
     need = 4 * (p - 1) + 2
     if not need <= k <= p * p:
         errors.append(f"config key 'mlp.top_k': {k} must lie in [4(p−1)+2, p²] = [{need}, {p * p}] to hold both cliffs")
-    scale = config.get("scale")
-    if scale is not None:
-        ps, ks = scale["p"], scale["top_k"]
-        if not 4 * (ps - 1) + 2 <= ks <= ps * ps:
-            errors.append(
-                f"config key 'scale.top_k': {ks} must lie in [4(p−1)+2, p²] = [{4 * (ps - 1) + 2}, {ps * ps}] to hold both cliffs"
-            )
+    scale = config["scale"]
+    ps, ks = scale["p"], scale["top_k"]
+    if not 4 * (ps - 1) + 2 <= ks <= ps * ps:
+        errors.append(
+            f"config key 'scale.top_k': {ks} must lie in [4(p−1)+2, p²] = [{4 * (ps - 1) + 2}, {ps * ps}] to hold both cliffs"
+        )
     checkpoints = set(range(0, mlp["epochs"] + 1, mlp["checkpoint_every"]))
     if mlp["epochs"] not in checkpoints:
         errors.append(
