@@ -94,6 +94,9 @@ INSTALL_TIMINGS: dict[str, float] = {}
 #   DefMemPerCPU keeps memory-less jobs from grabbing the whole node.
 # * GresTypes=gpu + node `Gres=gpu:1` + gres.conf `File=/dev/null`: a fake GPU
 #   so GPU jobs are schedulable (CUDA_VISIBLE_DEVICES=0 is set for them).
+# * cpus=N (local_slurm): the node advertises N cores instead of what slurmd
+#   detects; SlurmdParameters=config_overrides keeps slurmd from draining it
+#   for "Low CPUs". Lets more 1-core jobs run side by side than there are cores.
 # * KillWait=5: scancel -> SIGTERM, SIGKILL after 5 s (default 30 s).
 # * MailProg=/bin/true silences "Configured MailProg is invalid".
 # * PlugStackConfig: the default would be dirname(SLURM_CONF)/plugstack.conf;
@@ -132,12 +135,11 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=512
 GresTypes=gpu
 MinJobAge=300
-KillWait=5
+{slurmd_parameters}KillWait=5
 InactiveLimit=0
 ReturnToService=2
 NodeName={nodename} NodeAddr={addr} {hardware} RealMemory={real_memory} {gres}State=UNKNOWN
-PartitionName={partition} Nodes={nodename} Default=YES MaxTime=INFINITE State=UP
-"""
+{partitions}"""
 
 # File=/dev/null: a device file is needed for a counted GRES; /dev/null is a
 # harmless stand-in. AutoDetect=off: no NVML/RSMI probing. More than one fake
@@ -282,13 +284,15 @@ class SlurmCluster:
                               timeout=self.remaining(timeout), check=check, **kw)
 
     def squeue(self) -> list[dict[str, str]]:
-        """All jobs slurmctld still knows (also finished ones, for MinJobAge)."""
-        out = self.run(["squeue", "--states=all", "--noheader", "--format=%i|%T|%j|%k"], timeout=20).stdout
+        """All jobs slurmctld still knows (also finished ones, for MinJobAge): dicts with
+        jobid, state, name, comment (Snakemake: rule_<rule>[_wildcards_...]), workdir."""
+        out = self.run(["squeue", "--states=all", "--noheader", "--format=%i|%T|%j|%k|%Z"], timeout=20).stdout
+        keys = ("jobid", "state", "name", "comment", "workdir")
         jobs = []
         for line in out.splitlines():
             parts = line.split("|")
-            if len(parts) == 4:
-                jobs.append(dict(zip(("jobid", "state", "name", "comment"), (p.strip() for p in parts))))
+            if len(parts) == len(keys):
+                jobs.append(dict(zip(keys, (p.strip() for p in parts))))
         return jobs
 
     def show_job(self, jobid: str) -> dict[str, str]:
@@ -305,6 +309,12 @@ class SlurmCluster:
                 continue
             chunks.append(f"==> {f.name} <==\n" + "\n".join(lines))
         return "\n".join(chunks)
+
+
+def _partition_lines(nodename: str, partition: str, default_partition: str | None) -> str:
+    names = [partition] if default_partition in (None, partition) else [default_partition, partition]
+    return "".join(f"PartitionName={name} Nodes={nodename} Default={'YES' if i == 0 else 'NO'} "
+                   f"MaxTime=INFINITE State=UP\n" for i, name in enumerate(names))
 
 
 def _free_port() -> int:
@@ -431,7 +441,8 @@ def _wait_for(predicate, deadline: float, what: str, interval: float = 0.25):
 
 @contextlib.contextmanager
 def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_timeout: float = 60.0,
-                gpus: int = 1, partition: str = PARTITION) -> Iterator[SlurmCluster]:
+                gpus: int = 1, partition: str = PARTITION,
+                default_partition: str | None = None, cpus: int | None = None) -> Iterator[SlurmCluster]:
     """Start munged + slurmctld + slurmd for one localhost node; stop them on exit.
 
     workdir: where configs and logs end up (``workdir/slurm``); the runtime dir
@@ -440,8 +451,14 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
     time_limit: seconds for the whole ``with`` block (startup included).
     start_timeout: seconds for the daemons to come up and the node to be idle.
     gpus: fake GPUs on the node (all backed by /dev/null).
-    partition: name of the (default) partition, e.g. to match a profile's
+    partition: name of the partition, e.g. to match a profile's
         `slurm_partition` default resource.
+    default_partition: when given (and not `partition`), a second partition of
+        the same node that is the cluster's default; jobs then land in
+        `partition` only when sbatch was given ``-p <partition>``. Without it
+        `partition` is the default.
+    cpus: cores the node advertises (default: what `slurmd -C` detects); more
+        than the machine has lets that many 1-core jobs run at once.
     """
     ok, why = slurm_available()
     if not ok:
@@ -465,13 +482,17 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
 
     nodename = socket.gethostname().split(".")[0]  # == `hostname -s`
     hardware, real_memory = _detect_hardware()
+    if cpus:
+        hardware = f"CPUs={cpus} Boards=1 SocketsPerBoard=1 CoresPerSocket={cpus} ThreadsPerCore=1"
     munge_socket = rundir / "munge-run" / "munge.socket"
     conf = etcdir / "slurm.conf"
     conf.write_text(SLURM_CONF_TEMPLATE.format(
         cluster_name=CLUSTER_NAME, nodename=nodename, addr="127.0.0.1",
         ctld_port=_free_port(), slurmd_port=_free_port(), munge_socket=munge_socket,
         rundir=rundir, logdir=logdir, etcdir=etcdir, hardware=hardware,
-        real_memory=real_memory, gres=f"Gres=gpu:{gpus} " if gpus else "", partition=partition))
+        slurmd_parameters="SlurmdParameters=config_overrides\n" if cpus else "",
+        real_memory=real_memory, gres=f"Gres=gpu:{gpus} " if gpus else "",
+        partitions=_partition_lines(nodename, partition, default_partition)))
     if not 0 <= gpus <= len(FAKE_GPU_DEVICES):
         raise ValueError(f"gpus must be between 0 and {len(FAKE_GPU_DEVICES)}")
     (etcdir / "gres.conf").write_text(GRES_CONF_TEMPLATE.format(lines="".join(
@@ -554,7 +575,8 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
             check_alive()
             p = subprocess.run(["sinfo", "--noheader", "--nodes", nodename, "--format=%T"], env=cluster.environ(),
                                capture_output=True, text=True, timeout=10)
-            return p.returncode == 0 and p.stdout.strip() == "idle"
+            # one line per partition the node is in
+            return p.returncode == 0 and set(p.stdout.split()) == {"idle"}
 
         try:
             _wait_for(node_idle, start_deadline, f"node {nodename} to be idle in sinfo")
