@@ -40,6 +40,7 @@ TINY = {
         "fig5_epochs": [40, 60],
         "grok_threshold": 0.5,
     },
+    "scale": yaml.safe_load((ROOT / "config.yaml").read_text())["scale"],
     "claims": yaml.safe_load((ROOT / "config.yaml").read_text())["claims"],
 }
 FIGURES = ["fig1_tms", "fig2_spectra", "fig3_grokking", "fig4_rotation", "fig5_sumdiff", "fig_overlap"]
