@@ -37,6 +37,7 @@ rule rotate_mlp:
         "results/benchmarks/rotate_mlp.tsv"
     conda:
         "../envs/entk.yaml"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
