@@ -35,9 +35,9 @@ rule rotate_mlp:
         "logs/mlp/rotate.log",
     benchmark:
         "results/benchmarks/rotate_mlp.tsv"
+    localrule: True
     conda:
         "../envs/entk.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
