@@ -1,0 +1,206 @@
+"""Matrix-free eNTK products and eigensolver against dense brute force; method choice; warnings."""
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev
+
+import entk
+from entk.eigen import EigenInfo, choose_method, kernel_eigenpairs, top_eigenpairs, top_eigenpairs_matfree
+from entk.matfree import ntk_matvec
+from entk.models import TMS
+
+DT = torch.float64
+
+
+def dense_ntk(model, x, names, outputs, weights):
+    """Dense eNTK from the full-batch Jacobian by ``jacrev`` (independent of entk's kernel code)."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    jac = jacrev(lambda p: functional_call(model, {**params, **p}, (x,)))({k: params[k] for k in names})
+    j = torch.cat([jac[k].flatten(2) for k in names], dim=2)  # (N, C, P)
+    j = j * weights[None, :, None]
+    if outputs == "flatten":
+        f = j.transpose(0, 1).reshape(-1, j.shape[2])
+        return f @ f.T
+    if outputs == "diag_mean":
+        return torch.einsum("ncp,mcp->nm", j, j) / j.shape[1]
+    jbar = j.mean(1)
+    return jbar @ jbar.T
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+
+
+def conv_net():
+    return nn.Sequential(nn.Unflatten(1, (1, 6)), nn.Conv1d(1, 2, 3), nn.Softplus(), nn.Flatten(), nn.Linear(8, 3))
+
+
+def make_cases():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    return {
+        "mlp_tanh_bias": (mlp().to(DT), torch.randn(6, 5, generator=g, dtype=DT), ["0.weight", "2.bias"]),
+        "tms": (TMS(6, 3, generator=g).to(DT), torch.rand(7, 6, generator=g, dtype=DT), ["W"]),
+        "conv": (conv_net().to(DT), torch.randn(5, 6, generator=g, dtype=DT), ["1.weight", "4.weight"]),
+    }
+
+
+CASES = make_cases()
+
+
+def rel_err(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def projector_gap(a, b):
+    """‖A Aᵀ − B Bᵀ‖ for orthonormal bases: zero iff they span the same subspace."""
+    return float((a @ a.T - b @ b.T).norm())
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("outputs", entk.OUTPUT_MODES)
+def test_matvec_equals_dense_kernel(case, outputs):
+    model, x, subset = CASES[case]
+    c = model(x).shape[1]
+    weights = torch.linspace(0.4, 1.6, c, dtype=DT)
+    all_names = [k for k, _ in model.named_parameters()]
+    for names, w in [(all_names, torch.ones(c, dtype=DT)), (subset, weights)]:
+        kernel = dense_ntk(model, x, names, outputs, w)
+        v = torch.randn(kernel.shape[0], 4, dtype=DT)
+        for budget in (1.0, 1e-9):  # one chunk of samples; one sample per chunk
+            matvec = ntk_matvec(model, x, params=names, outputs=outputs, output_weights=w, max_memory_gb=budget)
+            assert rel_err(matvec(v), kernel @ v) <= 1e-12, (names, budget)
+
+
+def test_matvec_keeps_the_callers_dtype():
+    model, x, _ = CASES["tms"]
+    matvec = ntk_matvec(model, x, outputs="all_mean")
+    out = matvec(torch.randn(x.shape[0], 2, dtype=torch.float32))
+    assert out.dtype == torch.float32 and out.shape == (x.shape[0], 2)
+
+
+@pytest.mark.parametrize(
+    "case,outputs,k", [("mlp_tanh_bias", "diag_mean", 4), ("tms", "flatten", 6), ("conv", "all_mean", 3)]
+)
+def test_matrix_free_top_k_matches_dense_eigh(case, outputs, k):
+    model, x, _ = CASES[case]
+    c = model(x).shape[1]
+    w = torch.linspace(0.5, 1.5, c, dtype=DT)
+    kernel = dense_ntk(model, x, [n for n, _ in model.named_parameters()], outputs, w)
+    ref_vals, ref_vecs = torch.linalg.eigh(kernel)
+    ref_vals, ref_vecs = ref_vals.flip(0)[:k], ref_vecs.flip(1)[:, :k]
+    vals, vecs, info = top_eigenpairs(
+        model, x, k, outputs=outputs, output_weights=w, method="matrix_free", return_info=True
+    )
+    assert info.method == "matrix_free" and info.solver.converged
+    assert rel_err(vals, ref_vals) <= 1e-8
+    assert projector_gap(vecs, ref_vecs) <= 1e-5
+    assert torch.allclose(vecs.T @ vecs, torch.eye(k, dtype=DT), atol=1e-10)
+    assert torch.all(vecs[vecs.abs().argmax(0), torch.arange(k)] > 0)
+
+
+def test_repeated_eigenvalues_of_an_output_layer_kernel_are_all_found():
+    # Last layer only, no bias, 8 outputs: K = I_8 ⊗ A Aᵀ, so every eigenvalue has multiplicity 8.
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 8, bias=False)).to(DT)
+    x = torch.randn(12, 4, dtype=DT)
+    kernel = dense_ntk(model, x, ["2.weight"], "flatten", torch.ones(8, dtype=DT))
+    ref_vals, ref_vecs = torch.linalg.eigh(kernel)
+    ref_vals, ref_vecs = ref_vals.flip(0), ref_vecs.flip(1)
+    vals, vecs, info = top_eigenpairs(model, x, 16, params=["2"], method="matrix_free", return_info=True)
+    assert info.solver.converged
+    assert rel_err(vals, ref_vals[:16]) <= 1e-8
+    assert torch.allclose(vals[:8], vals[0].expand(8), rtol=1e-10)
+    assert torch.allclose(vals[8:], vals[8].expand(8), rtol=1e-10)
+    assert vals[7] / vals[8] > 1.01  # two distinct eigenvalues, each exactly 8-fold
+    assert projector_gap(vecs, ref_vecs[:, :16]) <= 1e-5
+
+
+def test_planted_multiplicities_of_a_synthetic_operator():
+    g = torch.Generator().manual_seed(2)
+    lam = torch.cat([torch.full((6,), 4.0), torch.full((9,), 2.0), torch.linspace(1.0, 1e-3, 185)]).to(DT)
+    q = torch.linalg.qr(torch.randn(200, 200, generator=g, dtype=DT))[0]
+    op = (q * lam) @ q.T
+    for k in (6, 15):
+        vals, vecs, info = top_eigenpairs_matfree(lambda v: op @ v, 200, k)
+        assert info.converged and info.max_residual <= 1e-6
+        assert rel_err(vals, lam[:k]) <= 1e-10
+        assert projector_gap(vecs, q[:, :k]) <= 1e-5
+    # A cut inside the 9-fold cluster: the values are still exact.
+    vals, _, _ = top_eigenpairs_matfree(lambda v: op @ v, 200, 10)
+    assert rel_err(vals, lam[:10]) <= 1e-10
+
+
+def test_solver_is_deterministic_for_a_seed():
+    op = torch.diag(torch.linspace(1.0, 0.01, 80, dtype=DT))
+    a = top_eigenpairs_matfree(lambda v: op @ v, 80, 5, seed=3)
+    b = top_eigenpairs_matfree(lambda v: op @ v, 80, 5, seed=3)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_non_convergence_warns_with_advice():
+    op = torch.diag(torch.linspace(1.0, 0.01, 100, dtype=DT))
+    with pytest.warns(RuntimeWarning, match=r"did not converge: \d+ of the top 5 .* Raise max_iter .*method='dense'"):
+        _, _, info = top_eigenpairs_matfree(lambda v: op @ v, 100, 5, max_iter=1)
+    assert not info.converged and info.iterations == 1 and info.max_residual > 1e-6
+
+
+def test_all_methods_agree_on_a_factor_kernel():
+    model, x, _ = CASES["tms"]
+    kernel = entk.compact_ntk(model, x)
+    assert kernel.kind == "factor"
+    results = {m: kernel_eigenpairs(kernel, 5, method=m, return_info=True) for m in ("gram", "dense", "matrix_free")}
+    for method, (vals, vecs, info) in results.items():
+        assert info.method == method
+        assert rel_err(vals, results["dense"][0]) <= 1e-8
+        assert projector_gap(vecs, results["dense"][1]) <= 1e-5
+    with pytest.raises(ValueError, match="method='gram' needs a factor"):
+        kernel_eigenpairs(entk.Kernel("dense", kernel.dense(), 7, 6, "flatten"), 5, method="gram")
+
+
+def test_auto_picks_gram_then_dense_then_matrix_free_as_the_budget_shrinks():
+    assert choose_method({"gram": 1.0, "dense": 2.0, "matrix_free": 0.5}, 4.0) == "gram"
+    assert choose_method({"gram": float("inf"), "dense": 2.0, "matrix_free": 0.5}, 4.0) == "dense"
+    assert choose_method({"gram": 1.0, "dense": 2.0, "matrix_free": 0.5}, 0.9) == "matrix_free"
+    with pytest.warns(UserWarning, match="even the matrix-free"):
+        assert choose_method({"gram": 1.0, "dense": 2.0, "matrix_free": 0.5}, 0.1) == "matrix_free"
+    # TMS, flatten: the factor (C·N, P) = (42, 24) is narrow, so gram until it no longer fits.
+    model, x, _ = CASES["tms"]
+    _, _, info = top_eigenpairs(model, x, 5, return_info=True, max_memory_gb=1.0)
+    est = info.estimates_gb
+    assert info.method == "gram" and est["gram"] < est["dense"]
+    with pytest.warns(UserWarning, match="even the matrix-free"):  # a budget this tiny fits no method
+        _, _, info = top_eigenpairs(model, x, 5, return_info=True, max_memory_gb=0.5 * est["gram"])
+    assert info.method == "matrix_free" and info.solver.converged
+    # diag_mean of the MLP: the factor (N, C·P) is wider than N, so dense until it no longer fits.
+    model, x, _ = CASES["mlp_tanh_bias"]
+    _, _, info = top_eigenpairs(model, x, 3, outputs="diag_mean", return_info=True)
+    assert info.method == "dense" and info.estimates_gb["gram"] == float("inf")
+    with pytest.warns(UserWarning, match="even the matrix-free"):
+        _, _, info = top_eigenpairs(
+            model, x, 3, outputs="diag_mean", return_info=True, max_memory_gb=0.5 * info.estimates_gb["dense"]
+        )
+    assert info.method == "matrix_free"
+
+
+def test_default_return_type_and_budget_from_the_environment(monkeypatch):
+    model, x, _ = CASES["tms"]
+    out = top_eigenpairs(model, x, 3)
+    assert isinstance(out, tuple) and len(out) == 2
+    monkeypatch.setenv("ENTK_MAX_MEMORY_GB", "1e-12")
+    with pytest.warns(UserWarning):
+        *_, info = top_eigenpairs(model, x, 3, return_info=True)
+    assert isinstance(info, EigenInfo) and info.method == "matrix_free"
+
+
+def test_bad_method_and_budget_are_named():
+    model, x, _ = CASES["tms"]
+    with pytest.raises(
+        ValueError, match=r"unknown method 'lanczos'; choose one of \('auto', 'gram', 'dense', 'matrix_free'\)"
+    ):
+        top_eigenpairs(model, x, 3, method="lanczos")
+    with pytest.raises(ValueError, match="unknown method"):
+        kernel_eigenpairs(entk.compact_ntk(model, x), 3, method="eigsh")
+    with pytest.raises(ValueError, match="max_memory_gb must be positive"):
+        top_eigenpairs(model, x, 3, max_memory_gb=0)
