@@ -16,7 +16,7 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
-def _describe(error, schema: dict) -> str:
+def _describe(error) -> str:
     key = _key(error.absolute_path)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
@@ -37,7 +37,7 @@ def config_errors(config: dict, schema: dict) -> list[str]:
     """One message per schema violation, sorted by key."""
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    return [_describe(e, schema) for e in errors]
+    return [_describe(e) for e in errors]
 
 
 def semantic_errors(config: dict) -> list[str]:

@@ -348,7 +348,7 @@ def _detect_hardware() -> tuple[str, int]:
     return hardware, max(256, int(mem * 0.95))
 
 
-def _stop_pid(pid: int, name: str, grace: float = 10.0, proc: subprocess.Popen | None = None) -> None:
+def _stop_pid(pid: int, grace: float = 10.0, proc: subprocess.Popen | None = None) -> None:
     """SIGTERM, wait up to `grace`, then SIGKILL. Only the given PID.
 
     `proc`: the Popen of that PID when it is our child (then it is reaped too).
@@ -540,8 +540,8 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
 
     def on_watchdog():
         # blocked SLURM clients fail once the daemons are gone; cluster.remaining() raises
-        for _name, p in reversed(procs):
-            _stop_pid(p.pid, _name, grace=2, proc=p)
+        for _, p in reversed(procs):
+            _stop_pid(p.pid, grace=2, proc=p)
 
     if in_main:
         old_handler = signal.signal(signal.SIGALRM, on_alarm)
@@ -616,8 +616,8 @@ def _teardown(cluster: SlurmCluster, procs: list[tuple[str, subprocess.Popen]]) 
         while time.monotonic() < end and _stepd_pids(cluster.rundir):
             time.sleep(0.25)
     # 2. stop the daemons by PID: slurmd, slurmctld, munged (reverse start order)
-    for name, p in reversed(procs):
-        _stop_pid(p.pid, name, proc=p)
+    for _, p in reversed(procs):
+        _stop_pid(p.pid, proc=p)
     # 3. leftovers of our slurmd (stepds and job processes), children first -- by PID
     leftovers = _stepd_pids(cluster.rundir)
     for pid in reversed(leftovers):
