@@ -7,25 +7,29 @@ from torch.func import functional_call, jacrev
 
 import entk
 from entk.eigen import EigenInfo, choose_method, kernel_eigenpairs, top_eigenpairs, top_eigenpairs_matfree
-from entk.matfree import ntk_matvec
+from entk.matfree import SUB_BLOCK, factor_matvec, ntk_matvec, param_matvec
 from entk.models import TMS
 
 DT = torch.float64
 
 
-def dense_ntk(model, x, names, outputs, weights):
-    """Dense eNTK from the full-batch Jacobian by ``jacrev`` (independent of entk's kernel code)."""
+def dense_factor(model, x, names, outputs, weights):
+    """The eNTK's factor F with K = F Fᵀ from the full-batch Jacobian by ``jacrev`` (independent of entk)."""
     params = {k: v.detach() for k, v in model.named_parameters()}
     jac = jacrev(lambda p: functional_call(model, {**params, **p}, (x,)))({k: params[k] for k in names})
     j = torch.cat([jac[k].flatten(2) for k in names], dim=2)  # (N, C, P)
     j = j * weights[None, :, None]
     if outputs == "flatten":
-        f = j.transpose(0, 1).reshape(-1, j.shape[2])
-        return f @ f.T
+        return j.transpose(0, 1).reshape(-1, j.shape[2])
     if outputs == "diag_mean":
-        return torch.einsum("ncp,mcp->nm", j, j) / j.shape[1]
-    jbar = j.mean(1)
-    return jbar @ jbar.T
+        return j.reshape(j.shape[0], -1) / j.shape[1] ** 0.5
+    return j.mean(1)
+
+
+def dense_ntk(model, x, names, outputs, weights):
+    """Dense eNTK F Fᵀ."""
+    f = dense_factor(model, x, names, outputs, weights)
+    return f @ f.T
 
 
 def mlp():
@@ -67,10 +71,33 @@ def test_matvec_equals_dense_kernel(case, outputs):
     all_names = [k for k, _ in model.named_parameters()]
     for names, w in [(all_names, torch.ones(c, dtype=DT)), (subset, weights)]:
         kernel = dense_ntk(model, x, names, outputs, w)
-        v = torch.randn(kernel.shape[0], 4, dtype=DT)
+        v = torch.randn(kernel.shape[0], SUB_BLOCK + 2, dtype=DT)
         for budget in (1.0, 1e-9):  # one chunk of samples; one sample per chunk
             matvec = ntk_matvec(model, x, params=names, outputs=outputs, output_weights=w, max_memory_gb=budget)
             assert rel_err(matvec(v), kernel @ v) <= 1e-12, (names, budget)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("outputs", ["flatten", "all_mean"])
+def test_param_side_products_equal_dense_factor(case, outputs):
+    model, x, subset = CASES[case]
+    c = model(x).shape[1]
+    w = torch.linspace(0.4, 1.6, c, dtype=DT)
+    f = dense_factor(model, x, subset, outputs, w)
+    u = torch.randn(f.shape[1], SUB_BLOCK + 3, dtype=DT)  # more than one sub-block
+    for budget in (1.0, 1e-9):
+        gram, size = param_matvec(model, x, params=subset, outputs=outputs, output_weights=w, max_memory_gb=budget)
+        fu = factor_matvec(model, x, params=subset, outputs=outputs, output_weights=w, max_memory_gb=budget)
+        assert size == f.shape[1]
+        assert rel_err(gram(u), f.T @ (f @ u)) <= 1e-12, budget
+        assert rel_err(fu(u), f @ u) <= 1e-12, budget
+
+
+def test_param_side_refuses_diag_mean():
+    model, x, _ = CASES["mlp_tanh_bias"]
+    for fn in (param_matvec, factor_matvec):
+        with pytest.raises(ValueError, match="use ntk_matvec"):
+            fn(model, x, outputs="diag_mean")
 
 
 def test_matvec_keeps_the_callers_dtype():
@@ -182,6 +209,23 @@ def test_auto_picks_gram_then_dense_then_matrix_free_as_the_budget_shrinks():
             model, x, 3, outputs="diag_mean", return_info=True, max_memory_gb=0.5 * info.estimates_gb["dense"]
         )
     assert info.method == "matrix_free"
+
+
+def test_auto_weighs_flops_once_the_kernel_is_built():
+    costs = {"gram": 5.0, "dense": 3.0, "matrix_free": 1.0}
+    assert choose_method({"gram": 1.0, "dense": 2.0, "matrix_free": 0.5}, 4.0, costs) == "matrix_free"
+    assert choose_method({"gram": 1.0, "dense": 2.0, "matrix_free": 9.0}, 4.0, costs) == "dense"
+    # A planted spectrum: few wanted eigenpairs of a large dense kernel go to the block solver,
+    # many of a small one to eigh; both agree with eigh on the same matrix.
+    g = torch.Generator().manual_seed(1)
+    for dim, k, expected in [(1500, 4, "matrix_free"), (120, 60, "dense")]:
+        q = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=DT))[0]
+        lam = 0.8 ** torch.arange(dim, dtype=DT)
+        kernel = entk.Kernel("dense", (q * lam) @ q.T, dim, 1, "all_mean")
+        vals, vecs, info = kernel_eigenpairs(kernel, k, return_info=True)
+        assert info.method == expected
+        assert rel_err(vals, lam[:k]) <= 1e-8
+        assert projector_gap(vecs, q[:, :k]) <= 1e-5
 
 
 def test_default_return_type_and_budget_from_the_environment(monkeypatch):
