@@ -248,3 +248,18 @@ def test_bad_method_and_budget_are_named():
         kernel_eigenpairs(entk.compact_ntk(model, x), 3, method="eigsh")
     with pytest.raises(ValueError, match="max_memory_gb must be positive"):
         top_eigenpairs(model, x, 3, max_memory_gb=0)
+
+
+def test_one_memory_rule_for_kernels_products_and_solver(monkeypatch):
+    model, x, _ = CASES["mlp_tanh_bias"]
+    expected = entk.compact_ntk(model, x).dense()
+    v = torch.randn(expected.shape[0], 3, dtype=DT)
+    # A tiny budget from the environment reaches the kernel builder and the products alike:
+    # one sample per chunk, same numbers.
+    monkeypatch.setenv("ENTK_MAX_MEMORY_GB", "1e-9")
+    assert rel_err(entk.compact_ntk(model, x).dense(), expected) <= 1e-12
+    assert rel_err(ntk_matvec(model, x)(v), expected @ v) <= 1e-12
+    monkeypatch.setenv("ENTK_MAX_MEMORY_GB", "0")
+    for call in (lambda: entk.compact_ntk(model, x), lambda: ntk_matvec(model, x), lambda: top_eigenpairs(model, x, 2)):
+        with pytest.raises(ValueError, match="max_memory_gb must be positive"):
+            call()

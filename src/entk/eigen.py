@@ -47,19 +47,23 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from entk.kernels import OUTPUT_MODES, Kernel, _forward_checked, compact_ntk, resolve_params
+from entk.kernels import (
+    OUTPUT_MODES,
+    Kernel,
+    _forward_checked,
+    compact_ntk,
+    resolve_max_memory_gb,
+    resolve_params,
+)
 from entk.matfree import Matvec, factor_matvec, ntk_matvec, param_matvec
 
 METHODS = ("auto", "gram", "dense", "matrix_free")
-DEFAULT_MAX_MEMORY_GB = 4.0
-MAX_MEMORY_ENV = "ENTK_MAX_MEMORY_GB"
 # Share of the budget that the kernel–vector products may use for one chunk of samples.
 _MATVEC_SHARE = 0.25
 # A full eigh (tridiagonalisation with eigenvectors, half of it matrix–vector bound) cost as many
@@ -107,14 +111,6 @@ def _check_k(k: int, dim: int) -> None:
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-
-
-def resolve_max_memory_gb(max_memory_gb: float | None) -> float:
-    """The memory budget in GB: the keyword, else $ENTK_MAX_MEMORY_GB, else 4."""
-    value = max_memory_gb if max_memory_gb is not None else float(os.environ.get(MAX_MEMORY_ENV, DEFAULT_MAX_MEMORY_GB))
-    if not value > 0:
-        raise ValueError(f"max_memory_gb must be positive, got {value}")
-    return value
 
 
 def default_tol(dtype: torch.dtype, dim: int) -> float:
@@ -357,7 +353,7 @@ def _matrix_free_eigenpairs(
     """Top k by the block solver on whichever side of K = F Fᵀ is smaller: K itself, or Fᵀ F (P, P)."""
     n, c, n_params, itemsize = _model_sizes(model, x, params, outputs)
     dim = c * n if outputs == "flatten" else n
-    side = dict(params=params, outputs=outputs, output_weights=output_weights, max_memory_gb=_MATVEC_SHARE * budget)
+    side = {"params": params, "outputs": outputs, "output_weights": output_weights, "max_memory_gb": _MATVEC_SHARE * budget}
     ref = next(model.parameters())
     # The parameter side has the same nonzero spectrum; diag_mean's factor is C·P wide, so never there.
     on_params = outputs != "diag_mean" and n_params < dim

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -59,7 +60,9 @@ from torch.func import functional_call, jacrev, vmap
 OUTPUT_MODES = ("flatten", "diag_mean", "all_mean")
 
 # Working memory for chunks of samples and blocks of kernel when the caller sets none.
-DEFAULT_MAX_MEMORY_GB = 1.0
+# One memory rule for the whole library: the keyword, else $ENTK_MAX_MEMORY_GB, else 4 GB.
+DEFAULT_MAX_MEMORY_GB = 4.0
+MAX_MEMORY_ENV = "ENTK_MAX_MEMORY_GB"
 
 
 @dataclass(frozen=True)
@@ -147,12 +150,17 @@ def _check_weights(weights: Tensor | None, n_outputs: int) -> Tensor | None:
     return weights
 
 
+def resolve_max_memory_gb(max_memory_gb: float | None) -> float:
+    """The memory budget in GB: the keyword, else $ENTK_MAX_MEMORY_GB, else 4."""
+    value = max_memory_gb if max_memory_gb is not None else float(os.environ.get(MAX_MEMORY_ENV, DEFAULT_MAX_MEMORY_GB))
+    if not value > 0:
+        raise ValueError(f"max_memory_gb must be positive, got {value}")
+    return value
+
+
 def _budget_bytes(max_memory_gb: float | None) -> int:
-    """Working-memory budget in bytes (None = ``DEFAULT_MAX_MEMORY_GB``)."""
-    gb = DEFAULT_MAX_MEMORY_GB if max_memory_gb is None else max_memory_gb
-    if not gb > 0:
-        raise ValueError(f"max_memory_gb must be positive, got {max_memory_gb}")
-    return int(gb * 2**30)
+    """Working-memory budget in bytes (``resolve_max_memory_gb``)."""
+    return int(resolve_max_memory_gb(max_memory_gb) * 2**30)
 
 
 def resolve_params(model: nn.Module, params: list[str] | None) -> dict[str, list[str]]:

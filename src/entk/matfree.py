@@ -24,7 +24,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp, vmap
 
-from entk.kernels import OUTPUT_MODES, _check_weights, _forward_checked, resolve_params
+from entk.kernels import (
+    OUTPUT_MODES,
+    _check_weights,
+    _forward_checked,
+    resolve_max_memory_gb,
+    resolve_params,
+)
 
 Matvec = Callable[[Tensor], Tensor]
 Params = dict[str, Tensor]
@@ -98,7 +104,7 @@ def _problem(
     params: list[str] | None,
     outputs: str,
     output_weights: Tensor | None,
-    max_memory_gb: float,
+    max_memory_gb: float | None,
 ) -> _Problem:
     if outputs not in OUTPUT_MODES:
         raise ValueError(f"unknown outputs mode {outputs!r}; choose one of {OUTPUT_MODES}")
@@ -110,7 +116,7 @@ def _problem(
     w = torch.ones(c, dtype=ref.dtype, device=ref.device) if w is None else w.to(ref)
     f, primals = _functional(model, [k for names in resolve_params(model, params).values() for k in names])
     per_sample = _bytes_per_sample(f, primals, x) + 2 * c * ref.element_size()
-    return _Problem(f, primals, x, w, outputs, per_sample, max_memory_gb * 2**30)
+    return _Problem(f, primals, x, w, outputs, per_sample, resolve_max_memory_gb(max_memory_gb) * 2**30)
 
 
 def _jt(pb: _Problem, cot: Tensor) -> Params:
@@ -138,7 +144,7 @@ def _jtj(pb: _Problem, tangents: Params, between: Callable[[Tensor], Tensor]) ->
     chunk, total = pb.chunk(next(iter(tangents.values())).shape[0]), None
     for s in range(0, pb.n, chunk):
         xs = pb.x[s : s + chunk]
-        _, pullback = vjp(lambda p: pb.f(p, xs), pb.primals)
+        _, pullback = vjp(lambda p, xs=xs: pb.f(p, xs), pb.primals)
 
         def one(t: Params, xs: Tensor = xs, pullback: Callable = pullback) -> Params:
             return pullback(between(jvp(lambda p: pb.f(p, xs), (pb.primals,), (t,))[1]))[0]
@@ -166,11 +172,12 @@ def ntk_matvec(
     params: list[str] | None = None,
     outputs: str = "flatten",
     output_weights: Tensor | None = None,
-    max_memory_gb: float = 1.0,
+    max_memory_gb: float | None = None,
 ) -> Matvec:
     """V (dim, b) -> K V (dim, b) for the eNTK of ``outputs`` (dim = C·N class-major, or N), never forming K or J.
 
-    ``max_memory_gb`` bounds the autograd intermediates of one chunk of samples (not the block itself).
+    ``max_memory_gb`` (default: ``entk.kernels.resolve_max_memory_gb``) bounds the autograd
+    intermediates of one chunk of samples (not the block itself).
     One product costs a vjp and a jvp per vector, C of each for ``diag_mean``.
     """
     pb = _problem(model, x, params, outputs, output_weights, max_memory_gb)
@@ -233,7 +240,7 @@ def param_matvec(
     params: list[str] | None = None,
     outputs: str = "flatten",
     output_weights: Tensor | None = None,
-    max_memory_gb: float = 1.0,
+    max_memory_gb: float | None = None,
 ) -> tuple[Matvec, int]:
     """(U (P, b) -> Fᵀ F U (P, b), P): the eNTK's Gram on the parameter side, for ``flatten`` and ``all_mean``.
 
@@ -266,7 +273,7 @@ def factor_matvec(
     params: list[str] | None = None,
     outputs: str = "flatten",
     output_weights: Tensor | None = None,
-    max_memory_gb: float = 1.0,
+    max_memory_gb: float | None = None,
 ) -> Matvec:
     """U (P, b) -> F U (dim, b): the eNTK's factor on parameter vectors (dim = C·N class-major, or N)."""
     _check_param_space(outputs)
