@@ -231,7 +231,7 @@ def entk_flat(job, p: int):
     return time.perf_counter() - t, {
         "vals": vals.numpy(),
         "products": info.solver.matvecs,
-        "side": info.method,
+        "side": info.solver.side,
     }
 
 
@@ -584,7 +584,7 @@ def main() -> None:
                 ef["wall"],
                 gib(ef),
                 "",
-                f"measured; {ef['products']} products on the parameter side",
+                f"measured; {ef['products']} products on the {ef['side']} side",
             )
         )
         rows.append(

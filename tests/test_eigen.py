@@ -121,6 +121,8 @@ def test_matrix_free_top_k_matches_dense_eigh(case, outputs, k):
         model, x, k, outputs=outputs, output_weights=w, method="matrix_free", return_info=True
     )
     assert info.method == "matrix_free" and info.solver.converged
+    # TMS flattened: P = 24 < C·N = 42, so the solver ran on Fᵀ F; the others on K.
+    assert info.solver.side == ("parameter" if case == "tms" else "kernel")
     assert rel_err(vals, ref_vals) <= 1e-8
     assert projector_gap(vecs, ref_vecs) <= 1e-5
     assert torch.allclose(vecs.T @ vecs, torch.eye(k, dtype=DT), atol=1e-10)

@@ -45,10 +45,10 @@ multiplicity finds every copy, and one block shares one batched vjp/jvp.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -75,9 +75,10 @@ _TYPICAL_ITERATIONS = 8
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class SolverInfo:
-    """How the matrix-free solver ended; max_residual = max_i≤k ‖K v_i − λ_i v_i‖ / λ_1."""
+    """How the matrix-free solver ended; max_residual = max_i≤k ‖K v_i − λ_i v_i‖ / λ_1 on the side it ran on
+    ("kernel": K itself, "parameter": Fᵀ F)."""
 
     converged: bool
     iterations: int
@@ -85,9 +86,10 @@ class SolverInfo:
     max_residual: float
     block_size: int
     max_basis: int
+    side: str = "kernel"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class EigenInfo:
     """Which method ran, every method's memory estimate in GB (inf: not applicable), and the solver's end."""
 
@@ -373,6 +375,7 @@ def _matrix_free_eigenpairs(
         **solver_kw,
     )
     if on_params:
+        solver = dataclasses.replace(solver, side="parameter")
         # u ↦ F u / √λ; normalising the columns directly stays finite where λ is at round-off level.
         vecs = factor_matvec(model, x, **side)(vecs)
         vecs = fix_signs(vecs / vecs.norm(dim=0).clamp_min(torch.finfo(vecs.dtype).tiny))
