@@ -342,6 +342,12 @@ def _matvec_bytes(k: int, size: int, n: int, c: int, n_params: int, itemsize: in
     return itemsize * default_block_size(k, size) * (n_params + 2 * n * c) + _MATVEC_SHARE * budget * 2**30
 
 
+def _on_parameter_side(outputs: str, n_params: int, dim: int) -> bool:
+    """Whether the block solver runs on Fᵀ F (P, P) rather than K (dim, dim)."""
+    # Same nonzero spectrum; diag_mean's factor is C·P wide, so its parameter side is never smaller.
+    return outputs != "diag_mean" and n_params < dim
+
+
 def _matrix_free_eigenpairs(
     model: nn.Module,
     x: Tensor,
@@ -355,11 +361,10 @@ def _matrix_free_eigenpairs(
     """Top k by the block solver on whichever side of K = F Fᵀ is smaller: K itself, or Fᵀ F (P, P)."""
     n, c, n_params, itemsize = _model_sizes(model, x, params, outputs)
     dim = c * n if outputs == "flatten" else n
-    side = {"params": params, "outputs": outputs, "output_weights": output_weights, "max_memory_gb": _MATVEC_SHARE * budget}
+    kw = {"params": params, "outputs": outputs, "output_weights": output_weights, "max_memory_gb": _MATVEC_SHARE * budget}
     ref = next(model.parameters())
-    # The parameter side has the same nonzero spectrum; diag_mean's factor is C·P wide, so never there.
-    on_params = outputs != "diag_mean" and n_params < dim
-    matvec, size = param_matvec(model, x, **side) if on_params else (ntk_matvec(model, x, **side), dim)
+    on_params = _on_parameter_side(outputs, n_params, dim)
+    matvec, size = param_matvec(model, x, **kw) if on_params else (ntk_matvec(model, x, **kw), dim)
     matvec_bytes = _matvec_bytes(k, size, n, c, n_params, itemsize, budget)
     logger.info("top-%d eNTK eigenpairs by matrix_free on the %s side (%d)", k, "parameter" if on_params else "kernel", size)
     if solver_kw.get("tol") is None:
@@ -377,7 +382,7 @@ def _matrix_free_eigenpairs(
     if on_params:
         solver = dataclasses.replace(solver, side="parameter")
         # u ↦ F u / √λ; normalising the columns directly stays finite where λ is at round-off level.
-        vecs = factor_matvec(model, x, **side)(vecs)
+        vecs = factor_matvec(model, x, **kw)(vecs)
         vecs = fix_signs(vecs / vecs.norm(dim=0).clamp_min(torch.finfo(vecs.dtype).tiny))
     return vals, vecs, solver
 
@@ -409,7 +414,7 @@ def top_eigenpairs(
     )
     _check_k(k, dim)
     budget = resolve_max_memory_gb(max_memory_gb)
-    side = n_params if outputs != "diag_mean" and n_params < dim else dim
+    side = n_params if _on_parameter_side(outputs, n_params, dim) else dim
     estimates = memory_estimates_gb(dim, width, k, itemsize, _matvec_bytes(k, side, n, c, n_params, itemsize, budget), side)
     chosen = choose_method(estimates, budget) if method == "auto" else method
     if chosen != "matrix_free":

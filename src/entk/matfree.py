@@ -47,7 +47,6 @@ class _Problem:
     primals: Params
     x: Tensor
     weights: Tensor
-    outputs: str
     per_sample: int
     budget: float
 
@@ -116,7 +115,7 @@ def _problem(
     w = torch.ones(c, dtype=ref.dtype, device=ref.device) if w is None else w.to(ref)
     f, primals = _functional(model, [k for names in resolve_params(model, params).values() for k in names])
     per_sample = _bytes_per_sample(f, primals, x) + 2 * c * ref.element_size()
-    return _Problem(f, primals, x, w, outputs, per_sample, resolve_max_memory_gb(max_memory_gb) * 2**30)
+    return _Problem(f, primals, x, w, per_sample, resolve_max_memory_gb(max_memory_gb) * 2**30)
 
 
 def _jt(pb: _Problem, cot: Tensor) -> Params:
