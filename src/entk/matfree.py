@@ -153,6 +153,11 @@ def _jtj(pb: _Problem, tangents: Params, between: Callable[[Tensor], Tensor]) ->
     return total
 
 
+def _class_major(y: Tensor) -> Tensor:
+    """Output tangents (s, N, C) -> flattened-kernel vectors (C·N, s), row c·N + n."""
+    return y.transpose(1, 2).reshape(y.shape[0], -1).T
+
+
 def _in_sub_blocks(fn: Matvec) -> Matvec:
     """Apply fn to (dim, b) in column blocks of at most SUB_BLOCK."""
     return lambda v: torch.cat([fn(block) for block in v.split(SUB_BLOCK, dim=1)], dim=1)
@@ -189,7 +194,7 @@ def ntk_matvec(
 
         def kv(v: Tensor) -> Tensor:
             cot = v.T.reshape(-1, c, n).transpose(1, 2) * w
-            return (jjt(cot) * w).transpose(1, 2).reshape(-1, c * n).T
+            return _class_major(jjt(cot) * w)
 
     elif outputs == "all_mean":
         # F = (1/C) Σ_c w_c J_c: one cotangent per vector spread over every output.
@@ -278,13 +283,10 @@ def factor_matvec(
     _check_param_space(outputs)
     pb = _problem(model, x, params, outputs, output_weights, max_memory_gb)
     unflatten, _ = _flat_codec(pb.primals)
-    w, c, n = pb.weights, pb.c, pb.n
 
     def fu(u: Tensor) -> Tensor:
-        y = _j(pb, unflatten(u)) * w
-        if outputs == "flatten":
-            return y.transpose(1, 2).reshape(-1, c * n).T
-        return y.sum(-1).T / c
+        y = _j(pb, unflatten(u)) * pb.weights
+        return _class_major(y) if outputs == "flatten" else y.sum(-1).T / pb.c
 
     return _in_model_dtype(pb, _in_sub_blocks(fu))
 
