@@ -356,10 +356,12 @@ def _matrix_free_eigenpairs(
     outputs: str,
     output_weights: Tensor | None,
     budget: float,
+    sizes: tuple[int, int, int, int],
     **solver_kw,
 ) -> tuple[Tensor, Tensor, SolverInfo]:
-    """Top k by the block solver on whichever side of K = F Fᵀ is smaller: K itself, or Fᵀ F (P, P)."""
-    n, c, n_params, itemsize = _model_sizes(model, x, params, outputs)
+    """Top k by the block solver on whichever side of K = F Fᵀ is smaller: K itself, or Fᵀ F (P, P).
+    ``sizes`` is ``_model_sizes``' (N, C, P, bytes per element)."""
+    n, c, n_params, itemsize = sizes
     dim = c * n if outputs == "flatten" else n
     kw = {"params": params, "outputs": outputs, "output_weights": output_weights, "max_memory_gb": _MATVEC_SHARE * budget}
     ref = next(model.parameters())
@@ -428,7 +430,17 @@ def top_eigenpairs(
         info = EigenInfo(info.method, estimates, info.solver)
     else:
         vals, vecs, solver = _matrix_free_eigenpairs(
-            model, x, k, params, outputs, output_weights, budget, tol=tol, max_iter=max_iter, seed=seed
+            model,
+            x,
+            k,
+            params,
+            outputs,
+            output_weights,
+            budget,
+            (n, c, n_params, itemsize),
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed,
         )
         info = EigenInfo("matrix_free", estimates, solver)
     return (vals, vecs, info) if return_info else (vals, vecs)
