@@ -50,6 +50,7 @@ from tms_bench import (
     _mem_available_bytes,
     _reset_peak_rss,
     _status_kib,
+    per_sample_jacobian,
 )
 
 GiB = 2**30
@@ -118,20 +119,6 @@ LAYERS = {"layer1": ["fc1"], "layer2": ["fc2"]}
 # ---------------------------------------------------------------------------- the methods
 
 
-def _per_sample_jacobian(model, x, names=None):
-    """(N, C, P) by vmap(jacrev), parameters in ``names`` order (default all)."""
-    from torch.func import functional_call, jacrev, vmap
-
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    names = list(params) if names is None else names
-
-    def f_one(sel, x1):
-        return functional_call(model, {**params, **sel}, (x1.unsqueeze(0),)).squeeze(0)
-
-    jac = vmap(jacrev(f_one), in_dims=(None, 0))({k: params[k] for k in names}, x)
-    return torch.cat([jac[k].flatten(2) for k in names], dim=2)
-
-
 def _top(kernel: torch.Tensor, k: int) -> np.ndarray:
     return torch.linalg.eigh(kernel)[0].flip(0)[:k].double().numpy()
 
@@ -150,7 +137,7 @@ def reference_tms(job):
     eigenvalues are those of the reference J's (P, P) Gram Jᵀ J, which equal K's nonzero ones."""
     model, x, w = _tms(job)
     t = _mark()
-    jn = _per_sample_jacobian(model, x) * w[None, :, None]
+    jn = per_sample_jacobian(model, x) * w[None, :, None]
     big_j = jn.transpose(0, 1).reshape(-1, jn.shape[2])
     kernel = big_j @ big_j.T
     build = time.perf_counter() - t
@@ -162,7 +149,7 @@ def tutorial_jac_tms(job):
     """The tutorial's Jacobian contraction: (N, N, C, C) = einsum('Naf,Mbf->NMab') of per-sample Jacobians."""
     model, x, w = _tms(job)
     t = _mark()
-    jn = _per_sample_jacobian(model, x) * w[None, :, None]
+    jn = per_sample_jacobian(model, x) * w[None, :, None]
     ntk = torch.einsum("Naf,Mbf->NMab", jn, jn)
     kernel = ntk.permute(2, 0, 3, 1).reshape(
         jn.shape[0] * jn.shape[1], -1
@@ -242,7 +229,7 @@ def reference_mlp(job, p: int):
     t0 = _mark()
     for name, modules in LAYERS.items():
         t = time.perf_counter()
-        jn = _per_sample_jacobian(model, x, [f"{m}.weight" for m in modules])
+        jn = per_sample_jacobian(model, x, [f"{m}.weight" for m in modules])
         stages["jacobian"] += time.perf_counter() - t
         t = time.perf_counter()
         kernels[name] = torch.einsum("ncp,mcp->nm", jn, jn) / jn.shape[1]
@@ -262,7 +249,7 @@ def tutorial_jac_mlp(job):
     model, x = _mlp(29, job, torch.float64)
     n0 = JAC_SUBSET_P29
     t = _mark()
-    jn = _per_sample_jacobian(model, x)
+    jn = per_sample_jacobian(model, x)
     jac_s = time.perf_counter() - t
     t = time.perf_counter()
     ntk = torch.einsum("Naf,Mbf->NMab", jn[:n0], jn[:n0])
