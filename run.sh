@@ -7,19 +7,20 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
+# setup REQUIREMENTS_FILE: requirements.txt to run the workflow, requirements-dev.txt to test it
 setup() {
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
     { echo "entk needs Python ≥ 3.11; set PYTHON=/path/to/python3.11" >&2; exit 1; }
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-  echo "[setup] installing pinned requirements into .venv (first time: a few minutes)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+  echo "[setup] installing pinned $1 into .venv (first time: a few minutes)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$1"
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 }
 
 cmd=${1:-}
 shift || true
 case "$cmd" in
-  paper) setup; exec .venv/bin/snakemake "$@" ;;
-  test) setup; exec .venv/bin/python -m pytest "$@" ;;
+  paper) setup requirements.txt; exec .venv/bin/snakemake "$@" ;;
+  test) setup requirements-dev.txt; exec .venv/bin/python -m pytest "$@" ;;
   *) echo "usage: ./run.sh paper|test [args...]" >&2; exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-"""Top eigenpairs of an eNTK and the spectral cliff (shared/paper.md, Notation and §1).
+"""Top eigenpairs of an eNTK and the spectral cliff (docs/spec.md, Notation and §1).
 
 K = F Fᵀ has side dim (C·N for ``flatten``, N otherwise) and a factor F of width r (P for
 ``flatten`` and ``all_mean``, C·P for ``diag_mean``; P = number of selected parameters). Three

@@ -1,6 +1,6 @@
 """Empirical NTK of any ``torch.nn.Module`` mapping x (N, ...) to f (N, C).
 
-Notation (shared/paper.md, "Notation"): K[(n,c),(m,d)] = ∂f_c(x_n)/∂θ · ∂f_d(x_m)/∂θ = J Jᵀ with
+Notation (docs/spec.md, "Notation"): K[(n,c),(m,d)] = ∂f_c(x_n)/∂θ · ∂f_d(x_m)/∂θ = J Jᵀ with
 J of shape (C·N, P), ordered class-major (row c·N + n). Every output reduction keeps the form
 K = F Fᵀ for some factor F, which is what lets ``top_eigenpairs`` work on the smaller side:
 

@@ -1,4 +1,4 @@
-"""Eigenvector–feature metrics for TMS (shared/paper.md §1, "Eigenvector–feature indicator heatmap")."""
+"""Eigenvector–feature metrics for TMS (docs/spec.md §1, "Eigenvector–feature indicator heatmap")."""
 
 from __future__ import annotations
 

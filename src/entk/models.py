@@ -1,4 +1,4 @@
-"""The paper's two models and their generated data sets (spec: shared/paper.md §1, §2)."""
+"""The paper's two models and their generated data sets (spec: docs/spec.md §1, §2)."""
 
 from __future__ import annotations
 

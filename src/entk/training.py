@@ -1,4 +1,4 @@
-"""Training loops for the paper's toy models (spec: shared/paper.md §1 TMS, §2 modular addition)."""
+"""Training loops for the paper's toy models (spec: docs/spec.md §1 TMS, §2 modular addition)."""
 
 from __future__ import annotations
 
