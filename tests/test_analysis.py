@@ -6,6 +6,7 @@ import subprocess
 import sys
 from typing import NamedTuple
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -20,6 +21,7 @@ from entk.analysis import (
     phase_table,
     spectra_table,
 )
+from entk.experiment_plots import plot_phases, plot_spectra, plot_spectrum_over_checkpoints
 
 N = 30
 RNG = np.random.default_rng(0)
@@ -249,3 +251,53 @@ def test_feature_overlap_flatten_lifts_to_class_blocks(tmp_path):
     path2 = write_eigen(tmp_path / "y.npz", [0], {"g": (lam, vec2, ["W"])}, outputs="flatten", n_outputs=c, n_samples=n)
     tab2 = feature_overlap_table(load_eigen(path2), np.column_stack([f, g]), names=["f", "g"], find_cliffs=ratio_cliffs)
     np.testing.assert_allclose(tab2[(tab2.cliff == 1) & (tab2.feature != "(family)")]["overlap"], 0.5)
+
+
+@pytest.fixture
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _vlines(ax) -> list[float]:
+    return sorted(float(ln.get_xdata()[0]) for ln in ax.get_lines() if len(set(ln.get_xdata())) == 1)
+
+
+def test_plot_spectra_marks_cliffs(layered, tmp_path, _close_figures):
+    eig = load_eigen(layered)
+    fig = plot_spectra(eig, step=100, cliffs=cliffs_table(eig, find_cliffs=ratio_cliffs))
+    assert [ax.get_title() for ax in fig.axes] == ["full", "l1", "l2"]
+    assert all(ax.get_yscale() == "log" for ax in fig.axes)
+    assert _vlines(fig.axes[1]) == [3.5, 6.5]
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), 2 * spectrum(8))
+    fig.savefig(tmp_path / "spectra.png", dpi=50)
+
+
+def test_plot_spectra_overlays_many_groups(tmp_path, _close_figures):
+    lam, vec = np.stack([spectrum(6), spectrum(6)]), np.stack([np.eye(N)[:, :6]] * 2)
+    groups = {f"g{i}": (lam * (i + 1), vec, [f"W{i}"]) for i in range(6)}
+    fig = plot_spectra(load_eigen(write_eigen(tmp_path / "x.npz", [0, 1], groups)), cliffs={"g0": [3]})
+    (ax,) = fig.axes
+    assert len(ax.get_lines()) == 6
+    # Overlaid spectra are drawn relative to their own top eigenvalue.
+    np.testing.assert_allclose(ax.get_lines()[5].get_ydata(), spectrum(6) / spectrum(6)[0])
+
+
+def test_plot_spectrum_over_checkpoints(tmp_path, _close_figures):
+    steps = np.arange(0, 110, 10)
+    eig = load_eigen(rotating_file(tmp_path, steps, switch=60))
+    fig = plot_spectrum_over_checkpoints(eig, "moving", cliffs={"moving": [4]})
+    assert len(fig.axes[0].get_lines()) == len(steps) + 1  # one line per checkpoint, one cliff marker
+    fig.savefig(tmp_path / "over.png", dpi=50)
+    with pytest.raises(KeyError, match="nope"):
+        plot_spectrum_over_checkpoints(eig, "nope")
+
+
+def test_plot_phases_marks_peak(tmp_path, _close_figures):
+    steps = np.arange(0, 110, 10)
+    tab = phase_table(load_eigen(rotating_file(tmp_path, steps, switch=60)), k=4)
+    fig = plot_phases(tab, marks={"planted": 60})
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert "moving (k = 4): peak 60" in legend and "fixed (k = 4): no transition" in legend
+    assert 60.0 in _vlines(fig.axes[1])
+    fig.savefig(tmp_path / "phases.png", dpi=50)
