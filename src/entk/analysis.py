@@ -166,7 +166,7 @@ def cliffs_table(
 
 
 def normalised_overlap(q: np.ndarray, u: np.ndarray) -> float:
-    """‖Qᵀ U‖²_F / min(k, m) for orthonormal Q (D, k) and U (D, m): 1 if one space contains the other, 0 if orthogonal."""
+    """‖Qᵀ U‖²_F / min(k, m) for orthonormal Q (D, k), U (D, m): 1 if one space contains the other, 0 if orthogonal."""
     m = min(q.shape[1], u.shape[1])
     if m == 0:
         return float("nan")

@@ -96,7 +96,7 @@ def plot_spectra(eig: EigenFile, step: int = -1, cliffs: Cliffs = None, groups: 
 
 
 def plot_spectrum_over_checkpoints(eig: EigenFile, layer: str, cliffs: Cliffs = None) -> Figure:
-    """One group's spectrum at every checkpoint: lines coloured by step (left), log₁₀ λᵢ/λᵢ₊₁ over i × step (right).
+    """One group's spectrum at every checkpoint: lines coloured by step (left); log₁₀ λᵢ/λᵢ₊₁ over i × step (right).
 
     Cliffs of the final checkpoint are marked on the left (the right panel shows every gap).
     """
@@ -145,7 +145,8 @@ def plot_phases(
     """Label-free phase detection (a ``phase_table``) vs step: overlaps, d overlap_final / d step, spectrum change.
 
     One colour per layer; each layer's detector peak (``phase_peak``, given in the legend) is a
-    dotted line with a marker on the derivative; ``marks`` adds labelled reference steps (e.g. {"grokking": 85}), grey dashed.
+    dotted line with a marker on the derivative; ``marks`` adds labelled reference steps
+    (e.g. {"grokking": 85}), grey dashed.
     """
     layers = list(dict.fromkeys(table["layer"])) if layers is None else list(layers)
     if not layers:
