@@ -237,7 +237,8 @@ def phase_table(
 ) -> pd.DataFrame:
     """Label-free phase detection: per layer and checkpoint, how the top-k eigenspace moves.
 
-    k: one for all groups, one per group, or None for ``phase_k`` (each group's deepest final cliff).
+    k: one for all groups, one per group (groups not named are left out), or None for ``phase_k``
+    (each group's deepest final cliff).
     Columns per (step, layer):
     - overlap_next: ‖Q_tᵀ Q_t+1‖²_F / k with the next checkpoint (NaN at the last);
     - overlap_final: ‖Q_tᵀ Q_T‖²_F / k with the final checkpoint (1 at the last);
