@@ -56,6 +56,8 @@ def _mark_cliffs(ax: Axes, marks: list[tuple[int, float | None]], color) -> None
                 va="top",
                 fontsize=7,
                 color=color,
+                # A cliff after index 1 sits on the steep first step of the curve: keep its label readable.
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5},
             )
 
 
