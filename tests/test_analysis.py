@@ -1,0 +1,303 @@
+"""Tests for entk.analysis: planted eigenpairs with known answers, written as small eigen files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import NamedTuple
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from entk.analysis import (
+    cliffs_table,
+    feature_overlap_table,
+    full_group,
+    load_eigen,
+    localisation_table,
+    phase_k,
+    phase_peak,
+    phase_table,
+    spectra_table,
+)
+from entk.experiment_plots import plot_phases, plot_spectra, plot_spectrum_over_checkpoints
+
+N = 30
+RNG = np.random.default_rng(0)
+
+
+class Cliff(NamedTuple):
+    position: int
+    ratio: float
+    score: float
+
+
+def ratio_cliffs(values: np.ndarray) -> list[Cliff]:
+    """Stand-in for entk.spectrum.find_cliffs: every gap with λ_i / λ_i+1 ≥ 2."""
+    r = values[:-1] / values[1:]
+    return [Cliff(int(i) + 1, float(r[i]), float(np.log(r[i]))) for i in np.flatnonzero(r >= 2)]
+
+
+def centred_basis(n: int, *fixed: np.ndarray) -> np.ndarray:
+    """Orthonormal (n, n − 1) basis ⊥ the constant vector whose leading columns span ``fixed`` (in order)."""
+    q, _ = np.linalg.qr(np.column_stack([np.ones(n), *fixed, RNG.normal(size=(n, n))]))
+    return q[:, 1:n]
+
+
+def spectrum(k: int, cliffs: tuple[int, ...] = (3, 6)) -> np.ndarray:
+    """Descending (k,) eigenvalues: a factor-10 gap after each position in ``cliffs`` (below k), 1 % steps elsewhere."""
+    gaps = np.full(k - 1, 0.99)
+    gaps[[c - 1 for c in cliffs if c < k]] = 0.1
+    return np.cumprod(np.r_[100.0, gaps])
+
+
+def write_eigen(path, steps, groups: dict, outputs="diag_mean", n_outputs=1, n_samples=N, drop=None):
+    """Save an eigen file in the contract's format; groups: name → (values (T, k), vectors (T, D, k), params)."""
+    data = {
+        "steps": np.asarray(steps, dtype=np.int64),
+        "groups": np.array(list(groups)),
+        "inputs": np.arange(n_samples, dtype=np.int64)[:, None],
+        "outputs": np.array(outputs),
+        "n_outputs": np.array(n_outputs),
+        "n_samples": np.array(n_samples),
+    }
+    for g, (lam, vec, params) in groups.items():
+        data[f"values/{g}"], data[f"vectors/{g}"], data[f"params/{g}"] = lam, vec, np.array(params)
+    data.pop(drop, None)
+    np.savez(path, **data)
+    return path
+
+
+@pytest.fixture
+def layered(tmp_path):
+    """Two checkpoints; full = {W1, W2}; l1's top 3 = full's top 3 (rotated within); l2's top 3 ⊥ them."""
+    basis = centred_basis(N)
+    k = 8
+    within = np.linalg.qr(RNG.normal(size=(3, 3)))[0]
+    full_vec = basis[:, :k]
+    l1_vec = np.column_stack([basis[:, :3] @ within, basis[:, 10 : 10 + k - 3]])
+    l2_vec = np.column_stack([basis[:, 3:6], basis[:, 12 : 12 + k - 3]])
+    lam = spectrum(k)
+    groups = {
+        "full": (np.stack([lam, 2 * lam]), np.stack([full_vec] * 2), ["W1", "W2"]),
+        "l1": (np.stack([lam, lam]), np.stack([l1_vec] * 2), ["W1"]),
+        "l2": (np.stack([lam, lam]), np.stack([l2_vec] * 2), ["W2"]),
+    }
+    return write_eigen(tmp_path / "eigen.npz", [0, 100], groups)
+
+
+def test_analysis_imports_without_torch():
+    code = "import sys; sys.modules['torch'] = None; import entk.analysis, entk.experiment_plots"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_load_eigen_roundtrip(layered):
+    eig = load_eigen(layered)
+    assert eig.groups == ["full", "l1", "l2"] and eig.steps.tolist() == [0, 100]
+    assert eig.vectors["l1"].shape == (2, N, 8) and eig.params["full"] == ["W1", "W2"]
+    assert (eig.outputs, eig.n_outputs, eig.n_samples) == ("diag_mean", 1, N)
+    assert eig.index(-1) == 1 and eig.index(100) == 1
+
+
+def test_load_eigen_names_missing_key(tmp_path):
+    lam, vec = spectrum(4)[None], np.eye(N)[None, :, :4]
+    path = write_eigen(tmp_path / "x.npz", [0], {"g": (lam, vec, ["W"])}, drop="vectors/g")
+    with pytest.raises(ValueError, match=r"x\.npz.*missing key 'vectors/g'"):
+        load_eigen(path)
+
+
+@pytest.mark.parametrize(
+    "steps, lam, vec, outputs, match",
+    [
+        ([0], spectrum(4)[None], np.eye(N)[None, :, :3], "diag_mean", "vectors/g"),  # k disagrees
+        ([0, 1], spectrum(4)[None], np.eye(N)[None, :, :4], "diag_mean", "values/g"),  # T disagrees
+        ([0], spectrum(4)[None], np.eye(N)[None, :, :4], "flatten", r"D = 60"),  # flatten needs C·N rows
+        ([5, 1], np.stack([spectrum(4)] * 2), np.stack([np.eye(N)[:, :4]] * 2), "diag_mean", "ascending"),
+    ],
+)
+def test_load_eigen_checks_shapes(tmp_path, steps, lam, vec, outputs, match):
+    path = write_eigen(tmp_path / "x.npz", steps, {"g": (lam, vec, ["W"])}, outputs=outputs, n_outputs=2)
+    with pytest.raises(ValueError, match=match):
+        load_eigen(path)
+
+
+def test_spectra_table(layered):
+    eig = load_eigen(layered)
+    tab = spectra_table(eig, "exp", "view")
+    assert len(tab) == 3 * 2 * 8 and set(tab["experiment"]) == {"exp"} and set(tab["view"]) == {"view"}
+    row = tab[(tab.layer == "full") & (tab.step == 100) & (tab["index"] == 4)]
+    assert row["eigenvalue"].item() == pytest.approx(2 * spectrum(8)[3])
+    wide = tab[tab.layer == "l2"].pivot(index="step", columns="index", values="eigenvalue")
+    np.testing.assert_allclose(wide.to_numpy(), eig.values["l2"])
+
+
+def test_cliffs_table(layered):
+    tab = cliffs_table(load_eigen(layered), "exp", "view", find_cliffs=ratio_cliffs)
+    one = tab[(tab.layer == "l1") & (tab.step == 0)]
+    assert one["position"].tolist() == [3, 6] and one["first"].tolist() == [1, 4] and one["cliff"].tolist() == [1, 2]
+    np.testing.assert_allclose(one["ratio"], [10, 10])
+    assert len(tab) == 3 * 2 * 2
+
+
+def test_localisation_planted(layered):
+    eig = load_eigen(layered)
+    assert full_group(eig) == "full"
+    tab = localisation_table(eig, find_cliffs=ratio_cliffs)  # k = the full kernel's first cliff = 3
+    assert set(tab["k"]) == {3}
+    loc = tab.set_index(["step", "layer"])["localisation"]
+    np.testing.assert_allclose(loc.xs("l1", level="layer"), 1, atol=1e-12)
+    np.testing.assert_allclose(loc.xs("l2", level="layer"), 0, atol=1e-12)
+    # k = 6: l1 shares the first 3 of full's top 6 and l2 the next 3: half each.
+    np.testing.assert_allclose(localisation_table(eig, k=6)["localisation"], 0.5, atol=1e-12)
+
+
+def test_localisation_without_full_group(tmp_path):
+    lam, vec = spectrum(4)[None], np.eye(N)[None, :, :4]
+    path = write_eigen(tmp_path / "x.npz", [0], {"a": (lam, vec, ["W1"]), "b": (lam, vec, ["W2"])})
+    assert localisation_table(load_eigen(path), k=2).empty
+
+
+def rotating_file(tmp_path, steps, switch: int, k: int = 4):
+    """Top-k eigenspace A before step ``switch``, halfway (A + B)/√2 at it, B after; a fixed group beside it."""
+    basis = centred_basis(N)
+    a, b, rest = basis[:, :k], basis[:, k : 2 * k], basis[:, 2 * k : 2 * k + 2]
+    vecs = [a if s < switch else b if s > switch else (a + b) / np.sqrt(2) for s in steps]
+    vec = np.stack([np.column_stack([v, rest]) for v in vecs])
+    lam = np.stack([spectrum(k + 2, (k,)) * (2.0 if s >= switch else 1.0) for s in steps])
+    groups = {"moving": (lam, vec, ["W1"]), "fixed": (lam, np.stack([np.column_stack([a, rest])] * len(steps)), ["W2"])}
+    return write_eigen(tmp_path / "rot.npz", steps, groups)
+
+
+def test_phase_peak_at_planted_rotation(tmp_path):
+    steps = np.arange(0, 110, 10)
+    eig = load_eigen(rotating_file(tmp_path, steps, switch=60))
+    assert phase_k(eig, ratio_cliffs) == {"moving": 4, "fixed": 4}
+    tab = phase_table(eig, find_cliffs=ratio_cliffs)
+    mov = tab[tab.layer == "moving"].set_index("step")
+    np.testing.assert_allclose(mov["overlap_final"], np.where(steps < 60, 0, np.where(steps > 60, 1, 0.5)), atol=1e-12)
+    np.testing.assert_allclose(mov["overlap_next"].loc[[50, 60]], 0.5, atol=1e-12)
+    np.testing.assert_allclose(mov["overlap_next"].drop([50, 60, 100]), 1, atol=1e-12)
+    assert np.isnan(mov["overlap_next"].loc[100])
+    assert phase_peak(tab, "moving") == 60
+    # Eigenvalues double between steps 50 and 60: |Δ log λ| = ln 2 over the two 10-step intervals around them.
+    expected = np.where(np.isin(steps, [50, 60]), np.log(2) / 20, 0)
+    np.testing.assert_allclose(mov["spectrum_change"], expected, atol=1e-12)
+    assert phase_peak(tab, "fixed") is None
+    with pytest.raises(KeyError, match="nope"):
+        phase_peak(tab, "nope")
+
+
+def test_phase_peak_uneven_steps(tmp_path):
+    # Symmetric intervals (5, 7, 9) around the switch, so the fastest motion is centred on it.
+    steps = np.array([0, 1, 2, 5, 7, 9, 20, 50])
+    tab = phase_table(load_eigen(rotating_file(tmp_path, steps, switch=7)), k=4)
+    assert phase_peak(tab, "moving") == 7
+
+
+def test_phase_needs_two_checkpoints(layered, tmp_path):
+    lam, vec = spectrum(4)[None], np.eye(N)[None, :, :4]
+    with pytest.raises(ValueError, match="two checkpoints"):
+        phase_table(load_eigen(write_eigen(tmp_path / "x.npz", [0], {"g": (lam, vec, ["W"])})), k=2)
+    with pytest.raises(ValueError, match=r"k = 9"):
+        phase_table(load_eigen(layered), k=9)
+
+
+def test_feature_overlap_labels_in_cliff(tmp_path):
+    labels = np.repeat([0, 1, 2], N // 3)
+    onehot = np.eye(3)[labels]
+    # Cliff 1 (3 vectors) holds the 2-dim span of the centred one-hot labels; cliff 2 is orthogonal to it.
+    basis = centred_basis(N, onehot[:, 0], onehot[:, 1])
+    lam = spectrum(8)[None]
+    eig = load_eigen(write_eigen(tmp_path / "x.npz", [0], {"g": (lam, basis[None, :, :8], ["W"])}))
+    tab = feature_overlap_table(eig, labels, find_cliffs=ratio_cliffs).set_index(["cliff", "feature"])
+    np.testing.assert_allclose(tab.loc[1, "overlap"], 1, atol=1e-12)
+    np.testing.assert_allclose(tab.loc[2, "overlap"], 0, atol=1e-12)
+    assert tab.loc[(1, "(family)"), "dim"] == 2 and tab.loc[(1, "0"), "dim"] == 1
+
+
+def test_feature_overlap_partial_and_constant(tmp_path):
+    basis = centred_basis(N)
+    # f = half in cliff 1 (columns 0–2), half in cliff 2 (3–5): overlap 1/2 with each.
+    f = basis[:, 0] + basis[:, 4]
+    features = np.column_stack([f, np.ones(N), basis[:, 1]])
+    eig = load_eigen(write_eigen(tmp_path / "x.npz", [0], {"g": (spectrum(8)[None], basis[None, :, :8], ["W"])}))
+    cliffs = cliffs_table(eig, find_cliffs=ratio_cliffs)
+    tab = feature_overlap_table(eig, features, cliffs, names=["f", "const", "e1"]).set_index(["cliff", "feature"])
+    assert tab.loc[(1, "f"), "overlap"] == pytest.approx(0.5) and tab.loc[(2, "f"), "overlap"] == pytest.approx(0.5)
+    assert np.isnan(tab.loc[(1, "const"), "overlap"])
+    assert tab.loc[(1, "e1"), "overlap"] == pytest.approx(1) and tab.loc[(2, "e1"), "overlap"] == pytest.approx(0)
+    # Family span {f, e1} (2-dim) against cliff 1 (3-dim): ‖Qᵀ U‖² = 1/2 + 1 over min(2, 3).
+    assert tab.loc[(1, "(family)"), "overlap"] == pytest.approx(0.75)
+
+
+def test_feature_overlap_flatten_lifts_to_class_blocks(tmp_path):
+    n, c = 15, 2
+    f, g = centred_basis(n)[:, :2].T
+    # Cliff 1 = {e_0 ⊗ f, e_1 ⊗ f}: f's whole lifted span, orthogonal to g's.
+    e0f, e1f, e0g, e1g = (np.kron(np.eye(c)[i], v) for i, v in ((0, f), (1, f), (0, g), (1, g)))
+    vec = np.column_stack([e0f, e1f, e0g, e1g])[None]
+    lam = spectrum(4, (2,))[None]
+    path = write_eigen(tmp_path / "x.npz", [0], {"g": (lam, vec, ["W"])}, outputs="flatten", n_outputs=c, n_samples=n)
+    eig = load_eigen(path)
+    tab = feature_overlap_table(eig, np.column_stack([f, g]), names=["f", "g"], find_cliffs=ratio_cliffs)
+    tab = tab.set_index(["cliff", "feature"])
+    assert tab.loc[(1, "f"), "overlap"] == pytest.approx(1) and tab.loc[(1, "g"), "overlap"] == pytest.approx(0)
+    assert tab.loc[(1, "f"), "dim"] == c and tab.loc[(1, "(family)"), "dim"] == 2 * c
+    # The family's lifted span (4-dim) is the whole file; cliff 1 (2-dim) lies in it.
+    assert tab.loc[(1, "(family)"), "overlap"] == pytest.approx(1)
+    # A cliff holding one class block of f and one of g: half of each feature's lifted span.
+    vec2 = np.column_stack([e0f, e1g, e1f, e0g])[None]
+    path2 = write_eigen(tmp_path / "y.npz", [0], {"g": (lam, vec2, ["W"])}, outputs="flatten", n_outputs=c, n_samples=n)
+    tab2 = feature_overlap_table(load_eigen(path2), np.column_stack([f, g]), names=["f", "g"], find_cliffs=ratio_cliffs)
+    np.testing.assert_allclose(tab2[(tab2.cliff == 1) & (tab2.feature != "(family)")]["overlap"], 0.5)
+
+
+@pytest.fixture
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _vlines(ax) -> list[float]:
+    return sorted(float(ln.get_xdata()[0]) for ln in ax.get_lines() if len(set(ln.get_xdata())) == 1)
+
+
+def test_plot_spectra_marks_cliffs(layered, tmp_path, _close_figures):
+    eig = load_eigen(layered)
+    fig = plot_spectra(eig, step=100, cliffs=cliffs_table(eig, find_cliffs=ratio_cliffs))
+    assert [ax.get_title() for ax in fig.axes] == ["full", "l1", "l2"]
+    assert all(ax.get_yscale() == "log" for ax in fig.axes)
+    assert _vlines(fig.axes[1]) == [3.5, 6.5]
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), 2 * spectrum(8))
+    fig.savefig(tmp_path / "spectra.png", dpi=50)
+
+
+def test_plot_spectra_overlays_many_groups(tmp_path, _close_figures):
+    lam, vec = np.stack([spectrum(6), spectrum(6)]), np.stack([np.eye(N)[:, :6]] * 2)
+    groups = {f"g{i}": (lam * (i + 1), vec, [f"W{i}"]) for i in range(6)}
+    fig = plot_spectra(load_eigen(write_eigen(tmp_path / "x.npz", [0, 1], groups)), cliffs={"g0": [3]})
+    (ax,) = fig.axes
+    assert len(ax.get_lines()) == 6
+    # Overlaid spectra are drawn relative to their own top eigenvalue.
+    np.testing.assert_allclose(ax.get_lines()[5].get_ydata(), spectrum(6) / spectrum(6)[0])
+
+
+def test_plot_spectrum_over_checkpoints(tmp_path, _close_figures):
+    steps = np.arange(0, 110, 10)
+    eig = load_eigen(rotating_file(tmp_path, steps, switch=60))
+    fig = plot_spectrum_over_checkpoints(eig, "moving", cliffs={"moving": [4]})
+    assert len(fig.axes[0].get_lines()) == len(steps) + 1  # one line per checkpoint, one cliff marker
+    fig.savefig(tmp_path / "over.png", dpi=50)
+    with pytest.raises(KeyError, match="nope"):
+        plot_spectrum_over_checkpoints(eig, "nope")
+
+
+def test_plot_phases_marks_peak(tmp_path, _close_figures):
+    steps = np.arange(0, 110, 10)
+    tab = phase_table(load_eigen(rotating_file(tmp_path, steps, switch=60)), k=4)
+    fig = plot_phases(tab, marks={"planted": 60})
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert "moving (k = 4): peak 60" in legend and "fixed (k = 4): no transition" in legend
+    assert 60.0 in _vlines(fig.axes[1])
+    fig.savefig(tmp_path / "phases.png", dpi=50)
