@@ -1,5 +1,6 @@
-# entk: every figure of J. Lin, "Feature Identification via the Empirical NTK" (arXiv:2510.00468)
-# as a Snakemake target. Spec: shared/paper.md. Stages live in rules/, one file each.
+# entk: eNTK feature discovery as a workflow, and every figure of J. Lin, "Feature Identification
+# via the Empirical NTK" (arXiv:2510.00468; docs/spec.md). Experiments are config entries; the
+# stages live in rules/, one file each.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -10,10 +11,9 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/train.smk"
-include: "rules/kernel.smk"
 include: "rules/eigen.smk"
-include: "rules/metrics.smk"
-include: "rules/figures.smk"
+include: "rules/analysis.smk"
+include: "rules/paper.smk"
 
 
 onsuccess:
@@ -28,6 +28,6 @@ rule all:
 
 rule scale:
     input:
-        "results/scale/claims.csv",
-        "results/scale/eigen/flatten.npz",
+        generic_outputs([PAPER["scale"]["experiment"]] if "scale" in PAPER else []),
+        "results/paper/scale_claims.csv",
         expand("results/figures/fig_scale_spectra.{ext}", ext=["png", "pdf"]),

@@ -15,7 +15,9 @@ os.environ.update(
 from entk.config import check_config
 
 # Our own check first: it names each bad key and the fix; Snakemake's validate then fills defaults.
-check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+EXPERIMENTS = check_config(
+    config, workflow.source_path("../schemas/config.schema.yaml"), os.getcwd()
+)
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -24,80 +26,124 @@ validate(config, "../schemas/config.schema.yaml")
 report: "../report/workflow.rst"
 
 
-TMS = config["tms"]
-TMS_MODELS = list(TMS["models"])
-TMS_LAYERS = list(TMS["layers"])
+# Environments by rule family: compute jobs need torch, analysis jobs only numpy/pandas/matplotlib.
+COMPUTE_ENV = "../envs/compute.yaml"
+ANALYSIS_ENV = "../envs/analysis.yaml"
+
+VIEWS = sorted({v for exp in EXPERIMENTS.values() for v in exp.views})
+TRAINED = [e for e, exp in EXPERIMENTS.items() if exp.trained_here]
 
 
-def beta_str(beta):
-    """β as it appears in file names: 1.0 → '1', 0.3 → '0.3'."""
-    return f"{float(beta):g}"
-
-
-TMS_BETAS = [beta_str(b) for b in TMS["betas"]]
-
-MLP = config["mlp"]
-MLP_EPOCHS = list(range(0, MLP["epochs"] + 1, MLP["checkpoint_every"]))
-MLP_LAYERS = ["full", *MLP["layers"]]
+def _alternatives(names):
+    """A wildcard pattern matching exactly these names (one that matches nothing if empty)."""
+    return "|".join(re.escape(n) for n in names) or "(?!x)x"
 
 
 wildcard_constraints:
-    model="|".join(re.escape(m) for m in TMS_MODELS),
-    layer="|".join(re.escape(l) for l in TMS_LAYERS),
-    beta="|".join(re.escape(b) for b in TMS_BETAS),
-    mlp_layer="|".join(MLP_LAYERS),
+    experiment=_alternatives(EXPERIMENTS),
+    view=_alternatives(VIEWS),
 
 
-def layer_params(wildcards):
-    """Parameter names of a kernel layer, None for all parameters."""
-    spec = TMS["layers"][wildcards.layer]
-    return None if spec == "all" else list(spec)
+def experiment_params(wildcards):
+    """The experiment as plain data for its jobs."""
+    return EXPERIMENTS[wildcards.experiment].params()
 
 
-def tms_train_params():
-    """The TMS settings shared by every model (a change here retrains them all)."""
-    return {
-        k: TMS[k] for k in ("n_features", "importance_base", "n_points", "steps", "lr")
-    }
+def view_params(wildcards):
+    """The view as plain data for its jobs."""
+    return EXPERIMENTS[wildcards.experiment].views[wildcards.view].params()
 
 
-SCALE = config["scale"]
-SCALE_LAYERS = ["full", "layer1", "layer2"]
+def user_files(exp):
+    """Files of the user's that an experiment's jobs read (model, inputs, recipe): a change reruns them."""
+    specs = [exp.model, exp.inputs]
+    if isinstance(exp.weights, dict) and "train" in exp.weights:
+        specs.append(exp.weights["train"])
+    files = []
+    for spec in specs:
+        if spec and ".py:" in spec:
+            files.append(spec.rpartition(":")[0])
+        elif spec and spec.endswith((".pt", ".npy")):
+            files.append(spec)
+    return files
 
 
-def scale_train_params():
-    """Training settings of the p = 113 scale experiment (checkpoints only at the ends)."""
-    keys = ("p", "hidden", "train_fraction", "epochs", "lr", "weight_decay")
-    return {k: SCALE[k] for k in keys}
+def train_inputs(wildcards):
+    return user_files(EXPERIMENTS[wildcards.experiment])
+
+
+def eigen_inputs(wildcards):
+    """The checkpoints a view reads (the workflow's bundle, or the user's files) and the user's code."""
+    exp = EXPERIMENTS[wildcards.experiment]
+    view = exp.views[wildcards.view]
+    if exp.trained_here:
+        checkpoints = [f"results/{exp.id}/checkpoints.pt"]
+    else:
+        checkpoints = list(exp.checkpoint_files)
+    files = user_files(exp)
+    if isinstance(view.output_weights, str):
+        files.append(view.output_weights)
+    return {"checkpoints": checkpoints, "user": files}
+
+
+def analysis_inputs(wildcards):
+    view = EXPERIMENTS[wildcards.experiment].views[wildcards.view]
+    inputs = {"eigen": f"results/{wildcards.experiment}/{wildcards.view}/eigen.npz"}
+    if view.features:
+        inputs["features"] = view.features
+    return inputs
 
 
 def gpus():
     """GPUs each heavy job requests from a cluster (1 when the config runs on CUDA, else 0)."""
-    return 1 if config["device"] == "cuda" else 0
+    return 1 if config.get("device", "auto") == "cuda" else 0
 
 
-def mlp_train_params():
-    """The MLP training settings (a change here retrains and recomputes everything downstream)."""
-    keys = (
-        "p",
-        "hidden",
-        "train_fraction",
-        "epochs",
-        "lr",
-        "weight_decay",
-        "checkpoint_every",
-    )
-    return {k: MLP[k] for k in keys}
+def eigen_mem_mb(wildcards):
+    """The eigen job's memory request: its working budget (max_memory_gb) plus what it holds beside
+    it — torch, the model, the eigenvectors of every checkpoint — taken as half the budget again."""
+    budget = EXPERIMENTS[wildcards.experiment].max_memory_gb or 4
+    return int(1500 * budget)
 
 
-FIGURES = [
-    "fig1_tms",
-    "fig2_spectra",
-    "fig3_grokking",
-    "fig4_rotation",
-    "fig5_sumdiff",
-    "fig_overlap",
-]
+GENERIC_TABLES = ["spectra", "cliffs", "localisation", "phases", "features"]
+GENERIC_FIGURES = ["fig_spectra", "fig_checkpoints", "fig_phases"]
+
+
+def generic_outputs(exp_ids):
+    """Every generic output of these experiments: eigenpairs, tables and figures of each view."""
+    out = []
+    for e in exp_ids:
+        for v in EXPERIMENTS[e].views:
+            out.append(f"results/{e}/{v}/eigen.npz")
+            out += [f"results/{e}/{v}/{t}.csv" for t in GENERIC_TABLES]
+            out += [f"results/{e}/{v}/{f}.png" for f in GENERIC_FIGURES]
+    return out
+
+
+DEFAULT_EXPERIMENTS = [e for e, exp in EXPERIMENTS.items() if exp.default]
+PAPER = config.get("paper", {})
+
+
+def paper_figures():
+    """The paper's figures the config asks for."""
+    figs = []
+    if "tms" in PAPER:
+        figs.append("fig1_tms")
+    if "modadd" in PAPER:
+        figs += [
+            "fig2_spectra",
+            "fig3_grokking",
+            "fig4_rotation",
+            "fig5_sumdiff",
+            "fig_overlap",
+        ]
+    return figs
+
+
+def claim_parts():
+    """The paper sections whose claims rows make results/claims.csv."""
+    return [s for s in ("modadd", "tms") if s in PAPER]
 
 
 def print_claims(path):
@@ -107,13 +153,48 @@ def print_claims(path):
 
         from entk.claims import format_scorecard
 
-        print(f"\nClaims scorecard ({path}):\n{format_scorecard(pd.read_csv(path))}")
+        print(
+            f"\nClaims scorecard ({path}):\n{format_scorecard(pd.read_csv(path))}"
+        )
 
 
 def all_targets():
-    """Every final output the config asks for."""
-    return [
-        "results/tms/metrics.csv",
-        "results/claims.csv",
-        *expand("results/figures/{fig}.{ext}", fig=FIGURES, ext=["png", "pdf"]),
-    ]
+    """Every final output the config asks for by default."""
+    targets = generic_outputs(DEFAULT_EXPERIMENTS)
+    if DEFAULT_EXPERIMENTS:
+        targets.append("results/spectra.csv")
+    targets += expand(
+        "results/figures/{fig}.{ext}", fig=paper_figures(), ext=["png", "pdf"]
+    )
+    if claim_parts():
+        targets.append("results/claims.csv")
+    return targets
+
+
+def paper_eigen(section, view_key="view"):
+    """Input function: the eigen file of a paper section's experiment and view."""
+
+    def inputs(wildcards):
+        spec = PAPER[section]
+        return f"results/{spec['experiment']}/{spec[view_key]}/eigen.npz"
+
+    return inputs
+
+
+def paper_experiment_file(section, name):
+    """Input function: a file of a paper section's experiment, e.g. its history.csv."""
+    return lambda wildcards: f"results/{PAPER[section]['experiment']}/{name}"
+
+
+def tms_eigen(wildcards):
+    """Every TMS eigen file Figure 1 draws: per experiment, the spectrum view then the heatmap views."""
+    tms = PAPER["tms"]
+    views = [tms["spectrum_view"], *tms["heatmap_views"]]
+    return [f"results/{e}/{v}/eigen.npz" for e in tms["experiments"] for v in views]
+
+
+def tms_view_betas():
+    """β of each heatmap view (its output_weights' importance exponent), for labels."""
+    tms = PAPER["tms"]
+    exp = EXPERIMENTS[tms["experiments"][0]]
+    return [exp.views[v].output_weights["importance"] for v in tms["heatmap_views"]]

@@ -1,68 +1,25 @@
-rule train_tms:
+rule train:
+    input:
+        train_inputs,
     output:
-        model="results/tms/{model}/model.pt",
+        checkpoints="results/{experiment}/checkpoints.pt",
+        history="results/{experiment}/history.csv",
+    wildcard_constraints:
+        experiment=_alternatives(TRAINED),
     log:
-        "logs/tms/{model}/train.log",
+        "logs/{experiment}/train.log",
     benchmark:
-        "results/benchmarks/train_tms/{model}.tsv"
+        "results/benchmarks/{experiment}/train.tsv"
     conda:
-        "../envs/entk.yaml"
+        COMPUTE_ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
-    params:
-        model=lambda wc: TMS["models"][wc.model],
-        tms=tms_train_params(),
-        seed=config["seed"],
-        device=config["device"],
-    script:
-        "../scripts/train_tms.py"
-
-
-rule train_mlp:
-    output:
-        checkpoints=expand("results/mlp/checkpoints/epoch{epoch}.pt", epoch=MLP_EPOCHS),
-        history="results/mlp/history.csv",
-    log:
-        "logs/mlp/train.log",
-    benchmark:
-        "results/benchmarks/train_mlp.tsv"
-    conda:
-        "../envs/entk.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=20,
-    params:
-        mlp=mlp_train_params(),
-        epochs=MLP_EPOCHS,
-        seed=config["seed"],
-        device=config["device"],
-    script:
-        "../scripts/train_mlp.py"
-
-
-rule train_scale:
-    output:
-        checkpoints=expand(
-            "results/scale/checkpoints/epoch{epoch}.pt", epoch=[0, SCALE["epochs"]]
-        ),
-        history="results/scale/history.csv",
-    log:
-        "logs/scale/train.log",
-    benchmark:
-        "results/benchmarks/train_scale.tsv"
-    conda:
-        "../envs/entk.yaml"
-    threads: 2
-    resources:
+        gpu=gpus(),
         mem_mb=4000,
         runtime=60,
     params:
-        mlp=scale_train_params(),
-        epochs=[0, SCALE["epochs"]],
+        exp=experiment_params,
         seed=config["seed"],
-        device=config["device"],
+        device=config.get("device", "auto"),
     script:
-        "../scripts/train_mlp.py"
+        "../scripts/train.py"

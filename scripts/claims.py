@@ -1,27 +1,32 @@
-"""Rule claims: the scorecard of the paper's quantitative claims (results/claims.csv)."""
+"""Rule modadd_claims: the modular-addition rows of the claims scorecard (paper §2), and the
+label-free phase detector's peak against the grokking epoch."""
 
 import numpy as np
 import pandas as pd
 
 from entk import workflow as wf
-from entk.claims import format_scorecard, modadd_claims, scorecard, tms_claims
+from entk.analysis import load_eigen
+from entk.claims import format_scorecard, modadd_claims, phase_claims, scorecard
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
-    with np.load(sm.input.layer1) as l1, np.load(sm.input.full) as full, np.load(sm.input.rotation) as rot:
-        rows = modadd_claims(
-            sm.params.p,
-            l1["eigenvalues"][-1],
-            l1["eigenvectors"][-1],
-            full["eigenvalues"][-1],
-            full["eigenvectors"][-1],
-            pd.read_csv(sm.input.history),
-            pd.read_csv(sm.input.overlap),
-            {k: rot[k] for k in ("rot_a", "rot_b")},
-            sm.params.claims,
-            sm.params.grok_threshold,
-        )
-    rows += tms_claims(pd.read_csv(sm.input.tms), sm.params.claims)
+    eig = load_eigen(sm.input.eigen)
+    history = pd.read_csv(sm.input.history)
+    with np.load(sm.input.rotation) as rot:
+        rotated = {k: rot[k] for k in ("rot_a", "rot_b")}
+    rows = modadd_claims(
+        sm.params.p,
+        eig.values["layer1"][-1],
+        eig.vectors["layer1"][-1],
+        eig.values["full"][-1],
+        eig.vectors["full"][-1],
+        history,
+        pd.read_csv(sm.input.overlap),
+        rotated,
+        sm.params.claims,
+        sm.params.grok_threshold,
+    )
+    rows += phase_claims(pd.read_csv(sm.input.phases), history, sm.params.claims, sm.params.grok_threshold)
     table = scorecard(rows)
     print(format_scorecard(table))
     with wf.atomic_path(sm.output.csv) as tmp:

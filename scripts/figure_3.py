@@ -1,9 +1,9 @@
 """Rule figure_3: grokking curves and full-eNTK spectra across training (paper Figure 3)."""
 
-import numpy as np
 import pandas as pd
 
 from entk import workflow as wf
+from entk.analysis import load_eigen
 from entk.modadd import grokking_epoch
 from entk.plotting import figure_3
 from entk.rotation import cliff_slices
@@ -11,9 +11,8 @@ from entk.rotation import cliff_slices
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     history = pd.read_csv(sm.input.history)
-    with np.load(sm.input.full) as data:
-        index = {int(e): i for i, e in enumerate(data["epochs"])}
-        spectra = {e: data["eigenvalues"][index[e]] for e in sm.params.epochs}
+    eig = load_eigen(sm.input.eigen)
+    spectra = {e: eig.values["full"][eig.index(e)] for e in sm.params.epochs}
     grok = grokking_epoch(history, sm.params.grok_threshold)
     fig = figure_3(history, spectra, grok, cliff_slices(sm.params.p))
     wf.save_figure(fig, [sm.output.png, sm.output.pdf])

@@ -1,15 +1,15 @@
-"""Rule overlap_mlp: cliff-2 overlap with the a+b and a−b families at every checkpoint (paper v4)."""
+"""Rule overlap_modadd: cliff-2 overlap with the a+b and a−b families at every checkpoint (paper v4)."""
 
-import numpy as np
 import pandas as pd
 
 from entk import workflow as wf
+from entk.analysis import load_eigen
 from entk.modadd import derivative_peak, grokking_epoch, overlap_curve
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
-    with np.load(sm.input.full) as data:
-        curve = overlap_curve(data["epochs"], data["eigenvectors"], sm.params.p)
+    eig = load_eigen(sm.input.eigen)
+    curve = overlap_curve(eig.steps, eig.vectors["full"], sm.params.p)
     history = pd.read_csv(sm.input.history)
     curve["grok_epoch"] = grokking_epoch(history, sm.params.grok_threshold)
     curve["peak_epoch"] = derivative_peak(curve, "sum")

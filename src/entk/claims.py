@@ -141,3 +141,23 @@ def format_scorecard(table: pd.DataFrame) -> str:
     shown = table.assign(**{"pass": table["pass"].map({True: "PASS", False: "FAIL"})})
     passed = int(table["pass"].sum())
     return f"{shown.to_string(index=False)}\n{passed} of {len(table)} claims pass"
+
+
+def phase_claims(
+    phases: pd.DataFrame, history: pd.DataFrame, bands: dict, grok_threshold: float, layer: str = "full"
+) -> list[dict]:
+    """The label-free phase detector (``entk.analysis.phase_table``, its ``peak`` column) against
+    the grokking epoch: a transition found with no feature families must land near grokking."""
+    grok = grokking_epoch(history, grok_threshold)
+    hit = phases.loc[(phases["layer"] == layer) & phases["peak"].astype(bool), "step"]
+    peak = int(hit.iloc[0]) if len(hit) else None
+    within = bands["phase_peak_within"]
+    k = int(phases.loc[phases["layer"] == layer, "k"].iloc[0]) if (phases["layer"] == layer).any() else None
+    return [
+        _row(
+            f"label-free phase detector peak ({layer} eNTK, top-{k} eigenspace vs final)",
+            f"within {within} of grokking",
+            "no transition" if peak is None else peak,
+            peak is not None and grok is not None and abs(peak - grok) <= within,
+        )
+    ]

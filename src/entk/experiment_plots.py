@@ -189,3 +189,12 @@ def plot_phases(
     ax_s.set_title("change of the top-k spectrum")
     ax_s.set_xlabel(step_label)
     return fig
+
+
+def single_checkpoint_note(eig: EigenFile) -> Figure:
+    """The phase figure of a view with one checkpoint: says why there is nothing to detect."""
+    fig, ax = plt.subplots(figsize=(5.6, 1.6), constrained_layout=True)
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"one checkpoint (step {int(eig.steps[0])}): phase detection needs several",
+            ha="center", va="center")
+    return fig

@@ -105,7 +105,8 @@ class ResumableCheckpoints:
     """Checkpoints that survive a killed job: each is written to a side folder that Snakemake does
     not manage, then hard-linked (or copied) to its declared output path.
 
-    ``paths`` maps epoch → output path; ``meta`` (e.g. the training config and seed) must match
+    ``paths`` maps epoch → output path (None: kept in the side folder only, for a caller that
+    bundles them itself; ``load`` reads one back); ``meta`` (e.g. the training config and seed) must match
     for a side checkpoint to be resumed from, so a changed config starts over.
     """
 
@@ -116,6 +117,8 @@ class ResumableCheckpoints:
         return self.side / f"epoch{epoch}.pt"
 
     def _publish(self, epoch: int) -> None:
+        if self.paths[epoch] is None:
+            return
         out = Path(self.paths[epoch])
         out.parent.mkdir(parents=True, exist_ok=True)
         out.unlink(missing_ok=True)
@@ -128,6 +131,12 @@ class ResumableCheckpoints:
         """Write the checkpoint of ``epoch`` (state plus meta) and publish it to its output path."""
         save_torch(self._side(epoch), {**state, "meta": self.meta})
         self._publish(epoch)
+
+    def load(self, epoch: int) -> dict:
+        """The side checkpoint of ``epoch`` as saved."""
+        import torch
+
+        return torch.load(self._side(epoch), weights_only=False)
 
     def latest(self) -> dict | None:
         """The newest side checkpoint with matching meta (earlier ones re-published), or None."""

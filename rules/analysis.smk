@@ -1,0 +1,53 @@
+rule analyse:
+    input:
+        unpack(analysis_inputs),
+    output:
+        spectra="results/{experiment}/{view}/spectra.csv",
+        cliffs="results/{experiment}/{view}/cliffs.csv",
+        localisation="results/{experiment}/{view}/localisation.csv",
+        phases="results/{experiment}/{view}/phases.csv",
+        features="results/{experiment}/{view}/features.csv",
+        fig_spectra="results/{experiment}/{view}/fig_spectra.png",
+        fig_checkpoints="results/{experiment}/{view}/fig_checkpoints.png",
+        fig_phases="results/{experiment}/{view}/fig_phases.png",
+    log:
+        "logs/{experiment}/{view}/analyse.log",
+    benchmark:
+        "results/benchmarks/{experiment}/{view}/analyse.tsv"
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        experiment="{experiment}",
+        view="{view}",
+    script:
+        "../scripts/analyse.py"
+
+
+rule spectra_table:
+    input:
+        expand(
+            "results/{ev}/spectra.csv",
+            ev=[f"{e}/{v}" for e in DEFAULT_EXPERIMENTS for v in EXPERIMENTS[e].views],
+        ),
+    output:
+        csv=report(
+            "results/spectra.csv",
+            caption="../report/spectra_csv.rst",
+            category="Experiments",
+        ),
+    log:
+        "logs/spectra_table.log",
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/concat_csv.py"

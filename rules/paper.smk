@@ -1,0 +1,341 @@
+# The paper's figures and claims: the only rules that know which experiments they draw (the
+# `paper:` section of the config). Each reads the generic outputs of those experiments.
+
+
+rule tms_paper:
+    input:
+        eigen=tms_eigen,
+    output:
+        metrics=report(
+            "results/paper/tms_metrics.csv",
+            caption="../report/tms_metrics.rst",
+            category="TMS",
+        ),
+        claims="results/paper/tms_claims.csv",
+    log:
+        "logs/paper/tms.log",
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        tms=lambda wc: PAPER["tms"],
+        betas=lambda wc: tms_view_betas(),
+        claims=config.get("claims", {}),
+    script:
+        "../scripts/tms_paper.py"
+
+
+rule figure_1:
+    input:
+        eigen=tms_eigen,
+    output:
+        png=report(
+            "results/figures/fig1_tms.png",
+            caption="../report/fig1.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/fig1_tms.pdf",
+    log:
+        "logs/figures/fig1.log",
+    benchmark:
+        "results/benchmarks/figures/fig1.tsv"
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        tms=lambda wc: PAPER["tms"],
+        betas=lambda wc: tms_view_betas(),
+        settings=lambda wc: {e: EXPERIMENTS[e].settings for e in PAPER["tms"]["experiments"]},
+    script:
+        "../scripts/figure_1.py"
+
+
+rule rotate_modadd:
+    input:
+        eigen=paper_eigen("modadd"),
+    output:
+        rotation="results/paper/modadd_rotation.npz",
+    log:
+        "logs/paper/rotate.log",
+    benchmark:
+        "results/benchmarks/paper/rotate.tsv"
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+        fig5_epochs=lambda wc: PAPER["modadd"]["fig5_epochs"],
+    script:
+        "../scripts/rotate_mlp.py"
+
+
+rule overlap_modadd:
+    input:
+        eigen=paper_eigen("modadd"),
+        history=paper_experiment_file("modadd", "history.csv"),
+    output:
+        csv=report(
+            "results/paper/modadd_overlap.csv",
+            caption="../report/overlap_csv.rst",
+            category="Modular addition",
+        ),
+    log:
+        "logs/paper/overlap.log",
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+        grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
+    script:
+        "../scripts/overlap_mlp.py"
+
+
+rule modadd_claims:
+    input:
+        eigen=paper_eigen("modadd"),
+        history=paper_experiment_file("modadd", "history.csv"),
+        overlap=rules.overlap_modadd.output.csv,
+        rotation=rules.rotate_modadd.output.rotation,
+        phases=lambda wc: f"results/{PAPER['modadd']['experiment']}/{PAPER['modadd']['view']}/phases.csv",
+    output:
+        csv="results/paper/modadd_claims.csv",
+    log:
+        "logs/paper/modadd_claims.log",
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        claims=config.get("claims", {}),
+        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+        grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
+    script:
+        "../scripts/claims.py"
+
+
+rule claims:
+    input:
+        expand("results/paper/{part}_claims.csv", part=claim_parts()),
+    output:
+        csv=report(
+            "results/claims.csv", caption="../report/claims.rst", category="Claims"
+        ),
+    log:
+        "logs/claims.log",
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/concat_csv.py"
+
+
+rule claims_scale:
+    input:
+        eigen=paper_eigen("scale"),
+    output:
+        csv=report(
+            "results/paper/scale_claims.csv",
+            caption="../report/claims.rst",
+            category="Scale (p = 113)",
+        ),
+    log:
+        "logs/paper/scale_claims.log",
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        claims=config.get("claims", {}),
+        p=lambda wc: EXPERIMENTS[PAPER["scale"]["experiment"]].settings["p"],
+    script:
+        "../scripts/claims_scale.py"
+
+
+rule figure_2:
+    input:
+        eigen=paper_eigen("modadd"),
+    output:
+        png=report(
+            "results/figures/fig2_spectra.png",
+            caption="../report/fig2.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/fig2_spectra.pdf",
+    log:
+        "logs/figures/fig2_spectra.log",
+    benchmark:
+        "results/benchmarks/figures/fig2_spectra.tsv"
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+    script:
+        "../scripts/figure_2.py"
+
+
+rule figure_3:
+    input:
+        eigen=paper_eigen("modadd"),
+        history=paper_experiment_file("modadd", "history.csv"),
+    output:
+        png=report(
+            "results/figures/fig3_grokking.png",
+            caption="../report/fig3.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/fig3_grokking.pdf",
+    log:
+        "logs/figures/fig3_grokking.log",
+    benchmark:
+        "results/benchmarks/figures/fig3_grokking.tsv"
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+        epochs=lambda wc: PAPER["modadd"]["fig3_epochs"],
+        grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
+    script:
+        "../scripts/figure_3.py"
+
+
+rule figure_4:
+    input:
+        rotation=rules.rotate_modadd.output.rotation,
+    output:
+        png=report(
+            "results/figures/fig4_rotation.png",
+            caption="../report/fig4.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/fig4_rotation.pdf",
+    log:
+        "logs/figures/fig4_rotation.log",
+    benchmark:
+        "results/benchmarks/figures/fig4_rotation.tsv"
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/figure_4.py"
+
+
+rule figure_5:
+    input:
+        rotation=rules.rotate_modadd.output.rotation,
+    output:
+        png=report(
+            "results/figures/fig5_sumdiff.png",
+            caption="../report/fig5.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/fig5_sumdiff.pdf",
+    log:
+        "logs/figures/fig5_sumdiff.log",
+    benchmark:
+        "results/benchmarks/figures/fig5_sumdiff.tsv"
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        epochs=lambda wc: PAPER["modadd"]["fig5_epochs"],
+    script:
+        "../scripts/figure_5.py"
+
+
+rule figure_overlap:
+    input:
+        overlap=rules.overlap_modadd.output.csv,
+    output:
+        png=report(
+            "results/figures/fig_overlap.png",
+            caption="../report/fig_overlap.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/fig_overlap.pdf",
+    log:
+        "logs/figures/fig_overlap.log",
+    benchmark:
+        "results/benchmarks/figures/fig_overlap.tsv"
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+    script:
+        "../scripts/figure_overlap.py"
+
+
+rule figure_scale:
+    input:
+        eigen=paper_eigen("scale"),
+    output:
+        png=report(
+            "results/figures/fig_scale_spectra.png",
+            caption="../report/fig_scale.rst",
+            category="Scale (p = 113)",
+        ),
+        pdf="results/figures/fig_scale_spectra.pdf",
+    log:
+        "logs/figures/fig_scale_spectra.log",
+    benchmark:
+        "results/benchmarks/figures/fig_scale_spectra.tsv"
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        p=lambda wc: EXPERIMENTS[PAPER["scale"]["experiment"]].settings["p"],
+    script:
+        "../scripts/figure_2.py"

@@ -1,0 +1,55 @@
+"""Rule analyse: the generic analyses of one experiment × view — spectra, cliffs, layer
+localisation, label-free phase detection, candidate-feature overlaps — as tables and figures."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+
+from entk import analysis
+from entk import experiment_plots as plots
+from entk import workflow as wf
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+
+
+def write(table: pd.DataFrame, path: str) -> None:
+    with wf.atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+with wf.logged(sm.log[0]):
+    eig = analysis.load_eigen(sm.input.eigen)
+    exp, view = sm.params.experiment, sm.params.view
+    spectra = analysis.spectra_table(eig, exp, view)
+    cliffs = analysis.cliffs_table(eig, exp, view)
+    localisation = analysis.localisation_table(eig)
+    if len(eig.steps) > 1:
+        phases = analysis.phase_table(eig)
+        peaks = {g: analysis.phase_peak(phases, g) for g in phases["layer"].unique()}
+        phases["peak"] = [peaks[g] == s for g, s in zip(phases["layer"], phases["step"], strict=True)]
+        print("label-free phase detector peaks:", peaks)
+    else:
+        phases = pd.DataFrame(columns=["step", "layer", "k", "overlap_next", "overlap_final", "d_overlap_final",
+                                       "spectrum_change", "peak"])
+        print("one checkpoint: no phase detection")
+    if "features" in sm.input.keys():
+        features = np.load(sm.input.features, allow_pickle=False)
+        overlaps = analysis.feature_overlap_table(eig, features)
+    else:
+        overlaps = pd.DataFrame(columns=["step", "layer", "cliff", "first", "position", "feature", "overlap", "dim"])
+    print(cliffs[cliffs["step"] == eig.steps[-1]].to_string(index=False))
+    for table, path in ((spectra, sm.output.spectra), (cliffs, sm.output.cliffs),
+                        (localisation, sm.output.localisation), (phases, sm.output.phases),
+                        (overlaps, sm.output.features)):
+        write(table, path)
+    full = analysis.full_group(eig) or eig.groups[0]
+    wf.save_figure(plots.plot_spectra(eig, cliffs=cliffs), [sm.output.fig_spectra])
+    wf.save_figure(plots.plot_spectrum_over_checkpoints(eig, full, cliffs=cliffs), [sm.output.fig_checkpoints])
+    if len(phases):
+        fig = plots.plot_phases(phases)
+    else:
+        fig = plots.single_checkpoint_note(eig)
+    wf.save_figure(fig, [sm.output.fig_phases])

@@ -1,0 +1,286 @@
+"""What the workflow's train and eigen jobs do for any experiment: build its model (a registered
+kind or the user's ``file.py:function``), load its inputs and checkpoints, and compute each view's
+eigenpairs. The experiment and view arrive as plain dicts (``Experiment.params()``,
+``View.params()``), so a job needs nothing but its rule's params.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import entk
+from entk.kernels import resolve_params
+from entk.kinds import get_kind
+
+
+def load_function(spec: str, what: str) -> Callable:
+    """The function of a ``path/file.py:function`` spec; errors name the file and the function."""
+    path, _, name = spec.rpartition(":")
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{what}: {path} does not exist (paths are relative to the working directory)")
+    module_name = f"entk_user_{abs(hash(file.resolve()))}"
+    if module_name not in sys.modules:
+        loader = importlib.util.spec_from_file_location(module_name, file)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[module_name] = module
+        loader.loader.exec_module(module)
+    fn = getattr(sys.modules[module_name], name, None)
+    if not callable(fn):
+        raise AttributeError(f"{what}: {path} has no function {name!r}")
+    return fn
+
+
+def _call_with_settings(fn: Callable, settings: dict):
+    """Call ``fn`` with the settings it names (all of them if it takes **kwargs)."""
+    sig = inspect.signature(fn)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return fn(**settings)
+    return fn(**{k: v for k, v in settings.items() if k in sig.parameters})
+
+
+def build_model(exp: dict) -> nn.Module:
+    """An untrained model of the experiment (weights come from a checkpoint)."""
+    if exp["kind"] is not None:
+        model = get_kind(exp["kind"]).function("build")(exp["settings"])
+    else:
+        model = _call_with_settings(load_function(exp["model"], "model"), exp["settings"])
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {exp['model'] or exp['kind']} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def probe_inputs(exp: dict, seed: int) -> Tensor:
+    """The experiment's probe inputs (N, ...): the kind's own, a .pt/.npy file, or file.py:function."""
+    spec = exp["inputs"]
+    if spec == "kind":
+        x = get_kind(exp["kind"]).function("inputs")(exp["settings"], seed, exp["seed_key"])
+    elif spec.endswith(".npy"):
+        x = torch.from_numpy(np.load(spec, allow_pickle=False))
+    elif spec.endswith(".pt"):
+        x = torch.load(spec, map_location="cpu", weights_only=True)
+    else:
+        x = _call_with_settings(load_function(spec, "inputs"), exp["settings"])
+        x = torch.as_tensor(x)
+    if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"inputs {spec}: need a tensor of shape (N, ...) with N ≥ 1, got {getattr(x, 'shape', x)!r}")
+    return x
+
+
+def train_function(exp: dict) -> Callable:
+    """The training recipe: the kind's, or the user's ``weights: {train: file.py:function}``."""
+    weights = exp["weights"]
+    if isinstance(weights, dict) and "train" in weights:
+        return load_function(weights["train"], "weights.train")
+    return get_kind(exp["kind"]).function("train")
+
+
+def _state_dict_of(obj, path: str) -> dict:
+    if isinstance(obj, dict) and all(isinstance(v, Tensor) for v in obj.values()):
+        return obj
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            return obj[key]
+    raise ValueError(f"{path}: not a state_dict (a map of tensors, or a dict holding one under 'model' or 'state_dict')")
+
+
+def checkpoint_states(paths: list[str], steps: list[int]) -> Iterator[tuple[int, dict]]:
+    """(step, state_dict) of each analysed step: from the workflow's bundle (one path) or from the
+    user's files (one per step, in ``steps`` order of the experiment)."""
+    if len(paths) == 1 and paths[0].endswith("checkpoints.pt"):
+        bundle = torch.load(paths[0], map_location="cpu", weights_only=True)
+        for step in steps:
+            yield step, bundle["states"][step]
+        return
+    if len(paths) != len(steps):
+        raise ValueError(f"{len(paths)} checkpoint files for {len(steps)} steps: give one step per file")
+    for step, path in zip(steps, paths, strict=True):
+        yield step, _state_dict_of(torch.load(path, map_location="cpu", weights_only=True), path)
+
+
+def load_state(model: nn.Module, state: dict, where: str) -> None:
+    """``load_state_dict`` whose error names the checkpoint and lists missing and unexpected keys."""
+    missing, unexpected = model.state_dict().keys() - state.keys(), state.keys() - model.state_dict().keys()
+    if missing or unexpected:
+        raise ValueError(
+            f"{where} does not fit the model: missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}; "
+            "check the model's settings against the ones the checkpoint was trained with"
+        )
+    model.load_state_dict(state)
+
+
+class AtPosition(nn.Module):
+    """Wraps a model with sequence outputs (N, T, C) into one with outputs (N, C) at ``position``."""
+
+    def __init__(self, net: nn.Module, position: int):
+        super().__init__()
+        self.net, self.position = net, position
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)[:, self.position]
+
+
+def positioned(model: nn.Module, x: Tensor, position: int | None) -> tuple[nn.Module, str]:
+    """The model whose outputs are (N, C), and the prefix its parameter names gained."""
+    with torch.no_grad():
+        out = model(x[:1])
+    if position is None:
+        if out.ndim != 2:
+            raise ValueError(
+                f"the model's output has shape {tuple(out.shape)} for one sample; a sequence output (N, T, C) "
+                "needs position: (the index of the analysed position) in the view"
+            )
+        return model, ""
+    if out.ndim != 3:
+        raise ValueError(f"position: {position} is set but the model's output is {tuple(out.shape)}, not (N, T, C)")
+    if not -out.shape[1] <= position < out.shape[1]:
+        raise ValueError(f"position: {position} is outside the {out.shape[1]} output positions")
+    return AtPosition(model, position), "net."
+
+
+def layer_groups(model: nn.Module, layers, prefix: str = "") -> dict[str, list[str] | None]:
+    """The view's layer groups → {group: parameter/module names, None = all}.
+
+    ``all`` is one group "full"; ``per_tensor`` one group per parameter; ``per_module`` one per
+    module that owns parameters ("root" for the model's own)."""
+    inner = model.net if prefix else model
+    if layers == "all":
+        return {"full": None}
+    if layers == "per_tensor":
+        return {name: [prefix + name] for name, _ in inner.named_parameters()}
+    if layers == "per_module":
+        return {(m or "root"): [prefix + n for n in names] for m, names in resolve_params(inner, None).items()}
+    groups = {}
+    for name, spec in layers.items():
+        groups[name] = None if spec == "all" else [prefix + s for s in spec]
+        if groups[name] is not None:
+            try:
+                resolve_params(model, groups[name])
+            except ValueError as err:
+                raise ValueError(f"layer group {name!r}: {err}".replace(prefix, "")) from None
+    return groups
+
+
+def output_weights(exp: dict, spec, n_outputs: int) -> Tensor | None:
+    """The view's output weights (C,): None, a list, a .npy file, or {importance: β} → I^(β/2)."""
+    if spec is None:
+        return None
+    if isinstance(spec, dict):
+        importance = get_kind(exp["kind"]).function("importance")(exp["settings"]).double()
+        w = importance ** (spec["importance"] / 2)
+    elif isinstance(spec, str):
+        w = torch.from_numpy(np.load(spec, allow_pickle=False)).double()
+    else:
+        w = torch.tensor(spec, dtype=torch.float64)
+    if w.shape != (n_outputs,):
+        raise ValueError(f"output_weights: need {n_outputs} weights, one per output, got shape {tuple(w.shape)}")
+    return w
+
+
+def _kernel_bytes(dim: int, width: int, itemsize: int) -> int:
+    """Storage of one compact kernel: a factor (dim, width) or dense (dim, dim), whichever is smaller."""
+    return dim * min(dim, width) * itemsize
+
+
+def view_eigenpairs(
+    model: nn.Module,
+    x: Tensor,
+    groups: dict[str, list[str] | None],
+    outputs: str,
+    weights: Tensor | None,
+    k: int,
+    max_memory_gb: float | None,
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Top-k eigenpairs {group: (values (k,), vectors (D, k))} of each group's kernel.
+
+    While every group's compact kernel fits the memory budget they are built in one pass that
+    shares each module's factors (``entk.layer_ntks``); otherwise each group goes through
+    ``entk.top_eigenpairs``, which picks a matrix-free solver when nothing else fits."""
+    with torch.no_grad():
+        n_outputs = model(x[:1]).shape[1]
+    n = x.shape[0]
+    dim = n * n_outputs if outputs == "flatten" else n
+    itemsize = next(model.parameters()).element_size()
+    sizes = {g: sum(p.numel() for name, p in model.named_parameters()
+                    if names is None or any(name == s or name.startswith(s + ".") for s in names))
+             for g, names in groups.items()}
+    width = {g: s * (n_outputs if outputs == "diag_mean" else 1) for g, s in sizes.items()}
+    need = sum(_kernel_bytes(dim, w, itemsize) for w in width.values())
+    budget = entk.kernels.resolve_max_memory_gb(max_memory_gb) * 2**30
+    k = min(k, dim)
+    if need <= budget:
+        kernels = entk.layer_ntks(model, x, groups, outputs=outputs, output_weights=weights,
+                                  max_memory_gb=max_memory_gb)
+        return {g: entk.kernel_eigenpairs(kernels.pop(g), k, max_memory_gb=max_memory_gb) for g in groups}
+    return {
+        g: entk.top_eigenpairs(model, x, k, params=names, outputs=outputs, output_weights=weights,
+                               max_memory_gb=max_memory_gb)
+        for g, names in groups.items()
+    }
+
+
+def eigen_file(
+    exp: dict, view: dict, checkpoints: list[str], seed: int, device: torch.device, log: Callable[[str], None] = print
+) -> dict[str, np.ndarray]:
+    """The arrays of one view's eigen file (docs: README, "The eigen file") over its checkpoints."""
+    dtype = {"float32": torch.float32, "float64": torch.float64}[exp["dtype"]]
+    x = probe_inputs(exp, seed)
+    x_dev = x.to(device, dtype) if x.is_floating_point() else x.to(device)
+    net = build_model(exp).to(device, dtype)
+    # The workflow's bundle holds every step; a user's files come one per step of the experiment.
+    states = checkpoint_states(checkpoints, view["steps"] if len(checkpoints) == 1 else exp["steps"])
+    wanted = set(view["steps"])
+    values: dict[str, list] = {}
+    vectors: dict[str, list] = {}
+    steps, groups, last_state = [], None, None
+    start = time.perf_counter()
+    for step, state in states:
+        if step not in wanted:
+            continue
+        load_state(net, state, f"checkpoint of step {step}")
+        net.eval()
+        model, prefix = positioned(net, x_dev, view["position"])
+        if groups is None:
+            groups = layer_groups(model, view["layers"], prefix)
+            with torch.no_grad():
+                n_outputs = model(x_dev[:1]).shape[1]
+            weights = output_weights(exp, view["output_weights"], n_outputs)
+            weights = None if weights is None else weights.to(device, dtype)
+        pairs = view_eigenpairs(model, x_dev, groups, view["outputs"], weights, view["top_k"], exp["max_memory_gb"])
+        for g, (vals, vecs) in pairs.items():
+            values.setdefault(g, []).append(vals.double().cpu().numpy())
+            vectors.setdefault(g, []).append(vecs.double().cpu().numpy())
+        steps.append(step)
+        last_state = state
+        top = ", ".join(f"{g} λ1 {v[-1][0]:.4g}" for g, v in values.items())
+        log(f"step {step}: {len(groups)} kernel(s) top {view['top_k']}: {top} ({time.perf_counter() - start:.1f} s)")
+    out = {
+        "steps": np.asarray(steps, dtype=np.int64),
+        "groups": np.asarray(list(groups)),
+        "inputs": x.double().numpy() if x.is_floating_point() else x.numpy(),
+        "outputs": np.asarray(view["outputs"]),
+        "n_outputs": np.asarray(n_outputs),
+        "n_samples": np.asarray(x.shape[0]),
+    }
+    params = dict(net.named_parameters())
+    for g, names in groups.items():
+        out[f"values/{g}"] = np.stack(values[g])
+        out[f"vectors/{g}"] = np.stack(vectors[g])
+        out[f"params/{g}"] = np.asarray(_group_param_names(model, names, prefix))
+    for name in params:
+        out[f"weights/{name}"] = last_state[name].double().cpu().numpy()
+    return out
+
+
+def _group_param_names(model: nn.Module, names: list[str] | None, prefix: str) -> list[str]:
+    """The parameter names a group selects, without the position wrapper's prefix."""
+    return [n.removeprefix(prefix) for per_module in resolve_params(model, names).values() for n in per_module]
