@@ -1,0 +1,120 @@
+"""Faults and bad input: each gives a clear message (or a documented, harmless behaviour), never NaN,
+a bare failure deep inside torch, a stale lock, a stale file or different bytes for the same run."""
+
+import copy
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev
+
+from entk.eigen import top_eigenpairs
+from entk.kernels import compact_ntk, empirical_ntk, layer_ntks, layerwise_ntk
+from entk.matfree import factor_matvec, ntk_matvec, param_matvec
+
+from conftest import ROOT
+
+torch.set_default_dtype(torch.float64)
+
+
+def mlp(*middle: nn.Module) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 6), *middle, nn.Tanh(), nn.Linear(6, 2))
+
+
+def x_probe(n: int = 8) -> torch.Tensor:
+    return torch.randn(n, 3, generator=torch.Generator().manual_seed(1))
+
+
+def eye_product(fn, n):
+    """Apply a product V -> K V (or U -> F U) to the identity, so every entry point yields a tensor."""
+    return fn(torch.eye(n))
+
+
+# Every public entry point, as model, x -> something computed from the model on x.
+ENTRIES = {
+    "compact_ntk": lambda m, x: compact_ntk(m, x).dense(),
+    "empirical_ntk": lambda m, x: empirical_ntk(m, x, outputs="diag_mean"),
+    "layer_ntks": lambda m, x: layer_ntks(m, x, {"first": ["0"], "all": None})["all"].dense(),
+    "layerwise_ntk": lambda m, x: sum(layerwise_ntk(m, x).values()),
+    "top_eigenpairs": lambda m, x: top_eigenpairs(m, x, 3, outputs="diag_mean")[0],
+    "top_eigenpairs_matrix_free": lambda m, x: top_eigenpairs(m, x, 3, method="matrix_free", tol=1e-10)[0],
+    "ntk_matvec": lambda m, x: eye_product(ntk_matvec(m, x), 2 * x.shape[0]),
+    "param_matvec": lambda m, x: eye_product(param_matvec(m, x)[0], 38),
+    "factor_matvec": lambda m, x: eye_product(factor_matvec(m, x), 38),
+}
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_nonfinite_weights_are_named(entry):
+    model = mlp()
+    with torch.no_grad():
+        model[2].bias[1] = float("nan")
+    with pytest.raises(ValueError, match=r"not finite: parameter '2\.bias'"):
+        ENTRIES[entry](model, x_probe())
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_nonfinite_input_rows_are_named(entry):
+    x = x_probe()
+    x[3, 0], x[6, 2] = float("inf"), float("nan")
+    with pytest.raises(ValueError, match=r"x has NaN or infinite entries in rows 3, 6 \(of N = 8\)"):
+        ENTRIES[entry](mlp(), x)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_empty_inputs_say_so(entry):
+    with pytest.raises(ValueError, match="x has no samples"):
+        ENTRIES[entry](mlp(), x_probe()[:0])
+
+
+def test_nonfinite_buffer_and_many_rows():
+    model = mlp(nn.BatchNorm1d(6))
+    model[1].running_var[0] = float("inf")
+    with pytest.raises(ValueError, match=r"buffer '1\.running_var'"):
+        empirical_ntk(model, x_probe())
+    x = torch.full((9, 3), float("nan"))
+    with pytest.raises(ValueError, match=r"rows 0, 1, 2, 3, 4, … \(9 in all\)"):
+        empirical_ntk(mlp(), x)
+
+
+def reference_ntk(model, x):
+    """J Jᵀ (C·N, C·N) class-major from autograd on an eval-mode copy: independent of entk."""
+    ref = copy.deepcopy(model).eval()
+    params = {k: v.detach() for k, v in ref.named_parameters()}
+    jac = jacrev(lambda p: functional_call(ref, p, (x,)))(params)
+    j = torch.cat([t.reshape(x.shape[0], 2, -1) for t in jac.values()], dim=2)
+    j = j.transpose(0, 1).reshape(2 * x.shape[0], -1)
+    return j @ j.T
+
+
+@pytest.mark.parametrize("entry", ["compact_ntk", "layerwise_ntk", "top_eigenpairs_matrix_free", "ntk_matvec"])
+@pytest.mark.parametrize("layer", ["dropout", "batchnorm"])
+def test_training_mode_kernel_is_the_eval_kernel_and_the_model_is_unchanged(entry, layer):
+    # A BatchNorm with non-trivial running statistics, so its eval and train kernels differ.
+    middle = nn.Dropout(0.5) if layer == "dropout" else nn.BatchNorm1d(6)
+    model = mlp(middle)
+    if layer == "batchnorm":
+        middle.running_mean.uniform_(-1, 1)
+        middle.running_var.uniform_(0.5, 2)
+        middle.num_batches_tracked += 3
+    model.train()
+    model[0].eval()  # mixed modes must come back as they were
+    modes = [m.training for m in model.modules()]
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    x = x_probe()
+    first, second = ENTRIES[entry](model, x), ENTRIES[entry](model, x)
+    assert torch.equal(first, second)
+    want = reference_ntk(model, x)
+    if entry == "top_eigenpairs_matrix_free":
+        want = torch.linalg.eigvalsh(want).flip(0)[:3]
+    torch.testing.assert_close(first, want)
+    assert [m.training for m in model.modules()] == modes
+    for k, v in model.named_buffers():
+        assert torch.equal(v, buffers[k]), k
