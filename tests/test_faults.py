@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev
 
+from entk import workflow as wf
 from entk.eigen import top_eigenpairs
 from entk.kernels import compact_ntk, empirical_ntk, layer_ntks, layerwise_ntk
 from entk.matfree import factor_matvec, ntk_matvec, param_matvec
@@ -118,3 +120,66 @@ def test_training_mode_kernel_is_the_eval_kernel_and_the_model_is_unchanged(entr
     assert [m.training for m in model.modules()] == modes
     for k, v in model.named_buffers():
         assert torch.equal(v, buffers[k]), k
+
+
+# --- Outputs: ordinary permissions, no stale temps, the same bytes for the same content ---
+
+
+def fig():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1, 3])
+    return figure
+
+
+def _write_csv(p):
+    with wf.atomic_path(p) as tmp:
+        tmp.write_text("a\n1\n")
+
+
+WRITERS = {
+    "npz": lambda p: wf.save_npz(p, a=np.arange(3)),
+    "pt": lambda p: wf.save_torch(p, {"a": torch.arange(3)}),
+    "pdf": lambda p: wf.save_figure(fig(), [p]),
+    "png": lambda p: wf.save_figure(fig(), [p]),
+    "csv": _write_csv,
+}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["022", "002"])
+@pytest.mark.parametrize("suffix", WRITERS)
+def test_outputs_respect_the_umask(tmp_path, suffix, umask):
+    old = os.umask(umask)
+    try:
+        WRITERS[suffix](tmp_path / f"out.{suffix}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / f"out.{suffix}").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_killed_write_leaves_no_temp_for_good(tmp_path):
+    # What a kill during savefig leaves: an empty hidden temp beside the target.
+    target = tmp_path / "fig.pdf"
+    killed = wf.atomic_path(target)
+    stale = killed.__enter__()  # never left: the job died inside savefig
+    assert stale.exists()
+    others = [tmp_path / ".fig.pdf.pdf.tmp-0123abcd.pdf", tmp_path / ".other.pdf.tmp-0123abcd.pdf"]
+    for o in others:
+        o.write_bytes(b"")
+    wf.save_figure(fig(), [target])
+    assert not stale.exists()
+    assert sorted(tmp_path.iterdir()) == sorted([target, *others])
+
+
+@pytest.mark.parametrize("suffix", ["pt", "npz", "pdf", "png", "svg"])
+def test_the_same_content_gives_the_same_bytes(tmp_path, suffix, monkeypatch):
+    write = WRITERS.get(suffix, lambda p: wf.save_figure(fig(), [p]))
+    write(tmp_path / f"one.{suffix}")
+    # A later date must not show (PDF and SVG take their creation date from here when it is set).
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(int(time.time()) + 86400 * 400))
+    write(tmp_path / "sub" / f"two.{suffix}")
+    assert (tmp_path / f"one.{suffix}").read_bytes() == (tmp_path / "sub" / f"two.{suffix}").read_bytes()
