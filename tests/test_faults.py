@@ -183,3 +183,63 @@ def test_the_same_content_gives_the_same_bytes(tmp_path, suffix, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", str(int(time.time()) + 86400 * 400))
     write(tmp_path / "sub" / f"two.{suffix}")
     assert (tmp_path / f"one.{suffix}").read_bytes() == (tmp_path / "sub" / f"two.{suffix}").read_bytes()
+
+
+# --- Inputs of later jobs: a truncated or corrupt file is named, with the fix ---
+
+
+def cut(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_unreadable_checkpoint_is_named_with_the_fix(tmp_path, damage):
+    path = tmp_path / "checkpoints" / "epoch40.pt"
+    wf.save_torch(path, {"model": {"w": torch.ones(50, 50)}})
+    {"truncated": lambda: cut(path), "garbage": lambda: path.write_bytes(b"\0" * 999), "empty": lambda: cut(path, 0)}[
+        damage
+    ]()
+    msg = f"{path} is not a readable checkpoint \\(truncated or corrupt: .*\\); delete it and rerun snakemake"
+    with pytest.raises(wf.UnreadableFileError, match=msg):
+        wf.load_torch(path, what="checkpoint")
+
+
+def test_npz_reader_checks_bytes_keys_and_shapes(tmp_path):
+    path = tmp_path / "eigen.npz"
+    wf.save_npz(path, steps=np.arange(4), **{"values/all": np.ones((4, 3))})
+    got = wf.load_npz(path, required=["steps", "values/all"], shapes={"values/all": (None, 3)}, what="eigen file")
+    assert sorted(got) == ["steps", "values/all"] and np.array_equal(got["steps"], np.arange(4))
+    with pytest.raises(wf.UnreadableFileError, match=r"eigen.npz is not a readable eigen file \(no arrays \['groups'\]"):
+        wf.load_npz(path, required=["steps", "groups"], what="eigen file")
+    with pytest.raises(wf.UnreadableFileError, match=r"'values/all' has shape \(4, 3\), expected \('any', 5\)"):
+        wf.load_npz(path, shapes={"values/all": (None, 5)}, what="eigen file")
+    cut(path, 0.6)
+    with pytest.raises(wf.UnreadableFileError, match=rf"{path} is not a readable kernel file \(truncated or corrupt"):
+        wf.load_npz(path, what="kernel file")
+    with pytest.raises(wf.UnreadableFileError, match=r"missing\.npz: the kernel file is missing"):
+        wf.load_npz(tmp_path / "missing.npz", what="kernel file")
+
+
+def history_csv(path, epochs):
+    import pandas as pd
+
+    pd.DataFrame({"epoch": epochs, "train_loss": np.linspace(1, 0, len(epochs))}).to_csv(path, index=False)
+
+
+def test_truncated_history_is_refused_with_the_missing_epochs(tmp_path):
+    path = tmp_path / "history.csv"
+    history_csv(path, list(range(61)))
+    table = wf.read_table(path, columns=["epoch", "train_loss"], what="training history")
+    wf.check_history(table, range(61), path)
+    history_csv(path, list(range(11)))  # a run that stopped after 11 of 61 epochs
+    table = wf.read_table(path, columns=["epoch"], what="training history")
+    with pytest.raises(wf.UnreadableFileError, match=r"history.csv is not a readable training history \(truncated: "
+                       r"no rows for 50 of 61 epochs \(11, 12, .*, 20, …\)\); delete it and rerun"):
+        wf.check_history(table, range(61), path)
+    cut(path, 0.5)  # cut mid-line
+    with pytest.raises(wf.UnreadableFileError, match=r"truncated: the last line is cut off"):
+        wf.read_table(path, what="training history")
+    with pytest.raises(wf.UnreadableFileError, match=r"no columns \['test_loss'\]"):
+        history_csv(path, [0, 1])
+        wf.read_table(path, columns=["test_loss"], what="training history")
