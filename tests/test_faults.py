@@ -210,7 +210,7 @@ def test_npz_reader_checks_bytes_keys_and_shapes(tmp_path):
     wf.save_npz(path, steps=np.arange(4), **{"values/all": np.ones((4, 3))})
     got = wf.load_npz(path, required=["steps", "values/all"], shapes={"values/all": (None, 3)}, what="eigen file")
     assert sorted(got) == ["steps", "values/all"] and np.array_equal(got["steps"], np.arange(4))
-    with pytest.raises(wf.UnreadableFileError, match=r"eigen.npz is not a readable eigen file \(no arrays \['groups'\]"):
+    with pytest.raises(wf.UnreadableFileError, match=r"eigen.npz is not a readable eigen file \(no arrays \['groups"):
         wf.load_npz(path, required=["steps", "groups"], what="eigen file")
     with pytest.raises(wf.UnreadableFileError, match=r"'values/all' has shape \(4, 3\), expected \('any', 5\)"):
         wf.load_npz(path, shapes={"values/all": (None, 5)}, what="eigen file")
