@@ -12,10 +12,12 @@ import time
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 from torch.func import functional_call, jacrev
 
 from entk import workflow as wf
+from entk.config import ConfigError, coerce_numbers, config_errors, load_yaml_strict, replace_sections
 from entk.eigen import top_eigenpairs
 from entk.kernels import compact_ntk, empirical_ntk, layer_ntks, layerwise_ntk
 from entk.matfree import factor_matvec, ntk_matvec, param_matvec
@@ -243,3 +245,100 @@ def test_truncated_history_is_refused_with_the_missing_epochs(tmp_path):
     with pytest.raises(wf.UnreadableFileError, match=r"no columns \['test_loss'\]"):
         history_csv(path, [0, 1])
         wf.read_table(path, columns=["test_loss"], what="training history")
+
+
+# --- Config loading: YAML's near-misses, duplicate keys, syntax errors, sections a one-off config replaces ---
+
+SCHEMA = {
+    "type": "object",
+    "$defs": {"count": {"type": "integer", "minimum": 1}},
+    "properties": {
+        "epochs": {"$ref": "#/$defs/count"},
+        "lr": {"type": "number"},
+        "name": {"type": "string"},
+        "flag": {"type": "boolean"},
+        "half": {"type": "integer"},
+        "steps": {"type": "array", "items": {"type": "integer"}},
+        "window": {"type": "array", "prefixItems": [{"type": "number"}, {"type": "integer"}]},
+        "layers": {"oneOf": [{"type": "string", "enum": ["all"]}, {"type": "array", "items": {"type": "integer"}}]},
+        "top_k": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        "grid": {"type": "object", "additionalProperties": {"properties": {"m": {"type": "integer"}}}},
+        "seeds": {"type": "object", "patternProperties": {"^s": {"type": "integer"}}},
+    },
+}
+
+
+def test_coerce_numbers_follows_the_schema():
+    raw = yaml.safe_load(
+        """
+epochs: 60.0
+lr: 1e-3
+name: 1e3
+flag: true
+half: 60.5
+steps: [40.0, 1e2, 7]
+window: [1e-2, 3.0]
+layers: all
+top_k: 5.0
+grid: {a: {m: 2.0, other: 2.0}}
+seeds: {s1: 3.0, t1: 3.0}
+"""
+    )
+    assert raw["lr"] == "1e-3" and raw["name"] == "1e3"  # what PyYAML does
+    got = coerce_numbers(raw, SCHEMA)
+    assert got == {
+        "epochs": 60, "lr": 0.001, "name": "1e3", "flag": True, "half": 60.5, "steps": [40, 100, 7],
+        "window": [0.01, 3], "layers": "all", "top_k": 5, "grid": {"a": {"m": 2, "other": 2.0}},
+        "seeds": {"s1": 3, "t1": 3.0},
+    }  # fmt: skip
+    assert [type(v) for v in got["steps"]] == [int, int, int] and type(got["epochs"]) is int
+    assert raw["epochs"] == 60.0 and type(raw["epochs"]) is float  # a copy, the input untouched
+    # What cannot be made an integer is left for the schema check, which names the key.
+    assert config_errors(got, {**SCHEMA, "properties": {"half": {"type": "integer"}}}) == [
+        "config key 'half': 60.5 is not of type 'integer'"
+    ]
+    assert coerce_numbers({"layers": [1.0, 2.0]}, SCHEMA) == {"layers": [1, 2]}
+
+
+def test_duplicate_keys_are_named_with_file_and_line(tmp_path):
+    path = tmp_path / "one_off.yaml"
+    path.write_text("mlp:\n  p: 13\n  hidden: 8\n  p: 11\nseed: 0\n")
+    assert yaml.safe_load(path.read_text())["mlp"]["p"] == 11  # PyYAML: the last one wins, silently
+    with pytest.raises(ConfigError, match=rf"{path}: duplicate config keys:\n  - line 4: key 'mlp.p' given twice "
+                       r"\(first at line 2\)"):
+        load_yaml_strict(path)
+    path.write_text("experiments:\n  a: {kind: tms}\n  b: {kind: tms}\n")
+    assert load_yaml_strict(path) == {"experiments": {"a": {"kind": "tms"}, "b": {"kind": "tms"}}}
+    path.write_text("")
+    assert load_yaml_strict(path) == {}
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [("seed: 0\nmlp:\n  p: 13\n hidden: 8\n", ":4:2"), ("seed: [0, 1\nmlp: {}\n", ":2:"), ("seed: 'a\n", ":2:1")],
+)
+def test_yaml_syntax_errors_give_file_line_and_column(tmp_path, text, where):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"{path}{where}.*YAML syntax error"):
+        load_yaml_strict(path)
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"must be a mapping of keys to values, not a list"):
+        load_yaml_strict(path)
+
+
+def test_a_later_file_replaces_a_section_instead_of_merging(tmp_path):
+    base, one_off = tmp_path / "config.yaml", tmp_path / "one_off.yaml"
+    base.write_text("seed: 0\nexperiments:\n  tms: {kind: tms, settings: {steps: 10}}\n  mlp: {kind: modadd_mlp}\n")
+    one_off.write_text("experiments:\n  small: {kind: tms, settings: {lr: 0.1}}\n")
+    # What Snakemake's map-by-map merge gives: the one-off config cannot drop tms or mlp.
+    merged = yaml.safe_load(base.read_text())
+    merged["experiments"].update(yaml.safe_load(one_off.read_text())["experiments"])
+    config = replace_sections(copy.deepcopy(merged), [base, one_off])
+    assert config == {"seed": 0, "experiments": {"small": {"kind": "tms", "settings": {"lr": 0.1}}}}
+    overrides = {"experiments": {"small": {"settings": {"seed_offset": 1}}}}
+    config = replace_sections(copy.deepcopy(merged), [base, one_off], overrides=overrides)
+    assert config["experiments"] == {"small": {"kind": "tms", "settings": {"lr": 0.1, "seed_offset": 1}}}
+    # Files that do not define the section leave the merged value alone.
+    one_off.write_text("seed: 3\n")
+    assert replace_sections(copy.deepcopy(merged), [one_off]) == merged
