@@ -342,3 +342,48 @@ def test_a_later_file_replaces_a_section_instead_of_merging(tmp_path):
     # Files that do not define the section leave the merged value alone.
     one_off.write_text("seed: 3\n")
     assert replace_sections(copy.deepcopy(merged), [one_off]) == merged
+
+
+# --- Workflow runs: a run killed with kill -9 resumes with one command ---
+
+KILLABLE = """
+rule all:
+    input: "b.txt"
+
+rule a:
+    output: "a.txt"
+    shell: "echo half > {output}; if [ -e slow ]; then touch started; sleep 60; fi; echo whole > {output}"
+
+rule b:
+    input: "a.txt"
+    output: "b.txt"
+    shell: "cp {input} {output}"
+"""
+
+
+def test_resume_after_kill_9(tmp_path):
+    # A copy of run.sh beside a throwaway Snakefile, with set-up stubbed out (no pip, no network).
+    shutil.copy(ROOT / "run.sh", tmp_path / "run.sh")
+    (tmp_path / "Snakefile").write_text(KILLABLE)
+    venv = tmp_path / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").write_text("#!/bin/sh\nexit 0\n")
+    (venv / "python").chmod(0o755)
+    (venv / "snakemake").symlink_to(os.path.join(os.path.dirname(sys.executable), "snakemake"))
+    (tmp_path / "slow").touch()
+    run = subprocess.Popen([venv / "snakemake", "--cores", "1", "-q"], cwd=tmp_path, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    env = {**os.environ, "PYTHON": sys.executable}
+    resume = ["./run.sh", "resume", "--cores", "1", "-q"]
+    # While the run is alive, unlocking would let two runs write the same files: refused.
+    early = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert early.returncode == 1 and f"process {run.pid} still runs snakemake here" in early.stderr
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    (tmp_path / "slow").unlink()
+    assert (tmp_path / "a.txt").read_text() == "half\n" and any((tmp_path / ".snakemake" / "locks").iterdir())
+    done = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "b.txt").read_text() == "whole\n"
