@@ -59,7 +59,8 @@ def check_model(model: nn.Module) -> None:
     if not tensors:
         return
     # One device sync for all of them rather than one per tensor.
-    finite = torch.stack([torch.isfinite(t.detach()).all().to("cpu", non_blocking=True) for _, _, t in tensors])
+    device = tensors[0][2].device
+    finite = torch.stack([torch.isfinite(t.detach()).all().to(device) for _, _, t in tensors])
     bad = [f"{kind} {name!r}" for (kind, name, _), ok in zip(tensors, finite.tolist()) if not ok]
     if bad:
         raise ValueError(
