@@ -2,6 +2,7 @@
 # One entry point for a fresh machine (Python ≥ 3.11 on PATH as python3, or set PYTHON):
 #   ./run.sh paper   set up .venv, then build every paper figure and the claims table
 #   ./run.sh test    set up .venv, then run every test (unit, end-to-end, lint, format, dry runs)
+#   ./run.sh resume  after a killed run: clear Snakemake's stale lock, rerun half-written jobs, go on
 # Extra arguments go to snakemake / pytest, e.g. ./run.sh paper --cores 8
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,5 +23,13 @@ shift || true
 case "$cmd" in
   paper) setup requirements.txt; exec .venv/bin/snakemake "$@" ;;
   test) setup requirements-dev.txt; exec .venv/bin/python -m pytest "$@" ;;
-  *) echo "usage: ./run.sh paper|test [args...]" >&2; exit 2 ;;
+  resume)
+    # --unlock is only safe when nothing else runs here: refuse while a snakemake (or its script job) does.
+    for p in /proc/[0-9]*; do
+      [ "$(readlink "$p/cwd" 2>/dev/null)" = "$(pwd -P)" ] &&
+        tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qE '(^|/)snakemake$|[.]snakemake/scripts/' &&
+        { echo "process ${p#/proc/} still runs snakemake here; wait for it or stop it, then resume" >&2; exit 1; }
+    done
+    setup requirements.txt; .venv/bin/snakemake --unlock "$@"; exec .venv/bin/snakemake --rerun-incomplete "$@" ;;
+  *) echo "usage: ./run.sh paper|test|resume [args...]" >&2; exit 2 ;;
 esac

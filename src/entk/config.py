@@ -1,7 +1,19 @@
-"""Config validation with messages that name the offending key and say how to fix it."""
+"""Config loading and validation with messages that name the offending key (and file, line) and the fix.
+
+Loading, before the schema sees the config:
+- ``load_yaml_strict`` reads a file refusing duplicate keys (PyYAML lets the last one win silently)
+  and reports syntax errors as file:line:column;
+- ``replace_sections`` makes a later config file's top-level section (``experiments``) replace the
+  earlier one instead of being merged into it, so a one-off config can drop entries;
+- ``coerce_numbers`` turns YAML's near-misses into the types the schema asks for: '1e-3' (PyYAML reads
+  exponents without a dot as strings) into a float, 60.0 into the integer 60.
+"""
 
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -155,3 +167,181 @@ def check_config(config: dict, schema_path: str | Path, basedir: str = ".") -> d
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
     return experiments
+
+
+# --- Loading ---
+
+# A YAML/JSON number that PyYAML leaves as a string (e.g. 1e-3, 5E+2) or that was quoted.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _duplicates(node, path: tuple = ()) -> list[str]:
+    """'line L: key 'a.b' given twice (first at line F)' for every duplicate mapping key under ``node``."""
+    found = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key != "<<":
+                if key in seen:
+                    found.append(
+                        f"line {key_node.start_mark.line + 1}: key '{_key((*path, key))}' given twice "
+                        f"(first at line {seen[key] + 1}); the second would silently win — keep one"
+                    )
+                seen.setdefault(key, key_node.start_mark.line)
+            found += _duplicates(value_node, (*path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += _duplicates(item, (*path, i))
+    return found
+
+
+def load_yaml_strict(path: str | Path) -> dict:
+    """A YAML (or JSON) config file as a dict; ``ConfigError`` naming the file, line and key of every
+    duplicate key, the file:line:column of a syntax error, or a top level that is not a mapping."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = " ".join(p for p in (e.context, e.problem) if p)
+        raise ConfigError(f"{where}: YAML syntax error: {problem} (check indentation, colons and quotes)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: YAML syntax error: {e}") from None
+    dups = _duplicates(node)
+    if dups:
+        raise ConfigError(f"{path}: duplicate config keys:\n  - " + "\n  - ".join(dups))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys to values, not a {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """Snakemake's merge of config maps: nested maps merge key by key, anything else is replaced."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def replace_sections(
+    config: dict,
+    files: Iterable[str | Path],
+    keys: Iterable[str] = ("experiments",),
+    overrides: dict | None = None,
+) -> dict:
+    """Make whole top-level sections come from one file rather than a merge of all; update ``config``.
+
+    Snakemake merges config files map by map, so a later file can add or change entries of
+    ``experiments`` but never remove one. For each of ``keys``, the last of ``files`` (in order of
+    precedence, lowest first) that defines it supplies its whole value; ``overrides`` (the
+    ``--config`` values, which Snakemake merges on top of every file) are merged in again. A key no
+    file defines is left as it is. Returns ``config``, changed in place.
+    """
+    loaded = [load_yaml_strict(f) for f in files]
+    for key in keys:
+        defined = [data[key] for data in loaded if key in data]
+        if not defined:
+            continue
+        value = copy.deepcopy(defined[-1])
+        if overrides and key in overrides:
+            extra = overrides[key]
+            merge = isinstance(value, dict) and isinstance(extra, dict)
+            value = _merge(value, extra) if merge else copy.deepcopy(extra)
+        config[key] = value
+    return config
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    """Follow local ``$ref``s ('#/$defs/name')."""
+    while isinstance(schema, dict) and "$ref" in schema and schema["$ref"].startswith("#/"):
+        target = root
+        for part in schema["$ref"][2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def _types(schema: dict) -> list[str]:
+    t = schema.get("type", [])
+    return [t] if isinstance(t, str) else list(t)
+
+
+def _fits_type(value, schema: dict) -> bool:
+    """Whether ``value`` has one of the schema's JSON types (no ``type`` = any)."""
+    types = _types(schema)
+    if not types:
+        return True
+    checks = {
+        "string": lambda v: isinstance(v, str),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+        "object": lambda v: isinstance(v, dict),
+        "array": lambda v: isinstance(v, list),
+        "null": lambda v: v is None,
+    }
+    return any(checks[t](value) for t in types if t in checks)
+
+
+def _coerce(value, schema, root: dict):
+    if not isinstance(schema, dict):
+        return value
+    schema = _resolve(schema, root)
+    for sub in schema.get("allOf", []):
+        value = _coerce(value, sub, root)
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            branches = [_resolve(b, root) for b in schema[key]]
+            # A value that already has a branch's type keeps it ("all" stays a string).
+            fitting = [b for b in branches if _fits_type(value, b)] or branches
+            for b in fitting:
+                candidate = _coerce(value, b, root)
+                if _fits_type(candidate, b):
+                    value = candidate
+                    break
+    types = _types(schema)
+    if isinstance(value, str) and "string" not in types and _NUMBER.fullmatch(value.strip()):
+        number = float(value)
+        if "integer" in types and number.is_integer():
+            return int(number)
+        if "number" in types:
+            return number
+    if isinstance(value, float) and "integer" in types and "number" not in types and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        props, patterns = schema.get("properties", {}), schema.get("patternProperties", {})
+        extra = schema.get("additionalProperties")
+        out = {}
+        for k, v in value.items():
+            subs = [props[k]] if k in props else []
+            subs += [s for pattern, s in patterns.items() if re.search(pattern, str(k))]
+            if not subs and isinstance(extra, dict):
+                subs = [extra]
+            for sub in subs:
+                v = _coerce(v, sub, root)
+            out[k] = v
+        return out
+    if isinstance(value, list):
+        prefix, items = schema.get("prefixItems", []), schema.get("items")
+        return [
+            _coerce(v, prefix[i] if i < len(prefix) else items, root) if (i < len(prefix) or items) else v
+            for i, v in enumerate(value)
+        ]
+    return value
+
+
+def coerce_numbers(config: dict, schema: dict) -> dict:
+    """A copy of ``config`` with numbers in the types ``schema`` (a JSON schema) asks for.
+
+    Where the schema says ``number``: numeric strings such as '1e-3' (PyYAML reads an exponent without
+    a dot as a string) become floats. Where it says ``integer``: integral floats (60.0) and integral
+    numeric strings ('1e3') become ints. Anything else is left for the schema check to report with
+    its key (e.g. 60.5 where an integer is needed). Follows properties, patternProperties,
+    additionalProperties, items, prefixItems, allOf, oneOf/anyOf and local $refs.
+    """
+    return _coerce(copy.deepcopy(config), schema, schema)

@@ -53,6 +53,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from entk.checks import guarded
 from entk.kernels import (
     OUTPUT_MODES,
     Kernel,
@@ -389,6 +390,7 @@ def _matrix_free_eigenpairs(
     return vals, vecs, solver
 
 
+@guarded
 def top_eigenpairs(
     model: nn.Module,
     x: Tensor,

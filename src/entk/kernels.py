@@ -57,6 +57,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
+from entk.checks import guarded
+
 OUTPUT_MODES = ("flatten", "diag_mean", "all_mean")
 
 # Working memory for chunks of samples and blocks of kernel when the caller sets none.
@@ -741,6 +743,7 @@ def _sum(kernels: list[Kernel]) -> Kernel:
     return total
 
 
+@guarded
 def compact_ntk(
     model: nn.Module,
     x: Tensor,
@@ -755,6 +758,7 @@ def compact_ntk(
     return _sum(list(_group_kernels(model, x, groups, outputs, output_weights, max_memory_gb).values()))
 
 
+@guarded
 def layer_ntks(
     model: nn.Module,
     x: Tensor,
@@ -784,6 +788,7 @@ def layer_ntks(
     }
 
 
+@guarded
 def empirical_ntk(
     model: nn.Module,
     x: Tensor,
@@ -800,6 +805,7 @@ def empirical_ntk(
     return kernel.dense()
 
 
+@guarded
 def layerwise_ntk(
     model: nn.Module,
     x: Tensor,

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp, vmap
 
+from entk.checks import guarded
 from entk.kernels import (
     OUTPUT_MODES,
     _check_weights,
@@ -169,6 +170,7 @@ def _in_model_dtype(pb: _Problem, fn: Matvec) -> Matvec:
     return lambda v: fn(v.to(ref)).to(v)
 
 
+@guarded
 def ntk_matvec(
     model: nn.Module,
     x: Tensor,
@@ -237,6 +239,7 @@ def _flat_codec(primals: Params) -> tuple[Callable[[Tensor], Params], Callable[[
     return unflatten, flatten
 
 
+@guarded
 def param_matvec(
     model: nn.Module,
     x: Tensor,
@@ -270,6 +273,7 @@ def param_matvec(
     return _in_model_dtype(pb, _in_sub_blocks(lambda u: flatten(_jtj(pb, unflatten(u), between)))), size
 
 
+@guarded
 def factor_matvec(
     model: nn.Module,
     x: Tensor,

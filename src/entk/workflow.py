@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
+import secrets
 import shutil
 import sys
-import tempfile
 import traceback
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,19 +47,52 @@ def generator(seed: int, *keys: str):
     return torch.Generator().manual_seed(int(mixed))
 
 
+# A temp file's name: ".{target name}.tmp-{8 hex digits}{target suffix}" beside the target.
+_TEMP_TAG = ".tmp-"
+
+
+def _temp_name(path: Path) -> re.Pattern:
+    return re.compile(re.escape(f".{path.name}{_TEMP_TAG}") + "[0-9a-f]{8}" + re.escape(path.suffix))
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temp files that killed writes of ``path`` left beside it; return them.
+
+    Only one job writes a given output at a time, so any temp of ``path`` that exists before a
+    write starts is from a write that never finished.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = _temp_name(path)
+    stale = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename onto it only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename onto it only if the block succeeds.
+
+    The file gets the permissions of an ordinary write (0666 less the umask), and temps that an
+    earlier, killed write of the same target left behind are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+    remove_stale_temps(path)
+    while True:
+        tmp = path.parent / f".{path.name}{_TEMP_TAG}{secrets.token_hex(4)}{path.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def save_npz(path: str | os.PathLike, **arrays) -> None:
@@ -67,18 +102,119 @@ def save_npz(path: str | os.PathLike, **arrays) -> None:
 
 
 def save_torch(path: str | os.PathLike, obj) -> None:
-    """``torch.save`` written all-or-nothing."""
+    """``torch.save`` written all-or-nothing; the same object gives the same bytes at any path.
+
+    (``torch.save`` to a path names the archive inside after the file; through a buffer it is
+    always "archive".)
+    """
     import torch
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getvalue())
+
+
+# Metadata that would make two saves of one figure differ: creation dates (PDF, SVG, PS).
+_NO_DATES = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "ps": {"CreationDate": None}}
 
 
 def save_figure(fig, paths: list[str]) -> None:
-    """Save one matplotlib figure to each path (format from the suffix), all-or-nothing each."""
+    """Save one matplotlib figure to each path (format from the suffix), all-or-nothing each.
+
+    The bytes depend only on the figure: no creation dates, and SVG ids from a fixed salt.
+    """
+    import matplotlib
+
     for p in paths:
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=Path(p).suffix.lstrip("."), dpi=200, bbox_inches="tight")
+        fmt = Path(p).suffix.lstrip(".")
+        with atomic_path(p) as tmp, matplotlib.rc_context({"svg.hashsalt": "entk"}):
+            fig.savefig(tmp, format=fmt, dpi=200, bbox_inches="tight", metadata=_NO_DATES.get(fmt))
+
+
+class UnreadableFileError(OSError):
+    """An input file is missing, truncated, corrupt or lacks what the reader needs; the message
+    names the file and says how to rebuild it."""
+
+
+REBUILD = "delete it and rerun snakemake to rebuild it"
+
+
+def _unreadable(path, what: str, why: str) -> UnreadableFileError:
+    return UnreadableFileError(f"{path} is not a readable {what} ({why}); {REBUILD}")
+
+
+def _exists(path, what: str) -> None:
+    if not Path(path).is_file():
+        raise UnreadableFileError(f"{path}: the {what} is missing; rerun snakemake to build it")
+
+
+def load_torch(path: str | os.PathLike, what: str = "checkpoint", **kwargs):
+    """``torch.load(path, weights_only=False, **kwargs)``; a bad file raises ``UnreadableFileError``."""
+    import torch
+
+    _exists(path, what)
+    try:
+        return torch.load(path, **{"weights_only": False, **kwargs})
+    except Exception as e:  # torch raises OSError, RuntimeError, pickle and zip errors alike
+        raise _unreadable(path, what, f"truncated or corrupt: {type(e).__name__}: {e}") from e
+
+
+def load_npz(
+    path: str | os.PathLike,
+    required: Iterable[str] = (),
+    shapes: dict[str, tuple[int | None, ...]] | None = None,
+    what: str = "array file",
+) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read in full; ``UnreadableFileError`` when the file is
+    truncated or corrupt, lacks a ``required`` key, or an array's shape differs from ``shapes``
+    (key → shape, ``None`` for any length along that axis)."""
+    _exists(path, what)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, EOFError
+        raise _unreadable(path, what, f"truncated or corrupt: {type(e).__name__}: {e}") from e
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise _unreadable(path, what, f"no arrays {missing}; it holds {sorted(arrays)}")
+    for key, shape in (shapes or {}).items():
+        got = arrays[key].shape
+        if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got)):
+            want = tuple("any" if s is None else s for s in shape)
+            raise _unreadable(path, what, f"array {key!r} has shape {got}, expected {want}")
+    return arrays
+
+
+def read_table(path: str | os.PathLike, columns: Iterable[str] = (), what: str = "table"):
+    """A CSV file the workflow wrote, as a pandas DataFrame; ``UnreadableFileError`` when it is
+    empty, cut off mid-line (pandas always ends a CSV with a newline), unparsable or lacks ``columns``."""
+    import pandas as pd
+
+    _exists(path, what)
+    raw = Path(path).read_bytes()
+    if not raw.endswith(b"\n"):
+        raise _unreadable(path, what, "empty" if not raw else "truncated: the last line is cut off")
+    try:
+        table = pd.read_csv(io.BytesIO(raw))
+    except Exception as e:  # pandas.errors.ParserError, EmptyDataError, UnicodeDecodeError
+        raise _unreadable(path, what, f"corrupt: {type(e).__name__}: {e}") from e
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise _unreadable(path, what, f"no columns {missing}; it has {list(table.columns)}")
+    return table
+
+
+def check_history(table, expected_steps: Iterable[int], path: str | os.PathLike) -> None:
+    """Raise ``UnreadableFileError`` unless the training history ``table`` (first column: the
+    training axis, ``epoch`` or ``step``) has a row for every expected step."""
+    axis = table.columns[0]
+    expected = sorted(set(int(s) for s in expected_steps))
+    missing = sorted(set(expected) - set(int(s) for s in table[axis].dropna()))
+    if missing:
+        shown = ", ".join(str(s) for s in missing[:10]) + (", …" if len(missing) > 10 else "")
+        why = f"truncated: no rows for {len(missing)} of {len(expected)} {axis}s ({shown})"
+        raise _unreadable(path, "training history", why)
 
 
 @contextlib.contextmanager
@@ -140,12 +276,10 @@ class ResumableCheckpoints:
 
     def latest(self) -> dict | None:
         """The newest side checkpoint with matching meta (earlier ones re-published), or None."""
-        import torch
-
         found = sorted(e for e in self.paths if self._side(e).exists())
         if not found:
             return None
-        state = torch.load(self._side(found[-1]), weights_only=False)
+        state = load_torch(self._side(found[-1]), what="side checkpoint")
         if state.get("meta") != self.meta:
             print(f"ignoring checkpoints in {self.side}: written with other settings; starting over")
             self.finish()
