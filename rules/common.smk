@@ -1,23 +1,18 @@
-import os
 import re
-import sys
 
 from snakemake.utils import validate
 
-# The library is imported from the checkout, so rules need no `pip install` inside their conda
-# envs; PYTHONPATH carries it into every job (local, conda or cluster).
-ENTK_SRC = os.path.join(workflow.basedir, "src")
-sys.path.insert(0, ENTK_SRC)
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(p for p in (ENTK_SRC, os.getenv("PYTHONPATH")) if p)
+from entk.config import check_config, settle_config
+
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+settle_config(
+    config,
+    workflow.config_settings.configfiles,
+    dict(workflow.config_settings.config),
+    SCHEMA,
 )
-
-from entk.config import check_config
-
 # Our own check first: it names each bad key and the fix; Snakemake's validate then fills defaults.
-EXPERIMENTS = check_config(
-    config, workflow.source_path("../schemas/config.schema.yaml"), os.getcwd()
-)
+EXPERIMENTS = check_config(config, SCHEMA, os.getcwd())
 
 
 validate(config, "../schemas/config.schema.yaml")

@@ -80,7 +80,8 @@ def _paper_errors(config: dict, experiments: dict) -> list[str]:
 
     def known(section: str, exp_id: str, views: list[str]) -> bool:
         if exp_id not in experiments:
-            errors.append(f"config key 'paper.{section}': experiment {exp_id!r} is not under experiments (or is invalid)")
+            if exp_id not in config["experiments"]:  # an invalid entry has its own message already
+                errors.append(f"config key 'paper.{section}': experiment {exp_id!r} is not under experiments")
             return False
         missing = [v for v in views if v not in experiments[exp_id].views]
         if missing:
@@ -345,3 +346,23 @@ def coerce_numbers(config: dict, schema: dict) -> dict:
     additionalProperties, items, prefixItems, allOf, oneOf/anyOf and local $refs.
     """
     return _coerce(copy.deepcopy(config), schema, schema)
+
+
+def settle_config(config: dict, files: Iterable[str | Path], overrides: dict, schema_path: str | Path) -> dict:
+    """The config the workflow runs, from Snakemake's merged ``config`` (changed in place):
+
+    - every config file re-read strictly (file:line of duplicate keys and syntax errors);
+    - ``experiments`` from the last file that defines it, whole (a one-off --configfile says
+      exactly which experiments run); ``paper``, which names experiments, is dropped when that file
+      has none and no --config sets it;
+    - numbers in the types the schema asks for ('1e-3' → 0.001, 60.0 → 60).
+    """
+    files = list(files)
+    loaded = [load_yaml_strict(f) for f in files]
+    replace_sections(config, files, keys=("experiments", "paper"), overrides=overrides)
+    defining = [data for data in loaded if "experiments" in data]
+    if defining and "paper" not in defining[-1] and "paper" not in (overrides or {}):
+        config.pop("paper", None)
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    config.update(coerce_numbers(config, schema))
+    return config

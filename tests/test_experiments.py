@@ -1,0 +1,225 @@
+"""Experiments as data: config entries resolve into experiments and views, bad entries are named
+with their key, and the runner computes a view's eigen file for a user's own model exactly."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+from torch.func import functional_call, jacrev, vmap
+
+from entk import runner
+from entk.analysis import load_eigen
+from entk.config import ConfigError, check_config
+
+from conftest import ROOT
+
+SCHEMA = ROOT / "schemas" / "config.schema.yaml"
+
+
+def shipped() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_shipped_config_resolves_every_experiment():
+    exps = check_config(shipped(), SCHEMA, str(ROOT))
+    assert set(exps) == {"m10_S0.3", "m10_S0.9", "m40_S0.9", "mlp", "mlp_p113"}
+    assert exps["mlp"].steps == list(range(0, 501, 10))
+    assert exps["m10_S0.3"].steps == [5000] and exps["mlp_p113"].steps == [0, 800]
+    assert exps["mlp_p113"].views["diag"].steps == [800] and not exps["mlp_p113"].default
+    assert exps["mlp"].settings["hidden"] == 512 and exps["m40_S0.9"].settings["n_features"] == 50
+    assert exps["m10_S0.9"].views["beta0.3"].output_weights == {"importance": 0.3}
+    assert exps["mlp_p113"].seed_key == "mlp" and exps["mlp"].seed_key == "mlp"
+
+
+USER = """
+import torch
+from torch import nn
+
+def build(width=4):
+    return nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, 2))
+
+def seq(width=4):
+    return nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, 2))
+
+def inputs():
+    return torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+
+def not_a_model():
+    return 3
+"""
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    (tmp_path / "model.py").write_text(USER)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def user_config(**entry) -> dict:
+    base = {"model": "model.py:build", "inputs": "model.py:inputs", "weights": {"checkpoints": "ckpt/*.pt"}}
+    return {"seed": 0, "experiments": {"u": {**base, **entry}}}
+
+
+BAD = [
+    ({"kind": "resnet", "model": None}, r"give exactly one of kind"),
+    ({"model": "missing.py:build"}, r"'experiments.u.model': missing.py does not exist"),
+    ({"inputs": "kind"}, r"a model of your own needs inputs"),
+    ({"weights": "train"}, r"has no training recipe"),
+    ({"weights": {"checkpoints": "nothing/*.pt"}}, r"no file matches 'nothing/\*.pt'"),
+    ({"weights": {"checkpoints": "ckpt/*.pt", "steps": [1]}}, r"1 steps for 2 checkpoint files"),
+    ({"views": {"v": {"checkpoints": [7]}}}, r"'experiments.u.views.v.checkpoints': steps \[7\] have no checkpoint"),
+    ({"views": {"v": {"output_weights": {"importance": 1}}}}, r"needs a kind with output importances"),
+    ({"views": {"v": {"layers": "per_layer"}}}, r"'experiments.u.views.v.layers'"),
+    ({"views": {"v": {"outputs": "trace"}}}, r"'experiments.u.views.v.outputs': 'trace' is not one of"),
+]
+
+
+@pytest.mark.parametrize("entry, message", BAD)
+def test_bad_experiment_entries_are_named(user_dir, entry, message):
+    (user_dir / "ckpt").mkdir()
+    for i in range(2):
+        torch.save({}, user_dir / "ckpt" / f"s{i}.pt")
+    if entry.get("kind") == "resnet":
+        cfg = user_config(kind="resnet")
+    else:
+        cfg = user_config(**entry)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg, SCHEMA, str(user_dir))
+
+
+KIND_BAD = [
+    ("m10_S0.3", {"sparsity": 1.0}, r"sparsity"),
+    ("m10_S0.3", {"m": 0}, r"'experiments.m10_S0.3.settings.m': 0 is less than the minimum of 1"),
+    ("m10_S0.3", {"hiden": 3}, r"unknown config key 'hiden' under 'experiments.m10_S0.3.settings'"),
+    ("mlp", {"p": 13, "train_fraction": 0.001}, r"gives 0 training pairs; raise or lower it"),
+    ("mlp", {"hidden": 1_000_000_000}, r"GiB per activation; use fewer units"),
+    ("mlp", {"epochs": "many"}, r"'experiments.mlp.settings.epochs': 'many' is not of type 'integer'"),
+]
+
+
+@pytest.mark.parametrize("exp, settings, message", KIND_BAD)
+def test_bad_kind_settings_are_named_at_parse_time(exp, settings, message):
+    cfg = shipped()
+    cfg["experiments"][exp]["settings"].update(settings)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg, SCHEMA, str(ROOT))
+
+
+def test_paper_section_must_name_existing_experiments_and_views():
+    cfg = shipped()
+    cfg["paper"]["modadd"]["view"] = "nope"
+    with pytest.raises(ConfigError, match=r"'paper.modadd': experiment 'mlp' has no view\(s\) \['nope'\]"):
+        check_config(cfg, SCHEMA, str(ROOT))
+    cfg = shipped()
+    cfg["paper"]["modadd"]["fig5_epochs"] = [45]
+    with pytest.raises(ConfigError, match=r"'paper.modadd.fig5_epochs': epochs \[45\] have no analysed checkpoint"):
+        check_config(cfg, SCHEMA, str(ROOT))
+
+
+def test_user_functions_errors_name_file_and_function(user_dir):
+    with pytest.raises(AttributeError, match=r"model.py has no function 'nope'"):
+        runner.load_function("model.py:nope", "model")
+    exp = {"kind": None, "model": "model.py:not_a_model", "settings": {}}
+    with pytest.raises(TypeError, match="returned int, not a torch.nn.Module"):
+        runner.build_model(exp)
+
+
+def test_layer_groups_and_positions(user_dir):
+    model = runner.build_model({"kind": None, "model": "model.py:build", "settings": {"width": 5}})
+    assert model[0].out_features == 5  # settings reach the user's function as keyword arguments
+    assert runner.layer_groups(model, "per_tensor") == {n: [n] for n in ("0.weight", "0.bias", "2.weight", "2.bias")}
+    assert runner.layer_groups(model, "per_module") == {"0": ["0.weight", "0.bias"], "2": ["2.weight", "2.bias"]}
+    assert runner.layer_groups(model, "all") == {"full": None}
+    with pytest.raises(ValueError, match="layer group 'x'.*unknown parameter or module name 'nope'"):
+        runner.layer_groups(model, {"x": ["nope"]})
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"position: 0 is set but the model's output is \(1, 2\)"):
+        runner.positioned(model, x, 0)
+
+    class Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):  # (N, T, 3) -> (N, T, 2)
+            return self.lin(x)
+
+    seq = Seq()
+    xs = torch.randn(4, 5, 3)
+    with pytest.raises(ValueError, match=r"needs position:"):
+        runner.positioned(seq, xs, None)
+    wrapped, prefix = runner.positioned(seq, xs, -1)
+    assert prefix == "net." and torch.equal(wrapped(xs), seq(xs)[:, -1])
+    assert runner.layer_groups(wrapped, "per_tensor", prefix) == {"lin.weight": ["net.lin.weight"],
+                                                                  "lin.bias": ["net.lin.bias"]}
+
+
+def test_checkpoint_that_does_not_fit_lists_the_keys(user_dir):
+    model = runner.build_model({"kind": None, "model": "model.py:build", "settings": {}})
+    state = {k: v for k, v in model.state_dict().items() if k != "2.bias"}
+    state["extra"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"missing keys \['2.bias'\], unexpected keys \['extra'\]"):
+        runner.load_state(model, state, "ckpt/s0.pt")
+
+
+def brute_force_kernel(model: nn.Module, x: torch.Tensor, names: list[str] | None, outputs: str) -> torch.Tensor:
+    """K from per-sample Jacobians by torch.func (independent of entk's kernel code)."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    chosen = [k for k in params if names is None or k in names]
+
+    def f(p, xi):
+        return functional_call(model, {**params, **p}, (xi[None],))[0]
+
+    jac = vmap(jacrev(f), in_dims=(None, 0))({k: params[k] for k in chosen}, x)
+    j = torch.cat([jac[k].reshape(x.shape[0], -1, params[k].numel()) for k in chosen], dim=2)  # (N, C, P)
+    n, c, _ = j.shape
+    if outputs == "flatten":
+        jf = j.permute(1, 0, 2).reshape(c * n, -1)
+        return jf @ jf.T
+    if outputs == "diag_mean":
+        return torch.einsum("ncp,mcp->nm", j, j) / c
+    jm = j.mean(1)
+    return jm @ jm.T
+
+
+@pytest.mark.parametrize("outputs", ["flatten", "diag_mean", "all_mean"])
+def test_eigen_file_of_user_checkpoints_matches_brute_force(user_dir, outputs):
+    torch.manual_seed(0)
+    (user_dir / "ckpt").mkdir()
+    models = []
+    for step in (3, 9):
+        m = runner.build_model({"kind": None, "model": "model.py:build", "settings": {}}).double()
+        torch.save({"model": m.state_dict()}, user_dir / "ckpt" / f"step{step}.pt")
+        models.append(m)
+    cfg = user_config(weights={"checkpoints": "ckpt/*.pt", "steps": [3, 9]},
+                      views={"v": {"outputs": outputs, "layers": {"full": "all", "first": ["0"]}, "top_k": 4}})
+    exp = check_config(cfg, SCHEMA, str(user_dir))["u"]
+    arrays = runner.eigen_file(exp.params(), exp.views["v"].params(), exp.checkpoint_files, 0, torch.device("cpu"))
+    np.savez(user_dir / "eigen.npz", **arrays)
+    eig = load_eigen(user_dir / "eigen.npz")  # the contract's keys and shapes
+    assert eig.steps.tolist() == [3, 9] and eig.groups == ["full", "first"]
+    assert eig.params["first"] == ["0.weight", "0.bias"]
+    x = runner.probe_inputs(exp.params(), 0).double()
+    for t, model in enumerate(models):
+        for group, names in (("full", None), ("first", ["0.weight", "0.bias"])):
+            ref = torch.linalg.eigvalsh(brute_force_kernel(model, x, names, outputs)).flip(0)[:4].numpy()
+            assert np.allclose(eig.values[group][t], ref, rtol=1e-8, atol=1e-12)
+            k = brute_force_kernel(model, x, names, outputs).numpy()
+            v = eig.vectors[group][t]
+            assert np.allclose(k @ v, v * eig.values[group][t], atol=1e-9 * np.abs(ref).max())
+    assert np.array_equal(arrays["weights/2.bias"], models[-1].state_dict()["2.bias"].numpy())
+
+
+def test_one_off_configfile_replaces_experiments(tmp_path):
+    from entk.config import settle_config
+
+    base = shipped()
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump({"experiments": {"x": copy.deepcopy(base["experiments"]["mlp"])}}))
+    cfg = copy.deepcopy(base)
+    cfg["experiments"]["x"] = base["experiments"]["mlp"]  # Snakemake's merge adds, never removes
+    settle_config(cfg, [tmp_path / "one.yaml"], {}, SCHEMA)
+    assert list(cfg["experiments"]) == ["x"] and "paper" not in cfg
