@@ -3,7 +3,8 @@
 import os
 import sys
 
-ENTK_SRC = os.path.join(workflow.basedir, "src")
+# current_basedir (this file's folder), not basedir: used as a module, basedir is the user's folder.
+ENTK_SRC = os.path.normpath(os.path.join(str(workflow.current_basedir), "..", "src"))
 sys.path.insert(0, ENTK_SRC)
 # The library is imported from the checkout, so rules need no `pip install` inside their conda
 # envs; PYTHONPATH carries it into every job (local, conda or cluster).

@@ -10,40 +10,11 @@ import yaml
 
 from conftest import ROOT
 
-TINY = {
-    "seed": 0,
-    "device": "cpu",
-    "dtype": "float64",
-    "tms": {
-        "n_features": 8,
-        "importance_base": 0.8,
-        "n_points": 40,
-        "steps": 200,
-        "lr": 0.01,
-        "betas": [1.0, 0.3],
-        "top_k": 12,
-        "models": {"a": {"m": 3, "sparsity": 0.3}, "b": {"m": 3, "sparsity": 0.9}},
-        "layers": {"full": "all", "W": ["W"]},
-    },
-    # p = 13 end to end: every figure and the claims are computed for another modulus.
-    "mlp": {
-        "p": 13,
-        "hidden": 64,
-        "train_fraction": 0.7,
-        "epochs": 60,
-        "lr": 0.05,
-        "weight_decay": 0.01,
-        "checkpoint_every": 20,
-        "top_k": 60,
-        "layers": {"layer1": ["fc1"], "layer2": ["fc2"]},
-        "fig3_epochs": [0, 20, 60],
-        "fig5_epochs": [40, 60],
-        "grok_threshold": 0.5,
-    },
-    "scale": yaml.safe_load((ROOT / "config.yaml").read_text())["scale"],
-    "claims": yaml.safe_load((ROOT / "config.yaml").read_text())["claims"],
-}
+# The catalog's convention: small instances of every kind in .test/config.yaml, run end to end here.
+TINY = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
 FIGURES = ["fig1_tms", "fig2_spectra", "fig3_grokking", "fig4_rotation", "fig5_sumdiff", "fig_overlap"]
+GENERIC = ["eigen.npz", "spectra.csv", "cliffs.csv", "localisation.csv", "phases.csv", "features.csv",
+           "fig_spectra.png", "fig_checkpoints.png", "fig_phases.png"]
 
 
 def snakemake(workdir, *args, check=True):
@@ -77,18 +48,27 @@ def test_tiny_workflow_builds_every_target(tiny_run):
     for fig in FIGURES:
         for ext in ("png", "pdf"):
             assert (tiny_run / "results" / "figures" / f"{fig}.{ext}").stat().st_size > 10_000
-    metrics = pd.read_csv(tiny_run / "results" / "tms" / "metrics.csv")
-    assert len(metrics) == 2 * 2 * 2  # models × layers × β
+    for exp, entry in TINY["experiments"].items():
+        for view in entry["views"]:
+            for name in GENERIC:
+                assert (tiny_run / "results" / exp / view / name).exists(), (exp, view, name)
+    metrics = pd.read_csv(tiny_run / "results" / "paper" / "tms_metrics.csv")
+    assert len(metrics) == 2 * 3  # models × (spectrum view + 2 β views)
     assert metrics["cliff"].between(1, 11).all()
     assert set(metrics.columns) >= {"recovered_features", "matched_overlap", "represented_features"}
-    assert not list((tiny_run / "results").rglob(".*.npz"))  # no half-written temporaries
+    assert not list((tiny_run / "results").rglob(".*.*"))  # no half-written temporaries
     claims = pd.read_csv(tiny_run / "results" / "claims.csv")
     assert list(claims.columns) == ["claim", "expected", "measured", "pass"]
-    assert claims["claim"].str.contains("cliff 1 size").any() and len(claims) >= 12
+    assert claims["claim"].str.contains("cliff 1 size").any() and len(claims) >= 13
     assert "= 2(p−1) = 24" in claims["expected"].iloc[0]  # cliff sizes follow p = 13
-    overlap = pd.read_csv(tiny_run / "results" / "mlp" / "overlap.csv")
+    overlap = pd.read_csv(tiny_run / "results" / "paper" / "modadd_overlap.csv")
     assert overlap["epoch"].tolist() == [0, 20, 40, 60]
     assert overlap[["overlap_sum", "overlap_diff"]].le(12 + 1e-9).all().all()
+    spectra = pd.read_csv(tiny_run / "results" / "spectra.csv")
+    assert list(spectra.columns) == ["experiment", "view", "step", "layer", "index", "eigenvalue"]
+    assert set(spectra["experiment"]) == set(TINY["experiments"])
+    phases = pd.read_csv(tiny_run / "results" / "mlp" / "diag" / "phases.csv")
+    assert phases["step"].unique().tolist() == [0, 20, 40, 60] and phases["peak"].sum() <= 3
 
 
 @pytest.mark.slow
@@ -106,14 +86,14 @@ def test_html_report(tiny_run):
 @pytest.mark.slow
 def test_changing_one_sparsity_reruns_only_that_chain(tiny_run):
     changed = yaml.safe_load(yaml.safe_dump(TINY))
-    changed["tms"]["models"]["b"]["sparsity"] = 0.5
+    changed["experiments"]["b"]["settings"]["sparsity"] = 0.5
     (tiny_run / "config_b.yaml").write_text(yaml.safe_dump(changed))
     out = snakemake(tiny_run, "-n", "--configfile", str(tiny_run / "config_b.yaml"))
     rules = re.findall(r"^rule (\w+):", out, re.M)
     wildcards = re.findall(r"wildcards: (.*)", out)
-    assert set(rules) == {"train_tms", "kernel_tms", "eigen_tms", "tms_summary", "figure_1", "claims", "all"}
-    assert wildcards and all("model=b" in w for w in wildcards)
-    assert rules.count("eigen_tms") == 4 and rules.count("train_tms") == 1
+    assert set(rules) == {"train", "eigen", "analyse", "tms_paper", "figure_1", "claims", "spectra_table", "all"}
+    assert wildcards and all("experiment=b" in w for w in wildcards)
+    assert rules.count("eigen") == 4 and rules.count("train") == 1  # views plain, beta1, beta0.3, W
 
 
 def test_lint_is_clean():
@@ -132,12 +112,20 @@ def test_snakefmt_clean():
 def test_dry_run_with_profile(profile, tmp_path):
     (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
     out = snakemake(tmp_path, "-n", "--profile", str(ROOT / "profiles" / profile))
-    assert "figure_1" in out and "train_tms" in out
+    assert "figure_1" in out and "rule train:" in out
+
+
+@pytest.mark.parametrize("target", ["scale"])
+def test_dry_run_of_optional_targets(target, tmp_path):
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    out = snakemake(tmp_path, "-n", target)
+    assert "claims_scale" in out and "experiment=mlp_p113" in out
 
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_results(tiny_run, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
     snakemake(tmp_path, "--cores", "2")
-    for table in ("claims.csv", "tms/metrics.csv", "mlp/overlap.csv", "mlp/history.csv"):
+    for table in ("claims.csv", "paper/tms_metrics.csv", "paper/modadd_overlap.csv", "mlp/history.csv",
+                  "mlp/checkpoints.pt", "mlp/diag/eigen.npz", "figures/fig1_tms.pdf", "figures/fig1_tms.png"):
         assert (tmp_path / "results" / table).read_bytes() == (tiny_run / "results" / table).read_bytes(), table
