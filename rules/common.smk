@@ -21,7 +21,7 @@ validate(config, "../schemas/config.schema.yaml")
 report: "../report/workflow.rst"
 
 
-# Environments by rule family: compute jobs need torch, analysis jobs only numpy/pandas/matplotlib.
+# One environment per family of rules. Compute jobs need torch, analysis jobs only numpy/pandas/matplotlib.
 COMPUTE_ENV = "../envs/compute.yaml"
 ANALYSIS_ENV = "../envs/analysis.yaml"
 
@@ -96,7 +96,8 @@ def gpus():
 
 def eigen_mem_mb(wildcards):
     """The eigen job's memory request: its working budget (max_memory_gb) plus what it holds beside
-    it — torch, the model, the eigenvectors of every checkpoint — taken as half the budget again."""
+    it — torch, the model, the eigenvectors of every checkpoint — taken as half the budget again.
+    """
     budget = EXPERIMENTS[wildcards.experiment].max_memory_gb or 4
     return int(1500 * budget)
 
@@ -148,9 +149,7 @@ def print_claims(path):
 
         from entk.claims import format_scorecard
 
-        print(
-            f"\nClaims scorecard ({path}):\n{format_scorecard(pd.read_csv(path))}"
-        )
+        print(f"\nClaims scorecard ({path}):\n{format_scorecard(pd.read_csv(path))}")
 
 
 def all_targets():

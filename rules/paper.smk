@@ -53,7 +53,9 @@ rule figure_1:
     params:
         tms=lambda wc: PAPER["tms"],
         betas=lambda wc: tms_view_betas(),
-        settings=lambda wc: {e: EXPERIMENTS[e].settings for e in PAPER["tms"]["experiments"]},
+        settings=lambda wc: {
+            e: EXPERIMENTS[e].settings for e in PAPER["tms"]["experiments"]
+        },
     script:
         "../scripts/figure_1.py"
 

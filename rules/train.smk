@@ -4,12 +4,12 @@ rule train:
     output:
         checkpoints="results/{experiment}/checkpoints.pt",
         history="results/{experiment}/history.csv",
-    wildcard_constraints:
-        experiment=_alternatives(TRAINED),
     log:
         "logs/{experiment}/train.log",
     benchmark:
         "results/benchmarks/{experiment}/train.tsv"
+    wildcard_constraints:
+        experiment=_alternatives(TRAINED),
     conda:
         COMPUTE_ENV
     threads: 1
