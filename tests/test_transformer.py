@@ -261,3 +261,24 @@ def test_grokking_diagnostic_peak_and_claims():
     assert not tf.key_frequency_claims([1, 12], [1, 11])[0]["pass"]
     hist = pd.DataFrame({"epoch": [0, 1000, 2000, 2020], "test_acc": [0.0, 0.5, 0.94, 1.0]})
     assert not tf.accuracy_claims(hist, tf.BANDS)[0]["pass"]
+
+
+def test_figures_draw_one_panel_per_group_and_mark_the_epochs():
+    from entk.transformer_plots import fig_transformer, fig_transformer_layers
+
+    values, vectors, fam = _planted_eigen()
+    table = tf.layer_table({"W_U": (values, vectors), "W_E": (values, vectors[:, ::-1])}, fam, tf.default_groups(2, 12))
+    fig = fig_transformer_layers(table, KEYS)
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    assert len(heatmaps) == 2
+    # Row 0 is W_U: its 1–5 block holds the whole sum family (share 1), its axis-sum share is 0.
+    shares = heatmaps[0].images[0].get_array()
+    assert shares[0, list(fam).index("sum")] == pytest.approx(1.0)
+    assert shares[0, list(fam).index("axis_sum")] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="empty"):
+        fig_transformer_layers(table.iloc[:0])
+    history = pd.DataFrame({"epoch": [0, 20, 40], "train_acc": [0.1, 1.0, 1.0], "test_acc": [0.0, 0.2, 0.9]})
+    curve = pd.DataFrame({"epoch": [0, 20, 40], "overlap": [0.0, 2.0, 4.0], "of": 4, "d_overlap": [0.1, 0.1, 0.1]})
+    fig = fig_transformer(history, curve, peak=20, grok=40, threshold=0.5)
+    marked = {round(line.get_xdata()[0]) for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() != "-"}
+    assert {20, 40} <= marked

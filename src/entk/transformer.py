@@ -406,14 +406,16 @@ def layer_table(
 def overlap_curve(epochs: np.ndarray, vectors: np.ndarray, family: np.ndarray, n_top: int = 5) -> pd.DataFrame:
     """Overlap of the top ``n_top`` eigenvectors with a family at each checkpoint, vectors (T, p², k).
 
-    Columns: epoch, overlap (‖QᵀF‖²_F), d_overlap (central differences per epoch; one-sided at the ends).
+    Columns: epoch, overlap (‖QᵀF‖²_F), of (its maximum, min(n_top, family width)), d_overlap (central
+    differences per epoch; one-sided at the ends).
     """
     epochs = np.asarray(epochs)
     if vectors.ndim != 3 or vectors.shape[0] != len(epochs) or vectors.shape[2] < n_top:
         raise ValueError(f"need vectors (T={len(epochs)}, p², ≥ {n_top}), got {vectors.shape}")
     overlap = np.array([subspace_overlap(v[:, :n_top], family) for v in vectors])
     slope = np.gradient(overlap, epochs) if len(epochs) > 1 else np.zeros(1)
-    return pd.DataFrame({"epoch": epochs.astype(int), "overlap": overlap, "d_overlap": slope})
+    of = min(n_top, family.shape[1])
+    return pd.DataFrame({"epoch": epochs.astype(int), "overlap": overlap, "of": of, "d_overlap": slope})
 
 
 def derivative_peak(curve: pd.DataFrame) -> int:
