@@ -1,9 +1,17 @@
 """The paper's 1-layer Transformer on (a + b) mod p and its eNTK analyses (spec: shared/paper.md §3).
 
 The kind ``modadd_transformer``: ``defaults``, ``check``, ``checkpoint_steps``, ``build``,
-``inputs`` and ``train`` follow the workflow's kind interface; the analyses below them take plain
-arrays (eigenpairs from the eigen files, the training history) and return arrays, tables or
-claims rows.
+``inputs`` and ``train`` follow the workflow's kind interface. The analyses take plain arrays
+(eigenpairs from the eigen files, the training history) and return lists, tables or claims rows:
+
+- key frequencies, two independent routes: ``key_frequencies_embedding`` (Fourier power of W_E over
+  the number tokens, as the author read them) and ``key_frequencies_ntk`` (grid Fourier power of the
+  top eNTK eigenvectors). Both rank the power of the frequencies 1..K = (p−1)/2 and keep those above
+  the largest ratio gap among the top K/2 + 1: a trained network uses a few frequencies, whose power
+  stands orders above the rest (seeds 0–2: 3 or 4 keys, the two routes agreeing on each);
+- ``key_families``: a, b, a+b, a−b, axis-sum, axis-diff at the key frequencies (p², 2·n_keys);
+- ``layer_table`` (Table 2 analogue), ``overlap_curve`` / ``grokking_diagnostic`` (W_U over training);
+- claims rows (``transformer_claims`` and its parts) with the bands of ``BANDS``.
 
 Grid convention (as in entk.rotation): sample i = a·p + b is the sequence (a, b, '='), '=' = token p.
 """
