@@ -89,6 +89,9 @@ def fig_transformer(
         if grok is not None:
             ax.axvline(grok, color="k", ls="--", lw=0.8, label=f"grokking (test ≥ {threshold:.0%}): {grok}")
         ax.axvline(peak, color="tab:green", ls=":", lw=1.0, label=f"derivative peak: {peak}")
+    if grok is None:
+        # An empty legend entry keeps the missing transition visible in the figure itself.
+        acc_ax.plot([], [], " ", label=f"test accuracy never ≥ {threshold:.0%}")
     acc_ax.legend(frameon=False, fontsize=7, loc="center right")
     lines = ov_ax.get_legend_handles_labels()
     more = d_ax.get_legend_handles_labels()
