@@ -1,0 +1,284 @@
+"""The Transformer kind (paper §3): model, training, eNTK on token inputs, key frequencies, claims."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev
+
+import entk
+from entk import transformer as tf
+from entk.training import HISTORY_COLUMNS
+
+SMALL = {"p": 7, "d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 12}
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _brute_jacobian(model: nn.Module, x: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """Per-sample Jacobians (C, N, P) by one jacrev per sample, float64."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    rows = []
+    for n in range(x.shape[0]):
+        def f(sel, xn=x[n : n + 1]):
+            return functional_call(model, {**params, **sel}, (xn,))[0]
+
+        jac = jacrev(f)({k: params[k] for k in names})
+        rows.append(torch.cat([jac[k].flatten(1) for k in names], dim=1))
+    return torch.stack(rows, dim=1)
+
+
+def _brute_kernel(jac: torch.Tensor, outputs: str) -> torch.Tensor:
+    """The reduced kernel from Jacobians (C, N, P) by the full (C, N, C, N) contraction."""
+    c, n, _ = jac.shape
+    k4 = torch.einsum("cnp,dmp->cndm", jac, jac)
+    if outputs == "flatten":
+        return k4.reshape(c * n, c * n)
+    if outputs == "diag_mean":
+        return torch.einsum("cncm->nm", k4) / c
+    return k4.sum(dim=(0, 2)) / c**2
+
+
+def _reference_forward(model: tf.Transformer, tokens: torch.Tensor) -> torch.Tensor:
+    """The paper's forward written out in full: every position, causal mask, logits at the last one."""
+    n, t = tokens.shape
+    x = model.W_E[tokens] + model.W_pos[:t]
+    q = torch.einsum("hjm,ntm->nhtj", model.W_Q, x)
+    k = torch.einsum("hjm,ntm->nhtj", model.W_K, x)
+    v = torch.einsum("hjm,ntm->nhtj", model.W_V, x)
+    scores = q @ k.transpose(2, 3) / math.sqrt(model.d_head)
+    mask = torch.ones(t, t, dtype=torch.bool).triu(1)
+    attn = scores.masked_fill(mask, -torch.inf).softmax(-1)
+    z = (attn @ v).transpose(1, 2).reshape(n, t, -1)
+    x = x + z @ model.W_O
+    x = x + torch.relu(x @ model.W_in) @ model.W_out
+    return (x @ model.W_U)[:, -1]
+
+
+def test_model_shapes_scales_and_forward():
+    model = tf.build({}, torch.Generator().manual_seed(0))
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes == {
+        "W_E": (30, 64), "W_pos": (3, 64), "W_Q": (4, 16, 64), "W_K": (4, 16, 64), "W_V": (4, 16, 64),
+        "W_O": (64, 64), "W_in": (64, 256), "W_out": (256, 64), "W_U": (64, 30),
+    }
+    # Init scales: std 1/√64 except W_in 1/√256 and W_U 1/√30 (paper §3).
+    want = {"W_in": 1 / 16, "W_U": 1 / math.sqrt(30)}
+    for name, p in model.named_parameters():
+        assert p.std().item() == pytest.approx(want.get(name, 1 / 8), rel=0.25), name
+    x = tf.inputs({}, 0, "k")
+    assert x.dtype == torch.int64 and x.shape == (841, 3)
+    assert x[30].tolist() == [1, 1, 29]  # row a·p + b
+    assert tf.labels(29)[30].item() == 2
+    torch.testing.assert_close(model(x), _reference_forward(model, x))
+
+
+def test_check_names_the_key_and_fix():
+    assert tf.check({}) == []
+    msgs = tf.check({"d_model": 60})
+    assert len(msgs) == 1 and "d_model" in msgs[0] and "n_heads·d_head" in msgs[0]
+    assert any("train_fraction" in m for m in tf.check({"train_fraction": 1.5}))
+    assert any("'bogus'" in m for m in tf.check({"bogus": 1}))
+    assert tf.checkpoint_steps({"epochs": 50, "log_every": 20}) == [0, 20, 40, 50]
+
+
+@pytest.mark.parametrize("outputs", ["flatten", "diag_mean", "all_mean"])
+def test_per_tensor_kernels_match_brute_force(outputs):
+    torch.manual_seed(0)
+    model = tf.build(SMALL, torch.Generator().manual_seed(1)).double()
+    x = tf.inputs(SMALL)[::3]  # 17 of the 49 sequences, int64
+    kernels = entk.layer_ntks(model, x, {name: [name] for name in tf.TENSORS}, outputs=outputs)
+    for name in tf.TENSORS:
+        want = _brute_kernel(_brute_jacobian(model, x, [name]), outputs)
+        torch.testing.assert_close(kernels[name].dense(), want, rtol=1e-9, atol=1e-12, msg=name)
+    full = entk.compact_ntk(model, x, outputs=outputs).dense()
+    torch.testing.assert_close(full, _brute_kernel(_brute_jacobian(model, x, list(tf.TENSORS)), outputs))
+
+
+class _TokenNet(nn.Module):
+    """Embedding → Linear on (N, T, d) → tanh → Linear on the flattened positions: (N, T) → (N, C)."""
+
+    def __init__(self, vocab=6, t=3, d=5, h=4, c=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.mix = nn.Linear(d, h)
+        self.out = nn.Linear(t * h, c)
+
+    def forward(self, tokens):
+        return self.out(torch.tanh(self.mix(self.emb(tokens))).flatten(1))
+
+
+@pytest.mark.parametrize("outputs", ["flatten", "diag_mean", "all_mean"])
+def test_structured_token_path_matches_brute_force(outputs):
+    torch.manual_seed(0)
+    model = _TokenNet().double()
+    x = torch.randint(0, 6, (11, 3))
+    for name, module in (("emb", model.emb), ("mix", model.mix), ("out", model.out)):
+        got = entk.compact_ntk(model, x, params=[name], outputs=outputs).dense()
+        names = [f"{name}.{p}" for p, _ in module.named_parameters()]
+        torch.testing.assert_close(got, _brute_kernel(_brute_jacobian(model, x, names), outputs), msg=name)
+
+
+TINY = {**SMALL, "epochs": 6, "log_every": 2, "batch_size": 8}
+
+
+def test_train_history_and_bit_identical_resume(tmp_path):
+    def to_disk(epoch, state):
+        torch.save(state, tmp_path / f"ckpt_{epoch}.pt")
+
+    steps = tf.checkpoint_steps(TINY)
+    assert steps == [0, 2, 4, 6]
+    full = tf.train(TINY, 0, "transformer", checkpoint_steps=steps, save_checkpoint=to_disk, log=_quiet)
+    assert list(full.columns) == HISTORY_COLUMNS and full["epoch"].tolist() == steps
+    final = torch.load(tmp_path / "ckpt_6.pt", weights_only=True)
+    state = torch.load(tmp_path / "ckpt_2.pt", weights_only=True)
+    (tmp_path / "ckpt_6.pt").unlink()
+    resumed = tf.train(TINY, 0, "transformer", checkpoint_steps=steps, save_checkpoint=to_disk, resume=state,
+                       log=_quiet)
+    pd.testing.assert_frame_equal(resumed, full, check_exact=True)
+    again = torch.load(tmp_path / "ckpt_6.pt", weights_only=True)
+    for name, value in final["model"].items():
+        assert torch.equal(again["model"][name], value), name
+    # Another key draws another run; the train loss fell.
+    other = tf.train(TINY, 0, "other", log=_quiet)
+    assert not other.equals(full)
+    assert full["train_loss"].iloc[-1] < full["train_loss"].iloc[0]
+
+
+def test_resume_rejects_changed_settings():
+    saved = {}
+    tf.train(TINY, 0, "t", checkpoint_steps=[2], save_checkpoint=saved.__setitem__, log=_quiet)
+    with pytest.raises(ValueError, match="lr"):
+        tf.train({**TINY, "lr": 1e-3}, 0, "t", resume=saved[2], log=_quiet)
+    with pytest.raises(ValueError, match="log_every"):
+        tf.train(TINY, 0, "t", checkpoint_steps=[3], log=_quiet)
+
+
+P = 29
+KEYS = [3, 11]
+
+
+def _planted_model() -> tf.Transformer:
+    """Number-token embeddings made of frequencies KEYS only; uniform attention (W_Q = 0) and no MLP, so the
+    last residual is a constant plus a linear map of W_E[a] + W_E[b]: rank 1 + 4 with Fourier modes."""
+    gen = torch.Generator().manual_seed(5)
+    model = tf.build({"p": P, "d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 4}, gen).double()
+    t = torch.arange(P, dtype=torch.float64)[:, None]
+    waves = torch.cat([torch.cos(2 * math.pi * k * t / P + 0.3 * k) for k in KEYS]
+                      + [torch.sin(2 * math.pi * k * t / P + 0.7) for k in KEYS], dim=1)  # (P, 4)
+    with torch.no_grad():
+        model.W_E[:P] = waves @ torch.randn(4, 8, generator=gen, dtype=torch.float64)
+        model.W_E[:P] += 1e-3 * torch.randn(P, 8, generator=gen, dtype=torch.float64)
+        model.W_in.zero_()
+        model.W_Q.zero_()
+    return model
+
+
+def test_key_frequencies_found_on_a_planted_model():
+    model = _planted_model()
+    power = tf.embedding_power(model.W_E.detach().numpy(), P)
+    assert sorted(np.argsort(power)[-2:] + 1) == KEYS
+    assert tf.key_frequencies_embedding(model.W_E.detach().numpy(), P) == KEYS
+    kernel = entk.compact_ntk(model, tf.inputs({"p": P}), params=["W_U"], outputs="all_mean")
+    _, vectors = entk.kernel_eigenpairs(kernel, 5)
+    assert tf.key_frequencies_ntk(vectors.numpy(), P) == KEYS
+
+
+def test_embedding_power_matches_the_dft_sum():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(P + 1, 5))
+    t = np.arange(P)
+    for k in (1, 7, 14):
+        c = np.cos(2 * np.pi * k * t / P) @ w[:P]
+        s = np.sin(2 * np.pi * k * t / P) @ w[:P]
+        # |X_k|² = c² + s² per column; frequencies k and p − k are folded (× 2), then the mean over columns.
+        assert tf.embedding_power(w, P)[k - 1] == pytest.approx(2 * np.mean(c**2 + s**2))
+
+
+def test_key_families_are_orthonormal_and_what_they_say():
+    fam = tf.key_families(P, KEYS)
+    a, b = np.divmod(np.arange(P * P), P)
+    for name, f in fam.items():
+        assert f.shape == (P * P, 4)
+        np.testing.assert_allclose(f.T @ f, np.eye(4), atol=1e-12)
+        np.testing.assert_allclose(f.sum(axis=0), 0, atol=1e-10)
+    x = np.cos(2 * np.pi * 11 * (a + b) / P)
+    # cos(11(a+b)) lies in the sum family and nowhere in the a, b or axis families.
+    for name, want in (("sum", 1.0), ("diff", 0.0), ("a", 0.0), ("axis_sum", 0.0)):
+        assert np.sum((fam[name].T @ x) ** 2) / (x @ x) == pytest.approx(want, abs=1e-12), name
+    y = np.sin(2 * np.pi * 3 * a / P) - np.sin(2 * np.pi * 3 * b / P)
+    assert np.sum((fam["axis_diff"].T @ y) ** 2) / (y @ y) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="keys"):
+        tf.key_families(P, [0, 3])
+
+
+def _planted_eigen(seed=0):
+    """Eigenvectors (p², 12): one constant mode, the sum family, the axis-sum family, then noise."""
+    fam = tf.key_families(P, KEYS)
+    rng = np.random.default_rng(seed)
+    cols = np.hstack([np.ones((P * P, 1)), fam["sum"], fam["axis_sum"], rng.normal(size=(P * P, 3))])
+    q, _ = np.linalg.qr(cols)
+    return np.linspace(1, 0.1, 12), q, fam
+
+
+def test_layer_table_and_unembed_claims_on_planted_eigenvectors():
+    values, vectors, fam = _planted_eigen()
+    groups = tf.default_groups(2, 12)
+    assert groups == [(0, 5), (5, 9)]
+    table = tf.layer_table({"W_U": (values, vectors)}, fam, groups)
+    assert list(table.columns) == ["tensor", "group", "family", "overlap", "of"]
+    got = table.set_index(["group", "family"])["overlap"]
+    assert got["1–5", "sum"] == pytest.approx(4.0)
+    assert got["6–9", "axis_sum"] == pytest.approx(4.0)
+    assert got["1–5", "axis_sum"] == pytest.approx(0.0, abs=1e-10)
+    assert (table["of"] == 4).all()
+    rows = tf.unembed_claims(vectors, fam, 2, tf.BANDS)
+    assert [r["pass"] for r in rows] == [True, True]
+    # Swapping the two groups must fail both.
+    swapped = vectors[:, [0, 5, 6, 7, 8, 1, 2, 3, 4, 9, 10, 11]]
+    assert [r["pass"] for r in tf.unembed_claims(swapped, fam, 2, tf.BANDS)] == [False, False]
+
+
+def test_grokking_diagnostic_peak_and_claims():
+    _, vectors, fam = _planted_eigen()
+    epochs = np.arange(0, 220, 20)
+    rng = np.random.default_rng(1)
+    noise = np.linalg.qr(rng.normal(size=(P * P, 5)))[0]
+    # Eigenvectors turn from noise to the sum family between epochs 80 and 120, fastest at 100.
+    mix = np.clip((epochs - 80) / 40, 0, 1)
+    stack = np.stack([np.linalg.qr((1 - m) * noise + m * vectors[:, :5])[0] for m in mix])
+    history = pd.DataFrame({"epoch": epochs, "test_acc": np.where(epochs >= 120, 0.99, 0.1)})
+    curve, peak, grok = tf.grokking_diagnostic(epochs, stack, history, fam["sum"], threshold=0.9)
+    assert curve["overlap"].iloc[-1] == pytest.approx(4.0) and curve["overlap"].iloc[0] < 0.1
+    assert 80 <= peak <= 120 and grok == 120
+    assert tf.grokking_claims(peak, grok, 0.9, 5, tf.BANDS)[0]["pass"]
+    assert not tf.grokking_claims(peak, None, 0.9, 5, tf.BANDS)[0]["pass"]
+    assert not tf.key_frequency_claims([1, 12], [1, 11])[0]["pass"]
+    hist = pd.DataFrame({"epoch": [0, 1000, 2000, 2020], "test_acc": [0.0, 0.5, 0.94, 1.0]})
+    assert not tf.accuracy_claims(hist, tf.BANDS)[0]["pass"]
+
+
+def test_figures_draw_one_panel_per_group_and_mark_the_epochs():
+    from entk.transformer_plots import fig_transformer, fig_transformer_layers
+
+    values, vectors, fam = _planted_eigen()
+    table = tf.layer_table({"W_U": (values, vectors), "W_E": (values, vectors[:, ::-1])}, fam, tf.default_groups(2, 12))
+    fig = fig_transformer_layers(table, KEYS)
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    assert len(heatmaps) == 2
+    # Row 0 is W_U: its 1–5 block holds the whole sum family (share 1), its axis-sum share is 0.
+    shares = heatmaps[0].images[0].get_array()
+    assert shares[0, list(fam).index("sum")] == pytest.approx(1.0)
+    assert shares[0, list(fam).index("axis_sum")] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="empty"):
+        fig_transformer_layers(table.iloc[:0])
+    history = pd.DataFrame({"epoch": [0, 20, 40], "train_acc": [0.1, 1.0, 1.0], "test_acc": [0.0, 0.2, 0.9]})
+    curve = pd.DataFrame({"epoch": [0, 20, 40], "overlap": [0.0, 2.0, 4.0], "of": 4, "d_overlap": [0.1, 0.1, 0.1]})
+    fig = fig_transformer(history, curve, peak=20, grok=40, threshold=0.5)
+    marked = {round(line.get_xdata()[0]) for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() != "-"}
+    assert {20, 40} <= marked
