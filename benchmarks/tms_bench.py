@@ -3,7 +3,7 @@
 Compares ``entk.top_eigenpairs`` (compact factor F = J, eigenpairs from the small Gram Fᵀ F) with
 the reference method of the paper's code, written here independently of entk's kernel code:
 full per-sample Jacobian by ``vmap(jacrev)``, dense (C·N)² kernel K = J Jᵀ by contraction, dense
-``torch.linalg.eigh``, top k taken descending (shared/paper.md §1, "Notation").
+``torch.linalg.eigh``, top k taken descending (docs/spec.md §1, "Notation").
 
 The model is trained once in this (parent) process; each method then runs in its own freshly
 spawned child process so that its time (measured in the child around the computation only) and its

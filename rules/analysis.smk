@@ -16,7 +16,7 @@ rule analyse:
         "results/benchmarks/{experiment}/{view}/analyse.tsv"
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -44,7 +44,7 @@ rule spectra_table:
         "logs/spectra_table.log",
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=1000,

@@ -21,10 +21,6 @@ validate(config, "../schemas/config.schema.yaml")
 report: "../report/workflow.rst"
 
 
-# One environment per family of rules. Compute jobs need torch, analysis jobs only numpy/pandas/matplotlib.
-COMPUTE_ENV = "../envs/compute.yaml"
-ANALYSIS_ENV = "../envs/analysis.yaml"
-
 VIEWS = sorted({v for exp in EXPERIMENTS.values() for v in exp.views})
 TRAINED = [e for e, exp in EXPERIMENTS.items() if exp.trained_here]
 
@@ -134,12 +130,14 @@ def paper_figures():
             "fig5_sumdiff",
             "fig_overlap",
         ]
+    if "transformer" in PAPER:
+        figs += ["fig_transformer", "fig_transformer_layers"]
     return figs
 
 
 def claim_parts():
     """The paper sections whose claims rows make results/claims.csv."""
-    return [s for s in ("modadd", "tms") if s in PAPER]
+    return [s for s in ("modadd", "tms", "transformer") if s in PAPER]
 
 
 def print_claims(path):

@@ -8,7 +8,7 @@ rule eigen:
     benchmark:
         "results/benchmarks/{experiment}/{view}/eigen.tsv"
     conda:
-        COMPUTE_ENV
+        "../envs/compute.yaml"
     threads: 1
     resources:
         gpu=gpus(),

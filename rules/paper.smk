@@ -16,7 +16,7 @@ rule tms_paper:
         "logs/paper/tms.log",
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -45,7 +45,7 @@ rule figure_1:
         "results/benchmarks/figures/fig1.tsv"
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -71,7 +71,7 @@ rule rotate_modadd:
         "results/benchmarks/paper/rotate.tsv"
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -97,7 +97,7 @@ rule overlap_modadd:
         "logs/paper/overlap.log",
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -122,7 +122,7 @@ rule modadd_claims:
         "logs/paper/modadd_claims.log",
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -146,7 +146,7 @@ rule claims:
         "logs/claims.log",
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -168,7 +168,7 @@ rule claims_scale:
         "logs/paper/scale_claims.log",
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -196,7 +196,7 @@ rule figure_2:
         "results/benchmarks/figures/fig2_spectra.tsv"
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -224,7 +224,7 @@ rule figure_3:
         "results/benchmarks/figures/fig3_grokking.tsv"
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -253,7 +253,7 @@ rule figure_4:
         "results/benchmarks/figures/fig4_rotation.tsv"
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -278,7 +278,7 @@ rule figure_5:
         "results/benchmarks/figures/fig5_sumdiff.tsv"
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -305,7 +305,7 @@ rule figure_overlap:
         "results/benchmarks/figures/fig_overlap.tsv"
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -332,7 +332,7 @@ rule figure_scale:
         "results/benchmarks/figures/fig_scale_spectra.tsv"
     localrule: True
     conda:
-        ANALYSIS_ENV
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -341,3 +341,87 @@ rule figure_scale:
         p=lambda wc: EXPERIMENTS[PAPER["scale"]["experiment"]].settings["p"],
     script:
         "../scripts/figure_2.py"
+
+
+rule transformer_paper:
+    input:
+        tensors=paper_eigen("transformer", "tensors_view"),
+        unembed=paper_eigen("transformer", "unembed_view"),
+        history=paper_experiment_file("transformer", "history.csv"),
+        phases=lambda wc: f"results/{PAPER['transformer']['experiment']}/{PAPER['transformer']['unembed_view']}/phases.csv",
+    output:
+        frequencies="results/paper/transformer_keys.csv",
+        layers=report(
+            "results/paper/transformer_layers.csv",
+            caption="../report/transformer_layers_csv.rst",
+            category="Transformer",
+        ),
+        curve="results/paper/transformer_grokking.csv",
+        claims="results/paper/transformer_claims.csv",
+    log:
+        "logs/paper/transformer.log",
+    benchmark:
+        "results/benchmarks/paper/transformer.tsv"
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        p=lambda wc: EXPERIMENTS[PAPER["transformer"]["experiment"]].settings["p"],
+        grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
+        claims=config.get("claims", {}),
+    script:
+        "../scripts/transformer_paper.py"
+
+
+rule figure_transformer_layers:
+    input:
+        frequencies=rules.transformer_paper.output.frequencies,
+        layers=rules.transformer_paper.output.layers,
+    output:
+        png=report(
+            "results/figures/fig_transformer_layers.png",
+            caption="../report/fig_transformer_layers.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/fig_transformer_layers.pdf",
+    log:
+        "logs/figures/fig_transformer_layers.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/figure_transformer.py"
+
+
+rule figure_transformer:
+    input:
+        curve=rules.transformer_paper.output.curve,
+        history=paper_experiment_file("transformer", "history.csv"),
+    output:
+        png=report(
+            "results/figures/fig_transformer.png",
+            caption="../report/fig_transformer.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/fig_transformer.pdf",
+    log:
+        "logs/figures/fig_transformer.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
+    script:
+        "../scripts/figure_transformer.py"

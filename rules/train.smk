@@ -11,7 +11,7 @@ rule train:
     wildcard_constraints:
         experiment=_alternatives(TRAINED),
     conda:
-        COMPUTE_ENV
+        "../envs/compute.yaml"
     threads: 1
     resources:
         gpu=gpus(),

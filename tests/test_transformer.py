@@ -11,6 +11,7 @@ from torch.func import functional_call, jacrev
 
 import entk
 from entk import transformer as tf
+from entk import transformer_analysis as ta
 from entk.training import HISTORY_COLUMNS
 
 SMALL = {"p": 7, "d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 12}
@@ -181,12 +182,12 @@ def _planted_model() -> tf.Transformer:
 
 def test_key_frequencies_found_on_a_planted_model():
     model = _planted_model()
-    power = tf.embedding_power(model.W_E.detach().numpy(), P)
+    power = ta.embedding_power(model.W_E.detach().numpy(), P)
     assert sorted(np.argsort(power)[-2:] + 1) == KEYS
-    assert tf.key_frequencies_embedding(model.W_E.detach().numpy(), P) == KEYS
+    assert ta.key_frequencies_embedding(model.W_E.detach().numpy(), P) == KEYS
     kernel = entk.compact_ntk(model, tf.inputs({"p": P}), params=["W_U"], outputs="all_mean")
     _, vectors = entk.kernel_eigenpairs(kernel, 5)
-    assert tf.key_frequencies_ntk(vectors.numpy(), P) == KEYS
+    assert ta.key_frequencies_ntk(vectors.numpy(), P) == KEYS
 
 
 def test_embedding_power_matches_the_dft_sum():
@@ -197,11 +198,11 @@ def test_embedding_power_matches_the_dft_sum():
         c = np.cos(2 * np.pi * k * t / P) @ w[:P]
         s = np.sin(2 * np.pi * k * t / P) @ w[:P]
         # |X_k|² = c² + s² per column; frequencies k and p − k are folded (× 2), then the mean over columns.
-        assert tf.embedding_power(w, P)[k - 1] == pytest.approx(2 * np.mean(c**2 + s**2))
+        assert ta.embedding_power(w, P)[k - 1] == pytest.approx(2 * np.mean(c**2 + s**2))
 
 
 def test_key_families_are_orthonormal_and_what_they_say():
-    fam = tf.key_families(P, KEYS)
+    fam = ta.key_families(P, KEYS)
     a, b = np.divmod(np.arange(P * P), P)
     for name, f in fam.items():
         assert f.shape == (P * P, 4)
@@ -214,12 +215,12 @@ def test_key_families_are_orthonormal_and_what_they_say():
     y = np.sin(2 * np.pi * 3 * a / P) - np.sin(2 * np.pi * 3 * b / P)
     assert np.sum((fam["axis_diff"].T @ y) ** 2) / (y @ y) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="keys"):
-        tf.key_families(P, [0, 3])
+        ta.key_families(P, [0, 3])
 
 
 def _planted_eigen(seed=0):
     """Eigenvectors (p², 12): one constant mode, the sum family, the axis-sum family, then noise."""
-    fam = tf.key_families(P, KEYS)
+    fam = ta.key_families(P, KEYS)
     rng = np.random.default_rng(seed)
     cols = np.hstack([np.ones((P * P, 1)), fam["sum"], fam["axis_sum"], rng.normal(size=(P * P, 3))])
     q, _ = np.linalg.qr(cols)
@@ -228,20 +229,20 @@ def _planted_eigen(seed=0):
 
 def test_layer_table_and_unembed_claims_on_planted_eigenvectors():
     values, vectors, fam = _planted_eigen()
-    groups = tf.default_groups(2, 12)
+    groups = ta.default_groups(2, 12)
     assert groups == [(0, 5), (5, 9)]
-    table = tf.layer_table({"W_U": (values, vectors)}, fam, groups)
+    table = ta.layer_table({"W_U": (values, vectors)}, fam, groups)
     assert list(table.columns) == ["tensor", "group", "family", "overlap", "of"]
     got = table.set_index(["group", "family"])["overlap"]
     assert got["1–5", "sum"] == pytest.approx(4.0)
     assert got["6–9", "axis_sum"] == pytest.approx(4.0)
     assert got["1–5", "axis_sum"] == pytest.approx(0.0, abs=1e-10)
     assert (table["of"] == 4).all()
-    rows = tf.unembed_claims(vectors, fam, 2, tf.BANDS)
+    rows = ta.unembed_claims(vectors, fam, 2, ta.BANDS)
     assert [r["pass"] for r in rows] == [True, True]
     # Swapping the two groups must fail both.
     swapped = vectors[:, [0, 5, 6, 7, 8, 1, 2, 3, 4, 9, 10, 11]]
-    assert [r["pass"] for r in tf.unembed_claims(swapped, fam, 2, tf.BANDS)] == [False, False]
+    assert [r["pass"] for r in ta.unembed_claims(swapped, fam, 2, ta.BANDS)] == [False, False]
 
 
 def test_grokking_diagnostic_peak_and_claims():
@@ -253,21 +254,21 @@ def test_grokking_diagnostic_peak_and_claims():
     mix = np.clip((epochs - 80) / 40, 0, 1)
     stack = np.stack([np.linalg.qr((1 - m) * noise + m * vectors[:, :5])[0] for m in mix])
     history = pd.DataFrame({"epoch": epochs, "test_acc": np.where(epochs >= 120, 0.99, 0.1)})
-    curve, peak, grok = tf.grokking_diagnostic(epochs, stack, history, fam["sum"], threshold=0.9)
+    curve, peak, grok = ta.grokking_diagnostic(epochs, stack, history, fam["sum"], threshold=0.9)
     assert curve["overlap"].iloc[-1] == pytest.approx(4.0) and curve["overlap"].iloc[0] < 0.1
     assert 80 <= peak <= 120 and grok == 120
-    assert tf.grokking_claims(peak, grok, 0.9, 5, tf.BANDS)[0]["pass"]
-    assert not tf.grokking_claims(peak, None, 0.9, 5, tf.BANDS)[0]["pass"]
-    assert not tf.key_frequency_claims([1, 12], [1, 11])[0]["pass"]
+    assert ta.grokking_claims(peak, grok, 0.9, 5, ta.BANDS)[0]["pass"]
+    assert not ta.grokking_claims(peak, None, 0.9, 5, ta.BANDS)[0]["pass"]
+    assert not ta.key_frequency_claims([1, 12], [1, 11])[0]["pass"]
     hist = pd.DataFrame({"epoch": [0, 1000, 2000, 2020], "test_acc": [0.0, 0.5, 0.94, 1.0]})
-    assert not tf.accuracy_claims(hist, tf.BANDS)[0]["pass"]
+    assert not ta.accuracy_claims(hist, ta.BANDS)[0]["pass"]
 
 
 def test_figures_draw_one_panel_per_group_and_mark_the_epochs():
     from entk.transformer_plots import fig_transformer, fig_transformer_layers
 
     values, vectors, fam = _planted_eigen()
-    table = tf.layer_table({"W_U": (values, vectors), "W_E": (values, vectors[:, ::-1])}, fam, tf.default_groups(2, 12))
+    table = ta.layer_table({"W_U": (values, vectors), "W_E": (values, vectors[:, ::-1])}, fam, ta.default_groups(2, 12))
     fig = fig_transformer_layers(table, KEYS)
     heatmaps = [ax for ax in fig.axes if ax.images]
     assert len(heatmaps) == 2

@@ -14,7 +14,7 @@ larger one and 0 when they are orthogonal (a random pair in D dimensions gives a
   compared with the next checkpoint's and with the final one's; the step at which it moves
   fastest towards its final form (peak of d overlap_final / d step, central differences as for
   the paper's family overlap) marks a transition such as grokking — without knowing the features.
-  On the p = 29 MLP (shared/paper.md §2; 51 checkpoints, every 10 epochs) the full kernel's top-113
+  On the p = 29 MLP (docs/spec.md §2; 51 checkpoints, every 10 epochs) the full kernel's top-113
   eigenspace (its deepest final cliff) peaks at epoch 70, layer 1's and layer 2's at 90 and 80 at
   the same k; test accuracy crosses 50 % at epoch 85. Layer 1's own top-57 eigenspace (the a, b
   families) stays put from initialisation on (overlap with the final ≥ 0.997): no transition.

@@ -111,6 +111,26 @@ def _check_modadd_mlp(s: dict) -> list[str]:
     return errors
 
 
+def _check_transformer(s: dict) -> list[str]:
+    errors = _positive_ints(s, ("p", "d_model", "n_heads", "d_head", "d_mlp", "epochs", "batch_size", "log_every"),
+                            "modadd_transformer")
+    errors += _fraction(s, "train_fraction", "modadd_transformer")
+    if errors:
+        return errors
+    if s["p"] < 3:
+        errors.append(f"setting 'p' of kind modadd_transformer: {s['p']} is too small; use a modulus ≥ 3")
+    if s["d_model"] != s["n_heads"] * s["d_head"]:
+        errors.append(
+            f"setting 'd_model' of kind modadd_transformer: {s['d_model']} must equal n_heads·d_head = "
+            f"{s['n_heads']}·{s['d_head']}; set d_head to d_model / n_heads"
+        )
+    for key in ("lr", "weight_decay"):
+        if not isinstance(s[key], int | float) or s[key] < 0 or (key == "lr" and s[key] == 0):
+            errors.append(f"setting '{key}' of kind modadd_transformer: {s[key]!r} must be a "
+                          f"{'positive' if key == 'lr' else 'non-negative'} number")
+    return errors
+
+
 KINDS: Mapping[str, Kind] = MappingProxyType(
     {
         "tms": Kind(
@@ -161,6 +181,36 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             ),
             checkpoint_steps=lambda s: _every(s, "epochs", "checkpoint_every"),
             check=_check_modadd_mlp,
+        ),
+        "modadd_transformer": Kind(
+            name="modadd_transformer",
+            description="1-layer Transformer on (a + b) mod p, all p² sequences (a, b, '='), minibatch AdamW "
+            "(docs/spec.md §3)",
+            defaults=MappingProxyType(
+                {
+                    "p": 29,
+                    "d_model": 64,
+                    "n_heads": 4,
+                    "d_head": 16,
+                    "d_mlp": 256,
+                    "train_fraction": 0.5,
+                    "epochs": 4000,
+                    "lr": 3e-4,
+                    "weight_decay": 1.0,
+                    "batch_size": 64,
+                    "log_every": 20,
+                }
+            ),
+            functions=MappingProxyType(
+                {
+                    "build": "entk.transformer:build",
+                    "inputs": "entk.transformer:inputs",
+                    "train": "entk.transformer:train",
+                }
+            ),
+            # A checkpoint (and a history row) at every logged epoch.
+            checkpoint_steps=lambda s: _every(s, "epochs", "log_every"),
+            check=_check_transformer,
         ),
     }
 )

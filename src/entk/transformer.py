@@ -1,19 +1,7 @@
-"""The paper's 1-layer Transformer on (a + b) mod p and its eNTK analyses (spec: shared/paper.md §3).
-
-The kind ``modadd_transformer``: ``defaults``, ``check``, ``checkpoint_steps``, ``build``,
-``inputs`` and ``train`` follow the workflow's kind interface. The analyses take plain arrays
-(eigenpairs from the eigen files, the training history) and return lists, tables or claims rows:
-
-- key frequencies, two independent routes: ``key_frequencies_embedding`` (Fourier power of W_E over
-  the number tokens, as the author read them) and ``key_frequencies_ntk`` (grid Fourier power of the
-  top eNTK eigenvectors). Both rank the power of the frequencies 1..K = (p−1)/2 and keep those above
-  the largest ratio gap among the top K/2 + 1: a trained network uses a few frequencies, whose power
-  stands orders above the rest (seeds 0–2: 3 or 4 keys, the two routes agreeing on each);
-- ``key_families``: a, b, a+b, a−b, axis-sum, axis-diff at the key frequencies (p², 2·n_keys);
-- ``layer_table`` (Table 2 analogue), ``overlap_curve`` / ``grokking_diagnostic`` (W_U over training);
-- claims rows (``transformer_claims`` and its parts) with the bands of ``BANDS``.
-
-Grid convention (as in entk.rotation): sample i = a·p + b is the sequence (a, b, '='), '=' = token p.
+"""The paper's 1-layer Transformer on (a + b) mod p as the kind ``modadd_transformer`` (docs/spec.md §3):
+the model, its inputs and its training recipe (``build``, ``inputs``, ``train``; ``defaults``,
+``check`` and ``checkpoint_steps`` come from the registry). Its analyses, which need no torch, are in
+``entk.transformer_analysis``.
 """
 
 from __future__ import annotations
@@ -23,32 +11,19 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from entk.claims import _row
-from entk.modadd import grokking_epoch
-from entk.rotation import subspace_overlap
+from entk.kinds import KINDS
 from entk.training import HISTORY_COLUMNS, TrainingDiverged
 
 TENSORS = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U")
 
-defaults: dict[str, Any] = {
-    "p": 29,
-    "d_model": 64,
-    "n_heads": 4,
-    "d_head": 16,
-    "d_mlp": 256,
-    "train_fraction": 0.5,
-    "epochs": 4000,
-    "lr": 3e-4,
-    "weight_decay": 1.0,
-    "batch_size": 64,
-    "log_every": 20,
-}
+# The kind's pure-Python parts live in the registry, which the workflow reads without torch.
+_KIND = KINDS["modadd_transformer"]
+defaults: dict[str, Any] = dict(_KIND.defaults)
 
 
 # --- The model ---
@@ -118,30 +93,13 @@ def _settings(settings: dict) -> dict:
 
 
 def check(settings: dict) -> list[str]:
-    """One message per bad setting, naming the key and the fix."""
-    s = _settings(settings)
-    msgs = [f"unknown setting {k!r}; known: {sorted(defaults)}" for k in settings if k not in defaults]
-    for key in ("p", "d_model", "n_heads", "d_head", "d_mlp", "epochs", "batch_size", "log_every"):
-        if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < 1:
-            msgs.append(f"{key} must be a positive integer, got {s[key]!r}")
-    if isinstance(s["p"], int) and s["p"] < 3:
-        msgs.append(f"p must be at least 3 (a modulus with Fourier frequencies), got {s['p']}")
-    if not msgs and s["d_model"] != s["n_heads"] * s["d_head"]:
-        msgs.append(
-            f"d_model ({s['d_model']}) must equal n_heads·d_head ({s['n_heads']}·{s['d_head']}); "
-            f"set d_head to d_model / n_heads"
-        )
-    tf = s["train_fraction"]
-    if not isinstance(tf, (int, float)) or not 0 < tf < 1:
-        msgs.append(f"train_fraction must lie strictly between 0 and 1, got {tf!r}")
-    for key in ("lr", "weight_decay"):
-        if not isinstance(s[key], (int, float)) or s[key] < 0 or (key == "lr" and s[key] == 0):
-            msgs.append(f"{key} must be a {'positive' if key == 'lr' else 'non-negative'} number, got {s[key]!r}")
-    return msgs
+    """One message per bad setting, naming the key and the fix (unknown keys too)."""
+    unknown = [f"unknown setting {k!r}; known: {sorted(defaults)}" for k in settings if k not in defaults]
+    return unknown or _KIND.check(_settings(settings))
 
 
 def _logged_epochs(s: dict) -> list[int]:
-    return sorted({*range(0, s["epochs"] + 1, s["log_every"]), s["epochs"]})
+    return _KIND.checkpoint_steps(s)
 
 
 def checkpoint_steps(settings: dict) -> list[int]:
@@ -282,257 +240,3 @@ def train(
 
 
 # --- Key frequencies (paper §3: read off W_E by the author; here found two independent ways) ---
-
-
-def _gap_count(power: np.ndarray, max_keys: int) -> list[int]:
-    """Frequencies 1..K (power (K,)) above the largest ratio gap among the top ``max_keys`` + 1, sorted."""
-    order = np.argsort(power)[::-1]
-    ranked = np.maximum(power[order], np.finfo(np.float64).tiny)
-    m = min(max_keys, len(ranked) - 1)
-    n = int(np.argmax(ranked[:m] / ranked[1 : m + 1])) + 1
-    return sorted(int(k) + 1 for k in order[:n])
-
-
-def embedding_power(w_e: np.ndarray, p: int) -> np.ndarray:
-    """Fourier power (K,) of the number-token embeddings W_E[:p] (≥ p, d) at frequencies k = 1..K = (p−1)//2.
-
-    Mean over d_model of |FFT over tokens|², k and p − k folded together (equal for a real signal).
-    """
-    power = (np.abs(np.fft.fft(np.asarray(w_e, dtype=np.float64)[:p], axis=0)) ** 2).mean(axis=1)
-    k = np.arange(1, (p - 1) // 2 + 1)
-    return power[k] + power[p - k]
-
-
-def key_frequencies_embedding(w_e: np.ndarray, p: int, max_keys: int | None = None) -> list[int]:
-    """Key frequencies from the Fourier power of W_E (vocab, d): those above the largest ratio gap.
-
-    The power is ranked descending, P_(1) ≥ P_(2) ≥ …; the count n maximises P_(n)/P_(n+1) over
-    n ≤ max_keys (default K/2, as a trained network uses a few frequencies, never most of them).
-    """
-    power = embedding_power(w_e, p)
-    return _gap_count(power, max_keys or len(power) // 2)
-
-
-def grid_fourier_power(vectors: np.ndarray, p: int) -> np.ndarray:
-    """Power (K,) of vectors (p², m) at each frequency k = 1..K, summed over the vectors and the a, b,
-    a+b and a−b Fourier families of the grid (squared phase-insensitive correlations)."""
-    from entk.rotation import family_correlation, fourier_families
-
-    fam = fourier_families(p)
-    return sum((family_correlation(vectors, fam[v]) ** 2).sum(axis=1) for v in ("a", "b", "sum", "diff"))
-
-
-def key_frequencies_ntk(vectors: np.ndarray, p: int, max_keys: int | None = None) -> list[int]:
-    """Key frequencies from top eNTK eigenvectors (p², m) (e.g. the W_U all_mean kernel's top 9):
-    their grid Fourier power (``grid_fourier_power``), cut at the largest ratio gap as for W_E."""
-    power = grid_fourier_power(vectors, p)
-    return _gap_count(power, max_keys or len(power) // 2)
-
-
-# --- Feature families at the key frequencies (paper §3) ---
-
-FAMILIES = ("a", "b", "sum", "diff", "axis_sum", "axis_diff")
-
-
-def key_families(p: int, keys: Sequence[int]) -> dict[str, np.ndarray]:
-    """Families at the key frequencies on the (a, b) grid, each (p², 2·len(keys)), mean-centred and orthonormal.
-
-    Per key k (columns 2j, 2j+1): a, b, sum, diff = (cos, sin)(2πk·v/p) for v = a, b, a+b, a−b;
-    axis_sum = (cos ka + cos kb, sin ka + sin kb) and axis_diff = (cos ka − cos kb, sin ka − sin kb)
-    (angles 2πk·/p). Orthonormalised in column order (QR, signs kept), so column pairs stay per key.
-    """
-    if not keys or any(not 1 <= k <= (p - 1) // 2 for k in keys) or len(set(keys)) != len(keys):
-        raise ValueError(f"keys must be distinct frequencies in 1..{(p - 1) // 2}, got {list(keys)}")
-    a, b = np.divmod(np.arange(p * p), p)
-    out = {}
-    for name in FAMILIES:
-        cols = []
-        for k in keys:
-            ta, tb = 2 * np.pi * k * a / p, 2 * np.pi * k * b / p
-            pair = {
-                "a": (np.cos(ta), np.sin(ta)),
-                "b": (np.cos(tb), np.sin(tb)),
-                "sum": (np.cos(ta + tb), np.sin(ta + tb)),
-                "diff": (np.cos(ta - tb), np.sin(ta - tb)),
-                "axis_sum": (np.cos(ta) + np.cos(tb), np.sin(ta) + np.sin(tb)),
-                "axis_diff": (np.cos(ta) - np.cos(tb), np.sin(ta) - np.sin(tb)),
-            }[name]
-            cols += pair
-        x = np.stack(cols, axis=1)
-        q, r = np.linalg.qr(x - x.mean(axis=0))
-        out[name] = q * np.sign(np.diag(r))
-    return out
-
-
-# --- Table 2 analogue and the grokking diagnostic (paper §3) ---
-
-
-def default_groups(n_keys: int, k: int) -> list[tuple[int, int]]:
-    """Eigenvector groups (start, stop), 0-based: the top 1 + 2·n_keys (the paper's "top-5" for two keys:
-    one leading mode and a (cos, sin) pair per key), then blocks of 2·n_keys while they fit in k."""
-    size = 2 * n_keys
-    groups = [(0, 1 + size)]
-    while groups[-1][1] + size <= k:
-        groups.append((groups[-1][1], groups[-1][1] + size))
-    return groups
-
-
-def group_label(group: tuple[int, int]) -> str:
-    """'1–5' for (0, 5): 1-based eigenvector numbers."""
-    return f"{group[0] + 1}–{group[1]}"
-
-
-def layer_table(
-    eigen: dict[str, tuple[np.ndarray, np.ndarray]],
-    families: dict[str, np.ndarray],
-    groups: Sequence[tuple[int, int]],
-) -> pd.DataFrame:
-    """Subspace overlap of each tensor's eigenvector groups with each family (Table 2 analogue).
-
-    ``eigen`` maps tensor → (values (k,), vectors (p², k)); groups are 0-based (start, stop).
-    Columns: tensor, group (e.g. '1–5'), family, overlap (‖QᵀF‖²_F), of (= min(group size, family
-    width): the overlap's maximum).
-    """
-    rows = []
-    for tensor, (_, vectors) in eigen.items():
-        for g in groups:
-            if g[1] > vectors.shape[1]:
-                raise ValueError(f"group {group_label(g)} needs {g[1]} eigenvectors; {tensor} has {vectors.shape[1]}")
-            for name, fam in families.items():
-                rows.append(
-                    {
-                        "tensor": tensor,
-                        "group": group_label(g),
-                        "family": name,
-                        "overlap": subspace_overlap(vectors[:, g[0] : g[1]], fam),
-                        "of": min(g[1] - g[0], fam.shape[1]),
-                    }
-                )
-    return pd.DataFrame(rows, columns=["tensor", "group", "family", "overlap", "of"])
-
-
-def overlap_curve(epochs: np.ndarray, vectors: np.ndarray, family: np.ndarray, n_top: int = 5) -> pd.DataFrame:
-    """Overlap of the top ``n_top`` eigenvectors with a family at each checkpoint, vectors (T, p², k).
-
-    Columns: epoch, overlap (‖QᵀF‖²_F), of (its maximum, min(n_top, family width)), d_overlap (central
-    differences per epoch; one-sided at the ends).
-    """
-    epochs = np.asarray(epochs)
-    if vectors.ndim != 3 or vectors.shape[0] != len(epochs) or vectors.shape[2] < n_top:
-        raise ValueError(f"need vectors (T={len(epochs)}, p², ≥ {n_top}), got {vectors.shape}")
-    overlap = np.array([subspace_overlap(v[:, :n_top], family) for v in vectors])
-    slope = np.gradient(overlap, epochs) if len(epochs) > 1 else np.zeros(1)
-    of = min(n_top, family.shape[1])
-    return pd.DataFrame({"epoch": epochs.astype(int), "overlap": overlap, "of": of, "d_overlap": slope})
-
-
-def derivative_peak(curve: pd.DataFrame) -> int:
-    """Epoch at which the overlap's derivative peaks."""
-    return int(curve["epoch"].iloc[int(np.argmax(curve["d_overlap"].to_numpy()))])
-
-
-def grokking_diagnostic(
-    epochs: np.ndarray, vectors: np.ndarray, history: pd.DataFrame, family: np.ndarray, *, n_top: int = 5,
-    threshold: float = 0.5,
-) -> tuple[pd.DataFrame, int, int | None]:
-    """The W_U eNTK grokking diagnostic: (overlap curve of the top ``n_top`` eigenvectors (T, p², k) with
-    ``family``, the epoch of its derivative peak, the grokking epoch (first test accuracy ≥ threshold))."""
-    curve = overlap_curve(epochs, vectors, family, n_top)
-    return curve, derivative_peak(curve), grokking_epoch(history, threshold)
-
-
-# --- Claims rows (paper §3) ---
-
-# Bands used by ``transformer_claims`` (the config may override each key).
-BANDS = {
-    # Test accuracy the paper reached (95 % at 1600, 100 % at 2000) and the epoch it must be reached by.
-    "transformer_test_acc_min": 0.95,
-    "transformer_test_acc_by_epoch": 2000,
-    # Share of the maximum overlap: the paper's 3.96 and 3.94 of 4 are 0.99 and 0.985; 0.95 = 3.8 of 4.
-    "transformer_sum_overlap_min_share": 0.95,
-    "transformer_axis_sum_overlap_min_share": 0.95,
-    # The derivative peak may come before the grokking epoch by up to this many epochs and after it by
-    # at most ``after``: the overlap grows while the circuit forms, before test accuracy crosses the
-    # threshold (in §2 the peak, epoch 80, precedes grokking, epoch 90).
-    "transformer_peak_before_grok_max": 600,
-    "transformer_peak_after_grok_max": 200,
-}
-
-
-def key_frequency_claims(keys_embedding: Sequence[int], keys_ntk: Sequence[int]) -> list[dict]:
-    """The two routes to the key frequencies agree."""
-    same = sorted(keys_embedding) == sorted(keys_ntk)
-    measured = f"W_E {list(keys_embedding)}, W_U eNTK {list(keys_ntk)}"
-    claim = "key frequencies: W_E Fourier power = top W_U eNTK modes"
-    return [_row(claim, "the same set (paper: 1, 12)", measured, same)]
-
-
-def accuracy_claims(history: pd.DataFrame, bands: dict) -> list[dict]:
-    """Test accuracy ≥ bands' minimum by the bands' epoch."""
-    need, by = bands["transformer_test_acc_min"], bands["transformer_test_acc_by_epoch"]
-    early = history.loc[history["epoch"] <= by, "test_acc"]
-    best = float(early.max()) if len(early) else float("nan")
-    expected = f"≥ {need:.0%} (paper 95 % at 1600, 100 % at 2000)"
-    return [_row(f"best test accuracy by epoch {by}", expected, best, best >= need)]
-
-
-def unembed_claims(vectors: np.ndarray, families: dict[str, np.ndarray], n_keys: int, bands: dict) -> list[dict]:
-    """W_U eNTK modes vs the key-frequency families, final eigenvectors (p², k) (paper Table 2).
-
-    Groups ``default_groups``: the top 1 + 2·n_keys modes vs the sum family and the next 2·n_keys vs
-    the axis-sum family, each out of 2·n_keys (paper, two keys: top 5 → 3.96 of 4, 6–9 → 3.94 of 4).
-    """
-    top, nxt = default_groups(n_keys, 1 + 4 * n_keys)
-    rows = []
-    for group, fam, key, paper in (
-        (top, "sum", "transformer_sum_overlap_min_share", "3.96 of 4"),
-        (nxt, "axis_sum", "transformer_axis_sum_overlap_min_share", "3.94 of 4"),
-    ):
-        value = subspace_overlap(vectors[:, group[0] : group[1]], families[fam])
-        least = bands[key] * 2 * n_keys
-        rows.append(
-            _row(
-                f"W_U eNTK modes {group_label(group)} vs the {fam} family (of {2 * n_keys})",
-                f"≥ {least:.2f} (paper {paper})",
-                value,
-                value >= least,
-            )
-        )
-    return rows
-
-
-def grokking_claims(peak: int, grok: int | None, threshold: float, n_top: int, bands: dict) -> list[dict]:
-    """The overlap-derivative peak of the top ``n_top`` W_U modes lies in [grok − before, grok + after]."""
-    before, after = bands["transformer_peak_before_grok_max"], bands["transformer_peak_after_grok_max"]
-    ok = grok is not None and grok - before <= peak <= grok + after
-    return [
-        _row(
-            f"W_U top-{n_top} sum-overlap derivative peak vs grokking (test acc ≥ {threshold:.0%}, epoch {grok})",
-            f"in [grok − {before}, grok + {after}]",
-            peak,
-            ok,
-        )
-    ]
-
-
-def transformer_claims(
-    p: int,
-    w_e: np.ndarray,
-    final_vectors: np.ndarray,
-    epochs: np.ndarray,
-    unembed_vectors: np.ndarray,
-    history: pd.DataFrame,
-    bands: dict,
-    threshold: float = 0.5,
-    n_ntk_vectors: int = 16,
-) -> list[dict]:
-    """All paper-§3 claims from plain arrays: W_E (vocab, d) at the last checkpoint, the final W_U eNTK
-    eigenvectors (p², k ≥ n_ntk_vectors), the W_U eigenvectors at every logged epoch (T, p², ≥ 5)."""
-    keys = key_frequencies_embedding(w_e, p)
-    fam = key_families(p, keys)
-    rows = key_frequency_claims(keys, key_frequencies_ntk(final_vectors[:, :n_ntk_vectors], p))
-    rows += accuracy_claims(history, bands)
-    rows += unembed_claims(final_vectors, fam, len(keys), bands)
-    n_top = default_groups(len(keys), 1)[0][1]
-    _, peak, grok = grokking_diagnostic(epochs, unembed_vectors, history, fam["sum"], n_top=n_top, threshold=threshold)
-    return rows + grokking_claims(peak, grok, threshold, n_top, bands)
