@@ -4,16 +4,17 @@ throw-away single-node SLURM (slurm_cluster.py), and the faults a cluster run mu
 Three kinds of tests, in the order they run:
 
 * dry runs of the profile (no marks, seconds): every SLURM job carries the profile's partition,
-  cpus_per_task = threads, and with `device: cuda` the kernel/eigen rules ask for gpu=1.
-* local faults (`slow`, no SLURM needed): a bad kernel layer fails with its error in the rule's
-  log and in Snakemake's output, `--keep-going` still finishes the independent branches, and a
-  `kill -9` of a running train_mlp leaves no declared output behind; the rerun resumes from the
-  last checkpoint and ends bit-identical to an uninterrupted run.
+  cpus_per_task = threads, and with `device: cuda` the heavy rules (train, eigen) ask for gpu=1.
+* local faults (`slow`, no SLURM needed): a view with a bad layer group fails in its eigen job
+  with the error in the rule's log and in Snakemake's output, `--keep-going` still finishes the
+  independent branches, and a `kill -9` of a running train of the modadd_mlp experiment leaves no
+  declared output behind; the rerun resumes from the last checkpoint and ends bit-identical to an
+  uninterrupted run.
 * SLURM (`cluster` and `slow`; skipped with the reason unless root and the Debian packages are
   installed or installable): the tiny config gives byte-identical tables to a local run and every
-  non-local rule went through sbatch with the profile's resources; a cuda config's kernel job is
+  non-local rule went through sbatch with the profile's resources; a cuda config's eigen job is
   submitted with --gpus=1 (and fails inside, as there is no real GPU); a `scancel` of a running
-  train_mlp is reported, leaves no declared output, and the rerun resumes and completes.
+  train is reported, leaves no declared output, and the rerun resumes and completes.
 
 One cluster serves all SLURM tests (module-scoped fixture) under CLUSTER_TIME_LIMIT seconds in
 total; every subprocess has a timeout, so a hang fails instead of blocking CI. Run with `-s` to
@@ -64,35 +65,60 @@ LOCAL_TIMEOUT = 400
 FAST_POLLING = ("--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2")
 
 # Rules that never go to SLURM (`localrule: True`) among those the tests build.
-LOCAL_RULES = {"tms_summary", "overlap_mlp", "rotate_mlp", "claims"}
+LOCAL_RULES = {"analyse", "tms_paper", "rotate_modadd", "overlap_modadd", "modadd_claims", "claims", "spectra_table"}
+# Rules that run on the GPU (resources gpu=1 with `device: cuda`); the others request none.
+GPU_RULES = {"train", "eigen"}
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` merged in, dict by dict (a value that is not a dict replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def config_with(**changes) -> dict:
-    """TINY with nested changes, e.g. config_with(device="cuda", mlp={"epochs": 10}). Top-level
-    sections TINY lacks (new ones the workflow grew) come from the shipped config.yaml."""
+    """TINY with nested changes merged in, e.g.
+    config_with(device="cuda", experiments={"mlp": {"settings": {"epochs": 10}}}). Top-level sections
+    TINY lacks (new ones the workflow grew) come from the shipped config.yaml."""
     cfg = {**yaml.safe_load((ROOT / "config.yaml").read_text()), **copy.deepcopy(TINY)}
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    return cfg
+    return merged(cfg, changes)
 
 
-# TINY through SLURM, trimmed to the 'full' layer and β = 1: 10 SLURM jobs instead of 19 (every
-# SLURM job pays ~2 Snakemake start-ups plus polling, ~25 s each on a loaded 2-core machine).
-CLUSTER_TINY = config_with(tms={"layers": {"full": "all"}, "betas": [1.0]})
+def tms_experiment(name: str, views: dict) -> dict:
+    """TINY's TMS experiment `name` with only these views."""
+    return {**copy.deepcopy(TINY["experiments"][name]), "views": copy.deepcopy(views)}
 
-# train_mlp slow enough to be killed mid-run: ~10 s of training after ~3 s of start-up on the
+
+# TINY through SLURM, trimmed to what results/claims.csv needs with one heatmap view (β = 1): 8 SLURM
+# jobs instead of 10 (every SLURM job pays ~2 Snakemake start-ups plus polling, ~25 s each on a loaded
+# 2-core machine): train of a, b and mlp; eigen of a and b (views plain, beta1) and of mlp (diag).
+_TMS_VIEWS = {v: TINY["experiments"]["a"]["views"][v] for v in ("plain", "beta1")}
+CLUSTER_TINY = {**config_with(), "experiments": {"a": tms_experiment("a", _TMS_VIEWS),
+                                                  "b": tms_experiment("b", _TMS_VIEWS),
+                                                  "mlp": copy.deepcopy(TINY["experiments"]["mlp"])}}
+CLUSTER_TINY["paper"]["tms"]["heatmap_views"] = ["beta1"]
+# SLURM jobs CLUSTER_TINY's results/claims.csv takes, per rule
+CLUSTER_TINY_JOBS = {"train": 3, "eigen": 2 * len(_TMS_VIEWS) + 1}
+
+# train of mlp slow enough to be killed mid-run: ~10 s of training after ~3 s of start-up on the
 # 2-core reference machine (400 epochs/hidden 256 train in ~3 s, too fast to hit reliably).
-SLOW_MLP = config_with(mlp={"epochs": 4000, "hidden": 256, "checkpoint_every": 200,
-                            "fig3_epochs": [0, 200, 4000], "fig5_epochs": [3800, 4000]})
+SLOW_MLP = config_with(experiments={"mlp": {"settings": {"epochs": 4000, "hidden": 256, "checkpoint_every": 200}}},
+                       paper={"modadd": {"fig3_epochs": [0, 200, 4000], "fig5_epochs": [3800, 4000]}})
 SLOW_EPOCHS = list(range(0, 4001, 200))
-# a kernel layer naming a parameter the TMS model does not have; one model and one β keep it short
-BAD_LAYER = config_with(tms={"models": {"a": TINY["tms"]["models"]["a"]}, "betas": [1.0],
-                             "layers": {"full": "all", "bad": ["nope"]}})
-BAD_LAYER_ERROR = "unknown parameter or module name 'nope'"
-BAD_LAYER_TARGETS = ("results/tms/metrics.csv", "results/mlp/eigen/full.npz")
+# a TMS view whose layer group names a parameter the model does not have (the error comes from its
+# eigen job); one TMS experiment with one good view beside it, and the MLP, keep it short
+BAD_LAYER = {**config_with(), "experiments": {
+    "a": tms_experiment("a", {"plain": TINY["experiments"]["a"]["views"]["plain"],
+                              "bad": {"outputs": "flatten", "layers": {"bad": ["nope"]}, "top_k": 5}}),
+    "mlp": copy.deepcopy(TINY["experiments"]["mlp"])}}
+BAD_LAYER["paper"] = {"modadd": BAD_LAYER["paper"]["modadd"]}
+BAD_LAYER_ERROR = "layer group 'bad': unknown parameter or module name 'nope'"
+BAD_LAYER_TARGETS = ("results/spectra.csv",)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,15 +201,13 @@ def argv(pid: int) -> list[str]:
 
 
 def side_checkpoints(workdir: Path) -> list[Path]:
-    """train_mlp's resume copies (results/mlp/resume/), which survive a killed job by design."""
+    """The mlp train job's resume copies (results/mlp/resume/), which survive a killed job by design."""
     return sorted((workdir / "results" / "mlp" / "resume").glob("epoch*.pt"))
 
 
 def declared_mlp_outputs(workdir: Path) -> list[Path]:
-    """train_mlp's declared outputs that exist."""
-    found = list((workdir / "results" / "mlp" / "checkpoints").glob("epoch*.pt"))
-    history = workdir / "results" / "mlp" / "history.csv"
-    return found + ([history] if history.exists() else [])
+    """The mlp train job's declared outputs (its checkpoint bundle and history) that exist."""
+    return [f for f in (workdir / "results/mlp/checkpoints.pt", workdir / "results/mlp/history.csv") if f.exists()]
 
 
 def resumed_epoch(workdir: Path) -> int | None:
@@ -212,11 +236,13 @@ def assert_same_state(a, b, where: str = "") -> None:
 def assert_same_final_checkpoint(workdir: Path, reference: Path) -> None:
     import torch
 
-    name = f"results/mlp/checkpoints/epoch{SLOW_EPOCHS[-1]}.pt"
+    name = "results/mlp/checkpoints.pt"
     got = torch.load(workdir / name, weights_only=False)
     want = torch.load(reference / name, weights_only=False)
-    assert_same_state(got["model"], want["model"], "model")  # the state dict, tensor by tensor
-    assert_same_state(got, want, "checkpoint")               # optimizer, epoch, history, meta too
+    assert got["steps"] == want["steps"] == SLOW_EPOCHS, got["steps"]
+    last = SLOW_EPOCHS[-1]
+    assert_same_state(got["states"][last], want["states"][last], f"states[{last}]")  # tensor by tensor
+    assert_same_state(got, want, "checkpoints")            # every epoch's state dict, meta too
     assert (workdir / "results/mlp/history.csv").read_bytes() == (reference / "results/mlp/history.csv").read_bytes()
 
 
@@ -258,17 +284,17 @@ def report(record_property, **timings) -> None:
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def slow_reference(tmp_path_factory):
-    """train_mlp of SLOW_MLP, uninterrupted, locally: what a resumed run must reproduce."""
+    """train of SLOW_MLP's mlp, uninterrupted, locally: what a resumed run must reproduce."""
     wd = make_workdir(tmp_path_factory.mktemp("slow_reference"), SLOW_MLP)
     t0 = time.monotonic()
-    ok(run_local(wd, "results/mlp/history.csv"), "uninterrupted train_mlp")
-    print(f"\nuninterrupted SLOW_MLP train_mlp: {time.monotonic() - t0:.1f} s")
+    ok(run_local(wd, "results/mlp/history.csv"), "uninterrupted train of mlp")
+    print(f"\nuninterrupted SLOW_MLP train of mlp: {time.monotonic() - t0:.1f} s")
     return wd
 
 
 @pytest.fixture(scope="module")
 def bad_layer_run(tmp_path_factory):
-    """BAD_LAYER with --keep-going, locally, to the TMS table and the full MLP kernel's spectrum."""
+    """BAD_LAYER with --keep-going, locally, to results/spectra.csv (every view's tables)."""
     wd = make_workdir(tmp_path_factory.mktemp("bad_layer"), BAD_LAYER)
     t0 = time.monotonic()
     p = run_local(wd, "--keep-going", *BAD_LAYER_TARGETS)
@@ -330,13 +356,13 @@ def test_dry_run_carries_slurm_resources(device, tmp_path):
     ok(p, "dry run with the SLURM profile")
     jobs = dry_run_jobs(p.stdout + p.stderr)
     rules = {rule for rule, _ in jobs}
-    assert {"train_tms", "kernel_tms", "eigen_tms", "train_mlp", "kernel_mlp", "eigen_mlp", "rotate_mlp"} <= rules
-    gpu_rules = {"kernel_tms", "eigen_tms", "kernel_mlp", "eigen_mlp"}
+    assert GPU_RULES | {"analyse", "tms_paper", "rotate_modadd", "modadd_claims", "claims"} <= rules, rules
+    assert {rule for rule, _ in jobs if rule in GPU_RULES} == GPU_RULES
     for rule, res in jobs:
         assert res.get("slurm_partition") == PARTITION, (rule, res)   # sbatch -p
         assert res.get("cpus_per_task") == "1", (rule, res)           # = threads: 1 of every rule
         assert int(res["mem_mb"]) >= 500 and int(res["runtime"]) >= 2, (rule, res)  # the rule's own
-        want_gpu = "1" if device == "cuda" and rule in gpu_rules else "0" if rule in gpu_rules else None
+        want_gpu = ("1" if device == "cuda" else "0") if rule in GPU_RULES else None
         assert res.get("gpu") == want_gpu, (rule, res)                # gpu=1 -> sbatch --gpus=1
 
 
@@ -349,48 +375,48 @@ def test_bad_input_error_in_rule_log_and_output(bad_layer_run, record_property):
     report(record_property, bad_layer_keep_going_s=seconds)
     assert p.returncode != 0, output_of(p)[-3000:]
     out = output_of(p)
-    assert "Error in rule kernel_tms" in out, out[-3000:]
+    assert "Error in rule eigen" in out, out[-3000:]
     assert BAD_LAYER_ERROR in out, out[-3000:]                 # --show-failed-logs prints the log
-    log = (wd / "logs/tms/a/kernel_bad.log").read_text()
+    log = (wd / "logs/a/bad/eigen.log").read_text()
     assert BAD_LAYER_ERROR in log and "ValueError" in log, log
-    assert not (wd / "results/tms/a/kernel_bad.npz").exists()
+    assert not (wd / "results/a/bad/eigen.npz").exists()
 
 
 @pytest.mark.slow
 def test_keep_going_finishes_independent_branches(bad_layer_run):
     wd, p, _ = bad_layer_run
     out = output_of(p)
-    # the MLP branch and the TMS 'full' kernel chain are complete ...
-    for rel in ("results/mlp/history.csv", "results/mlp/kernels/full.npz", "results/mlp/eigen/full.npz",
-                "results/tms/a/model.pt", "results/tms/a/kernel_full.npz", "results/tms/a/eigen_full_beta1.npz",
-                "results/tms/a/metrics_full_beta1.csv"):
+    # the MLP branch and the TMS 'plain' view are complete ...
+    for rel in ("results/mlp/checkpoints.pt", "results/mlp/history.csv", "results/mlp/diag/eigen.npz",
+                "results/mlp/diag/spectra.csv", "results/a/checkpoints.pt", "results/a/plain/eigen.npz",
+                "results/a/plain/spectra.csv", "results/a/plain/fig_spectra.png"):
         assert (wd / rel).stat().st_size > 0, f"{rel} missing\n{out[-3000:]}"
-    # ... only what depends on the bad layer is missing
-    for rel in ("results/tms/a/kernel_bad.npz", "results/tms/a/eigen_bad_beta1.npz", "results/tms/metrics.csv"):
+    # ... only what depends on the bad view is missing
+    for rel in ("results/a/bad/eigen.npz", "results/a/bad/spectra.csv", "results/spectra.csv"):
         assert not (wd / rel).exists(), rel
-    # every job ran but the 3 behind the bad layer: kernel_tms (bad), eigen_tms (bad), tms_summary
+    # every job ran but the 3 behind the bad layer: eigen (a/bad), analyse (a/bad), spectra_table
     done, total = map(int, re.findall(r"(\d+) of (\d+) steps", out)[-1])
     assert done == total - 3, out[-3000:]
     assert "Exiting because a job execution failed" in out, out[-3000:]
 
 
 @pytest.mark.slow
-def test_kill9_of_local_train_mlp_then_rerun_resumes(slow_reference, tmp_path, record_property):
+def test_kill9_of_local_train_then_rerun_resumes(slow_reference, tmp_path, record_property):
     wd = make_workdir(tmp_path / "wf", SLOW_MLP)
     log = tmp_path / "first.log"
     t0 = time.monotonic()
     with background_snakemake(snakemake_cmd(wd, "--cores", "2", "results/mlp/history.csv"), log, wd) as proc:
-        # the python running scripts/train_mlp.py: Snakemake runs a copy of it,
-        # `python .snakemake/scripts/tmpXXXX.train_mlp.py`, as its child process
+        # the python running scripts/train.py: Snakemake runs a copy of it,
+        # `python .snakemake/scripts/tmpXXXX.train.py`, as its child process
         def trainer():
             for pid in descendants(proc.pid):
                 args = argv(pid)
                 if args and Path(args[0]).name.startswith("python") and any(
-                        a.endswith("train_mlp.py") for a in args[1:]):
+                        Path(a).name.endswith(".train.py") for a in args[1:]):
                     return pid
             return None
 
-        child = wait_until(trainer, 60, "the train_mlp process", proc, log)
+        child = wait_until(trainer, 60, "the train process", proc, log)
         # mid-run: past the first checkpoint after epoch 0, long before the last one
         wait_until(lambda: len(side_checkpoints(wd)) >= 2, 60, "two checkpoints", proc, log)
         killed_at = len(side_checkpoints(wd))
@@ -399,7 +425,7 @@ def test_kill9_of_local_train_mlp_then_rerun_resumes(slow_reference, tmp_path, r
     first_s = round(time.monotonic() - t0, 1)
     text = log.read_text()
     assert rc != 0, text[-3000:]
-    assert "Error in rule train_mlp" in text, text[-3000:]
+    assert "Error in rule train" in text, text[-3000:]
     assert killed_at < len(SLOW_EPOCHS), "training finished before the kill; make SLOW_MLP slower"
     # Snakemake removed the killed job's declared outputs; only the side folder is left
     assert declared_mlp_outputs(wd) == [], declared_mlp_outputs(wd)
@@ -424,7 +450,8 @@ def test_kill9_of_local_train_mlp_then_rerun_resumes(slow_reference, tmp_path, r
 def test_tiny_workflow_on_slurm_matches_local_run(tiny_on_slurm, record_property):
     local, slurm, _, timings = tiny_on_slurm
     report(record_property, **timings)
-    for table in ("claims.csv", "tms/metrics.csv", "mlp/history.csv"):
+    for table in ("claims.csv", "paper/tms_metrics.csv", "paper/modadd_overlap.csv", "mlp/history.csv",
+                  "mlp/diag/spectra.csv", "mlp/diag/phases.csv"):
         assert (slurm / "results" / table).read_bytes() == (local / "results" / table).read_bytes(), table
 
 
@@ -436,18 +463,15 @@ def test_tiny_jobs_went_through_sbatch_with_profile_resources(cluster, tiny_on_s
     counts: dict[str, int] = {}
     for j in jobs:
         counts[rule_of(j["comment"])] = counts.get(rule_of(j["comment"]), 0) + 1
-    n_models, n_layers, n_betas = (len(CLUSTER_TINY["tms"][k]) for k in ("models", "layers", "betas"))
-    assert counts == {"train_tms": n_models, "kernel_tms": n_models * n_layers,
-                      "eigen_tms": n_models * n_layers * n_betas, "train_mlp": 1, "kernel_mlp": 1,
-                      "eigen_mlp": 2}, counts  # claims needs eigen of full + layer1
+    assert counts == CLUSTER_TINY_JOBS, counts
     assert not LOCAL_RULES & set(counts)                        # localrules ran on the submit host
     assert {j["state"] for j in jobs} == {"COMPLETED"}, jobs
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output_of(p))
     assert sorted(submitted) == sorted(j["jobid"] for j in jobs), (submitted, jobs)
 
     # the resources slurmctld recorded: the profile's partition, the rules' mem_mb and runtime
-    want = {"train_tms": ("2000M", "00:15:00"), "kernel_tms": ("4000M", "00:15:00"),
-            "eigen_mlp": ("4000M", "00:30:00"), "train_mlp": ("2000M", "00:20:00")}
+    # (eigen: 1500 MB per GB of the default 4 GB budget, rules/common.smk eigen_mem_mb)
+    want = {"train": ("4000M", "01:00:00"), "eigen": ("6000M", "01:00:00")}
     seen = set()
     for j in jobs:
         rule = rule_of(j["comment"])
@@ -455,9 +479,8 @@ def test_tiny_jobs_went_through_sbatch_with_profile_resources(cluster, tiny_on_s
         assert info["Partition"] == PARTITION, info               # only via -p: the default is a decoy
         assert info["NumCPUs"] == "1", info                          # cpus_per_task = threads = 1
         assert "gpu" not in info.get("TresPerJob", ""), info         # device: cpu -> gpu=0 -> no --gpus
-        if rule in want and rule not in seen:
-            seen.add(rule)
-            assert (info["MinMemoryNode"], info["TimeLimit"]) == want[rule], (rule, info)
+        assert (info["MinMemoryNode"], info["TimeLimit"]) == want[rule], (rule, info)
+        seen.add(rule)
     assert seen == set(want)
 
     # one SLURM log per job (kept with --slurm-keep-successful-logs)
@@ -468,32 +491,33 @@ def test_tiny_jobs_went_through_sbatch_with_profile_resources(cluster, tiny_on_s
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_gpu_request_reaches_sbatch(cluster, tiny_on_slurm, tmp_path, record_property):
-    """device: cuda -> kernel_tms is submitted with --gpus=1 (the harness has a fake GPU, so SLURM
+    """device: cuda -> the eigen job is submitted with --gpus=1 (the harness has a fake GPU, so SLURM
     schedules it); inside, resolve_device finds no CUDA and the job fails with a clear message."""
     _, tiny_slurm, _, _ = tiny_on_slurm
-    wd = make_workdir(tmp_path / "wf", config_with(device="cuda"))
-    (wd / "results/tms/a").mkdir(parents=True)
-    shutil.copy(tiny_slurm / "results/tms/a/model.pt", wd / "results/tms/a/model.pt")  # skip training
+    wd = make_workdir(tmp_path / "wf", merged(CLUSTER_TINY, {"device": "cuda"}))
+    (wd / "results/a").mkdir(parents=True)
+    for name in ("checkpoints.pt", "history.csv"):  # skip training
+        shutil.copy(tiny_slurm / "results/a" / name, wd / "results/a" / name)
     t0 = time.monotonic()
     # target first: --rerun-triggers takes several values and would swallow it
-    p = run_slurm(cluster, wd, "results/tms/a/kernel_full.npz", "--retries", "0", "--rerun-triggers", "mtime",
+    p = run_slurm(cluster, wd, "results/a/plain/eigen.npz", "--retries", "0", "--rerun-triggers", "mtime",
                   cap=180)
     report(record_property, gpu_job_s=round(time.monotonic() - t0, 1))
     out = output_of(p)
     assert p.returncode != 0, out[-3000:]
     jobs = slurm_jobs(cluster, wd)
-    assert [rule_of(j["comment"]) for j in jobs] == ["kernel_tms"], jobs
+    assert [rule_of(j["comment"]) for j in jobs] == ["eigen"], jobs
     info = cluster.show_job(jobs[0]["jobid"])
     assert info.get("TresPerJob") == "gres:gpu:1", info              # gpu=1 -> sbatch --gpus=1
     assert info["Partition"] == PARTITION and jobs[0]["state"] == "FAILED", (info, jobs)
     msg = "no CUDA GPU is visible"
-    assert msg in (wd / "logs/tms/a/kernel_full.log").read_text()
+    assert msg in (wd / "logs/a/plain/eigen.log").read_text()
     assert msg in out, out[-3000:]
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_scancel_of_train_mlp_then_rerun_resumes(cluster, slow_reference, tmp_path, record_property):
+def test_scancel_of_train_then_rerun_resumes(cluster, slow_reference, tmp_path, record_property):
     wd = make_workdir(tmp_path / "wf", SLOW_MLP)
     log = tmp_path / "first.log"
     t0 = time.monotonic()
@@ -504,16 +528,16 @@ def test_scancel_of_train_mlp_then_rerun_resumes(cluster, slow_reference, tmp_pa
             running = [j for j in slurm_jobs(cluster, wd) if j["state"] == "RUNNING"]
             return running[0] if running and len(side_checkpoints(wd)) >= 2 else None
 
-        job = wait_until(running_job, cluster.remaining(120), "train_mlp running with two checkpoints", proc, log,
-                         interval=0.25)
-        assert rule_of(job["comment"]) == "train_mlp", job
+        job = wait_until(running_job, cluster.remaining(120), "train of mlp running with two checkpoints", proc,
+                         log, interval=0.25)
+        assert rule_of(job["comment"]) == "train", job
         cluster.run(["scancel", job["jobid"]])
         t_cancel = time.monotonic()
         rc = proc.wait(timeout=cluster.remaining(120))
         detect_s = round(time.monotonic() - t_cancel, 1)
     text = log.read_text()
     assert rc != 0, text[-3000:]
-    assert "Error in rule train_mlp" in text and "CANCELLED" in text, text[-3000:]
+    assert "Error in rule train" in text and "CANCELLED" in text, text[-3000:]
     assert {j["jobid"]: j["state"] for j in slurm_jobs(cluster, wd)}[job["jobid"]] == "CANCELLED"
     assert len(side_checkpoints(wd)) < len(SLOW_EPOCHS), "training finished before scancel"
     assert declared_mlp_outputs(wd) == [], declared_mlp_outputs(wd)
