@@ -295,6 +295,15 @@ def kernel_eigenpairs(
     """
     _check_method(method)
     _check_k(k, kernel.dim)
+    full_dim, rows = kernel.dim, None
+    if kernel.kind == "factor":
+        # An exactly zero row of F is a zero row and column of K, where every eigenvector of a nonzero
+        # eigenvalue vanishes: solve on the other rows (outputs behind a ReLU that is off leave 79 % of
+        # the m = 40 TMS factor's rows zero, 25000 → 5321) and put the zeros back.
+        nonzero = kernel.data.ne(0).any(dim=1)
+        if k <= int(nonzero.sum()) < full_dim:
+            rows = nonzero.nonzero().squeeze(1)
+            kernel = dataclasses.replace(kernel, data=kernel.data[rows])
     f, budget = kernel.data, resolve_max_memory_gb(max_memory_gb)
     width = f.shape[1] if kernel.kind == "factor" else kernel.dim
     b, itemsize = default_block_size(k, kernel.dim), f.element_size()
@@ -320,6 +329,8 @@ def kernel_eigenpairs(
         vals, vecs, solver = top_eigenpairs_matfree(
             matvec, kernel.dim, k, tol=tol, max_iter=max_iter, seed=seed, dtype=f.dtype, device=f.device, max_basis=m
         )
+    if rows is not None:
+        vecs = vecs.new_zeros(full_dim, k).index_copy_(0, rows, vecs)
     vecs = fix_signs(vecs)
     return (vals, vecs, EigenInfo(chosen, estimates, solver)) if return_info else (vals, vecs)
 
