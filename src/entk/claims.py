@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from entk.eigen import cliff
+from entk.spectrum import cliff
 from entk.modadd import best_family_match, derivative_peak, grokking_epoch
 from entk.rotation import fourier_families, subspace_overlap
 

@@ -62,6 +62,7 @@ from entk.kernels import (
     resolve_params,
 )
 from entk.matfree import Matvec, factor_matvec, ntk_matvec, param_matvec
+from entk.spectrum import cliff  # noqa: F401 (entk.eigen.cliff, where it lived before entk.spectrum)
 
 METHODS = ("auto", "gram", "dense", "matrix_free")
 # Share of the budget that the kernel–vector products may use for one chunk of samples.
@@ -456,11 +457,3 @@ def top_eigenpairs(
         info = EigenInfo("matrix_free", estimates, solver)
     return (vals, vecs, info) if return_info else (vals, vecs)
 
-
-def cliff(eigenvalues: Tensor, max_index: int | None = None) -> int:
-    """Number of eigenvalues above the largest ratio gap λ_i/λ_{i+1} among the first ``max_index``."""
-    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)[:max_index]
-    if lam.numel() < 2:
-        raise ValueError("a cliff needs at least two eigenvalues")
-    lam = lam.clamp_min(torch.finfo(torch.float64).tiny)
-    return int(torch.argmax(lam[:-1] / lam[1:])) + 1
