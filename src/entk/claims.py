@@ -172,7 +172,9 @@ def tms_represented_claims(model: str, w: np.ndarray, bands: dict) -> list[dict]
     tol = bands["tms_represented_tolerance"]
     value = represented_features(w)
     return [
-        _row(f"TMS {model}: features with (WᵀW)_ii ≥ 0.75", f"{expected} ± {tol}", value, abs(value - expected) <= tol)
+        _row(
+            f"TMS {model}: features with (WᵀW)_ii ≥ 0.75", f"{expected} ± {tol}", value, abs(value - expected) <= tol
+        )
     ]
 
 
