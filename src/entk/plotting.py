@@ -66,7 +66,8 @@ def figure_1(panels: list[dict], betas: list[float], *, cliff_detector: dict | N
             )
             ax.set_ylabel(f"β = {beta:g}\nfeature" if j == 0 else "feature")
             ax.set_xlabel("eigenvector index (rescaled kernel)" if i == nrow - 1 else "")
-    fig.colorbar(im, ax=axes[1:, :].ravel().tolist(), shrink=0.9, pad=0.01, label=r"column-normalised $|\langle z^a, e_i \rangle|$")
+    label = r"column-normalised $|\langle z^a, e_i \rangle|$"
+    fig.colorbar(im, ax=axes[1:, :].ravel().tolist(), shrink=0.9, pad=0.01, label=label)
     return fig
 
 
