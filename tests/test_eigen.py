@@ -265,3 +265,28 @@ def test_one_memory_rule_for_kernels_products_and_solver(monkeypatch):
     for call in (lambda: entk.compact_ntk(model, x), lambda: ntk_matvec(model, x), lambda: top_eigenpairs(model, x, 2)):
         with pytest.raises(ValueError, match="max_memory_gb must be positive"):
             call()
+
+
+@pytest.mark.parametrize("method", ["auto", "gram", "dense", "matrix_free"])
+def test_zero_rows_of_a_factor_are_left_out_and_put_back(method):
+    # A factor with exactly zero rows (outputs behind a ReLU that is off): the eigenpairs solved on
+    # the other rows must be those of the whole kernel, with the eigenvectors zero on those rows.
+    g = torch.Generator().manual_seed(3)
+    f = torch.randn(60, 12, generator=g, dtype=DT) * (0.7 ** torch.arange(12, dtype=DT))
+    zero = torch.zeros(60, dtype=torch.bool)
+    zero[torch.randperm(60, generator=g)[:45]] = True
+    f[zero] = 0.0
+    kernel = entk.Kernel("factor", f, 60, 1, "all_mean")
+    lam, vec = torch.linalg.eigh(f @ f.T)
+    lam, vec = lam.flip(0), vec.flip(1)
+    for k in (5, 12, 15):  # 15 = every kept row: the last three eigenvalues are zero
+        vals, vecs = kernel_eigenpairs(kernel, k, method="dense" if k > 12 and method == "gram" else method)
+        assert vecs.shape == (60, k)
+        top = min(k, 12)
+        assert rel_err(vals[:top], lam[:top]) <= 1e-8
+        assert (vals[top:].abs() <= 1e-8 * lam[0]).all()
+        assert projector_gap(vecs[:, :top], vec[:, :top]) <= 1e-5
+        assert vecs[zero, :top].abs().max() == 0.0
+    # More wanted than kept rows: the null space has to come from the full kernel.
+    vals, vecs = kernel_eigenpairs(kernel, 20, method="dense")
+    assert vecs.shape == (60, 20) and torch.allclose(vecs.T @ vecs, torch.eye(20, dtype=DT), atol=1e-10)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from entk.claims import format_scorecard, modadd_claims, scorecard, tms_claims
+from entk.claims import format_scorecard, modadd_claims, scorecard
 from entk.modadd import best_family_match, cliff1_maps, derivative_peak, grokking_epoch, overlap_curve
 from entk.rotation import fourier_families
 
@@ -113,9 +113,3 @@ def test_modadd_claims_fail_when_structure_is_missing():
     assert "sum-overlap derivative peak epoch" in failed
     assert any(c.startswith("cliff 1 size") for c in failed)
 
-
-def test_tms_claims_use_the_tolerance():
-    metrics = pd.DataFrame({"model": ["m10_S0.3", "m10_S0.9"], "represented_features": [10, 25]})
-    table = scorecard(tms_claims(metrics, BANDS))
-    assert table["pass"].tolist() == [True, False]
-    assert "1 of 2 claims pass" in format_scorecard(table)

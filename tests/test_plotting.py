@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entk.plotting import figure_2, figure_3, figure_4, figure_5, figure_overlap
+from entk.plotting import figure_1, figure_2, figure_3, figure_4, figure_5, figure_overlap
 
 # p = 7: K = 3 frequencies; cliffs of N = 2(p − 1) = 12 eigenvalues each, after the isolated index 0.
 P = 7
@@ -49,6 +49,63 @@ def _overlap_inputs(n_epochs: int = 6) -> tuple[np.ndarray, dict, dict]:
     overlaps = {"sum": np.linspace(1, 5.5, n_epochs), "diff": np.linspace(0.5, 5, n_epochs)}
     derivatives = {name: np.gradient(v, epochs) for name, v in overlaps.items()}
     return epochs, overlaps, derivatives
+
+
+def _tms_panel(m: int, sparsity: float, cliffs: dict[int, float], betas=(1.0, 0.3), k: int = 80, n: int = 50) -> dict:
+    """A TMS panel: k eigenvalues decaying 1 % per index with a drop of the given ratio after each position."""
+    steps = np.full(k - 1, 0.01)
+    for position, ratio in cliffs.items():
+        steps[position - 1] = np.log(ratio)
+    lam = 500 * np.exp(-np.concatenate([[0.0], np.cumsum(steps)]))
+    overlap = {b: RNG.uniform(0, 1, (n, k)) for b in betas}
+    return {"m": m, "sparsity": sparsity, "eigenvalues": lam, "overlap": overlap}
+
+
+def _cliff_lines(ax) -> list[float]:
+    return sorted(line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--")
+
+
+def test_figure_1(tmp_path):
+    panels = [_tms_panel(10, 0.3, {50: 20.0}), _tms_panel(10, 0.9, {31: 2.4, 50: 1.8}), _tms_panel(40, 0.9, {})]
+    fig = figure_1(panels, [1.0, 0.3])
+    axes = np.array(fig.axes[:9]).reshape(3, 3)
+    assert len(fig.axes) == 10  # 3 × (spectrum + 2 heatmaps) and one colour bar
+    assert [ax.get_title() for ax in axes[0]] == ["m = 10, S = 0.3", "m = 10, S = 0.9", "m = 40, S = 0.9"]
+    # Un-rescaled spectra on a linear axis from 0, the detector's cliffs marked after their last mode.
+    assert all(ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0 for ax in axes[0])
+    assert [_cliff_lines(ax) for ax in axes[0]] == [[50.5], [31.5, 50.5], []]
+    texts = [t.get_text() for t in axes[0, 1].texts]
+    assert texts == ["cliff after 31\nratio 2.40", "cliff after 50\nratio 1.80"]
+    # Heatmaps: feature 0 at the bottom, eigenvector index 1..k across, the β in the first column's label.
+    for i, beta in enumerate([1.0, 0.3], start=1):
+        image = axes[i, 0].get_images()[0]
+        assert image.origin == "lower" and image.get_extent() == [0.5, 80.5, -0.5, 49.5]
+        np.testing.assert_array_equal(image.get_array(), panels[0]["overlap"][beta])
+        assert axes[i, 0].get_ylabel() == f"β = {beta:g}\nfeature"
+    _save(fig, tmp_path, "fig1")
+
+
+def test_figure_1_passes_detector_settings():
+    fig = figure_1([_tms_panel(10, 0.9, {31: 2.4, 50: 1.8})], [1.0], cliff_detector={"min_ratio": 2.0})
+    assert _cliff_lines(fig.axes[0]) == [31.5]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda p: p["overlap"].pop(0.3), r"no overlap map for β = \[0.3\]"),
+        (lambda p: p.pop("m"), "must have keys"),
+        (lambda p: p["overlap"].__setitem__(1.0, np.full((50, 80), 1.5)), r"values in \[0, 1\]"),
+        (lambda p: p.__setitem__("eigenvalues", np.array([3.0, np.nan, 1.0])), "NaN"),
+    ],
+)
+def test_figure_1_rejects_bad_input(change, match):
+    panel = _tms_panel(10, 0.3, {50: 20.0})
+    change(panel)
+    with pytest.raises(ValueError, match=match):
+        figure_1([panel], [1.0, 0.3])
+    with pytest.raises(ValueError, match="at least one"):
+        figure_1([], [1.0])
 
 
 def test_figure_2(tmp_path):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from entk.eigen import cliff
+from entk.metrics import feature_indicator_map, recovered_features, represented_features
 from entk.modadd import best_family_match, derivative_peak, grokking_epoch
 from entk.rotation import fourier_families, subspace_overlap
+from entk.spectrum import cliff, find_cliffs
 
 COLUMNS = ["claim", "expected", "measured", "pass"]
 
@@ -116,19 +117,77 @@ def modadd_claims(
     return rows
 
 
-def tms_claims(metrics: pd.DataFrame, bands: dict) -> list[dict]:
-    """Paper §1 sanity values: features with (WᵀW)_ii ≥ 0.75 per model (≈ 10 / 21 / 42)."""
-    rows = []
-    tol = bands["tms_represented_tolerance"]
-    for model, expected in bands["tms_represented"].items():
-        got = metrics.loc[metrics["model"] == model, "represented_features"]
-        if got.empty:
-            continue
-        value = int(got.iloc[0])
-        rows.append(
-            _row(f"TMS {model}: features with (WᵀW)_ii ≥ 0.75", f"{expected} ± {tol}", value, abs(value - expected) <= tol)
+def tms_cliff_claims(model: str, values: np.ndarray, n_features: int, bands: dict) -> list[dict]:
+    """Paper §1: the un-rescaled (β = 0) spectrum of a TMS model, values (k,) descending with k > n_features,
+    has a cliff after n_features modes: the ratio λ_n/λ_(n+1) ≥ bands["tms_gap_ratio_min"], and
+    ``entk.spectrum.find_cliffs`` (keyword arguments from bands.get("cliff_detector", {})) finds a cliff within
+    bands["tms_cliff_tolerance"] of n. The row names every detected cliff and the most prominent one."""
+    n = n_features
+    if values.shape[0] <= n:
+        raise ValueError(f"the cliff after n = {n} needs more than {n} eigenvalues, got {values.shape[0]}")
+    ratio = float(values[n - 1] / values[n])
+    need = bands["tms_gap_ratio_min"]
+    tol = bands["tms_cliff_tolerance"]
+    cliffs = find_cliffs(values, **bands.get("cliff_detector", {}))
+    near = [c.position for c in cliffs if abs(c.position - n) <= tol]
+    top = max(cliffs, key=lambda c: c.score).position if cliffs else None
+    found = f"cliffs after {[c.position for c in cliffs]}, most prominent {top}" if cliffs else "no cliff"
+    return [
+        _row(f"TMS {model}: un-rescaled gap λ{n}/λ{n + 1}", f"≥ {need:g}", ratio, ratio >= need),
+        _row(f"TMS {model}: detected cliff after n = {n} (un-rescaled)", f"one within {n} ± {tol}", found, bool(near)),
+    ]
+
+
+def tms_recovery_claims(model: str, vectors: dict[float, np.ndarray], x: np.ndarray, bands: dict) -> list[dict]:
+    """Paper §1 heatmaps: features a whose column-normalised overlap (``feature_indicator_map``) with some
+    eigenvector reaches bands["tms_recovery_overlap"], at the β where they are most; at least
+    bands["tms_recovered_min"] of the n features. vectors {β: (n·N, k)} class-major, x (N, n)."""
+    if not vectors:
+        raise ValueError("feature recovery needs the eigenvectors of at least one β")
+    threshold = bands["tms_recovery_overlap"]
+    counts = {
+        beta: recovered_features(feature_indicator_map(v, x), top=v.shape[1], threshold=threshold)
+        for beta, v in vectors.items()
+    }
+    best = max(counts, key=counts.get)
+    k = next(iter(vectors.values())).shape[1]
+    need = bands["tms_recovered_min"]
+    per_beta = ", ".join(f"β={beta:g}: {c}" for beta, c in counts.items())
+    return [
+        _row(
+            f"TMS {model}: features with overlap ≥ {threshold:g} with a top-{k} eigenvector (best β)",
+            f"≥ {need} of {x.shape[1]}",
+            f"{counts[best]} at β={best:g} ({per_beta})",
+            counts[best] >= need,
         )
-    return rows
+    ]
+
+
+def tms_represented_claims(model: str, w: np.ndarray, bands: dict) -> list[dict]:
+    """Paper §1 sanity value: features with (WᵀW)_ii ≥ 0.75 for W (m, n), against bands["tms_represented"][model]
+    ± bands["tms_represented_tolerance"]; no row for a model without a paper value."""
+    expected = bands["tms_represented"].get(model)
+    if expected is None:
+        return []
+    tol = bands["tms_represented_tolerance"]
+    value = represented_features(w)
+    return [
+        _row(
+            f"TMS {model}: features with (WᵀW)_ii ≥ 0.75", f"{expected} ± {tol}", value, abs(value - expected) <= tol
+        )
+    ]
+
+
+def tms_model_claims(
+    model: str, values: np.ndarray, vectors: dict[float, np.ndarray], x: np.ndarray, w: np.ndarray, bands: dict
+) -> list[dict]:
+    """All paper §1 claims of one TMS model: ``tms_cliff_claims`` on the un-rescaled eigenvalues values (k,),
+    ``tms_recovery_claims`` on vectors {β: (n·N, k)} and x (N, n), ``tms_represented_claims`` on W (m, n)."""
+    return (
+        tms_cliff_claims(model, values, x.shape[1], bands)
+        + tms_recovery_claims(model, vectors, x, bands)
+        + tms_represented_claims(model, w, bands)
+    )
 
 
 def scorecard(rows: list[dict]) -> pd.DataFrame:

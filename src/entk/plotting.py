@@ -15,6 +15,8 @@ from matplotlib.image import AxesImage  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
+from entk.spectrum import find_cliffs  # noqa: E402
+
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "figure.dpi": 100})
 
 CORRELATION_CMAP = "viridis"  # correlations in [0, 1], as in figure_1
@@ -29,31 +31,65 @@ def _spectrum(ax, eigenvalues: np.ndarray, label: str, cliff: int | None = None,
         ax.axvline(cliff + 0.5, color=line.get_color(), ls="--", lw=0.8, alpha=0.8)
 
 
-def figure_1(panels: list[dict], betas: list[float]) -> plt.Figure:
-    """TMS Figure 1: columns = models; row 0 spectra per β, then one indicator heatmap row per β.
+def figure_1(panels: list[dict], betas: list[float], *, cliff_detector: dict | None = None) -> Figure:
+    """TMS Figure 1 (paper §1): one column per model. Top row: the eigenvalues of the flattened eNTK itself (not
+    importance-rescaled) on a linear axis, with every cliff that ``entk.spectrum.find_cliffs(eigenvalues,
+    **cliff_detector)`` finds marked after its last mode; then one row per β of the column-normalised
+    eigenvector–feature overlap map, feature 0 at the bottom.
 
-    Each panel dict: title, eigenvalues {β: (k,)}, cliffs {β: int}, overlap {β: (n, k)}.
+    Each panel dict: m (hidden size), sparsity (S), eigenvalues (k,) descending, overlap {β: (n, k)} for each β.
     """
-    ncol, nrow = len(panels), 1 + len(betas)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.6 * nrow), squeeze=False, constrained_layout=True)
+    if not panels or not betas:
+        raise ValueError("figure_1 needs at least one model panel and one β")
     for j, panel in enumerate(panels):
-        ax = axes[0, j]
-        for beta in betas:
-            lam = panel["eigenvalues"][beta]
-            _spectrum(ax, lam / lam[0], f"β = {beta:g} (cliff {panel['cliffs'][beta]})", panel["cliffs"][beta])
-        ax.set_title(panel["title"])
-        ax.set_xlabel("eigenvalue index")
-        ax.set_ylabel("λ / λ₁")
-        ax.legend(frameon=False, fontsize=7)
+        _check_keys(f"panel {j}", panel, ("m", "sparsity", "eigenvalues", "overlap"))
+        missing = [b for b in betas if b not in panel["overlap"]]
+        if missing:
+            raise ValueError(f"panel {j} (m = {panel['m']}) has no overlap map for β = {missing}")
+    ncol, nrow = len(panels), 1 + len(betas)
+    fig, axes = plt.subplots(
+        nrow, ncol, figsize=(3.5 * ncol, 2.4 * nrow), squeeze=False, constrained_layout=True,
+        gridspec_kw={"height_ratios": [1.1] + [1] * len(betas)},
+    )
+    for j, panel in enumerate(panels):
+        lam = np.asarray(panel["eigenvalues"], dtype=float)
+        cliffs = find_cliffs(lam, **(cliff_detector or {}))
+        _tms_spectrum(axes[0, j], lam, cliffs)
+        axes[0, j].set_title(f"m = {panel['m']}, S = {panel['sparsity']:g}")
         for i, beta in enumerate(betas, start=1):
+            overlap = _check_correlation(f"β = {beta:g} of panel {j}", panel["overlap"][beta], None)
+            n, k = overlap.shape
             ax = axes[i, j]
-            im = ax.imshow(panel["overlap"][beta], aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-            ax.axvline(panel["cliffs"][beta] - 0.5, color="w", ls="--", lw=0.8)
-            ax.set_title(f"β = {beta:g}: feature overlap")
-            ax.set_xlabel("eigenvector index")
-            ax.set_ylabel("feature")
-    fig.colorbar(im, ax=axes[1:, :].ravel().tolist(), shrink=0.8, label="column-normalised |⟨z, e⟩|")
+            im = ax.imshow(
+                overlap, origin="lower", aspect="auto", cmap=CORRELATION_CMAP, vmin=0, vmax=1,
+                interpolation="nearest", extent=(0.5, k + 0.5, -0.5, n - 0.5),
+            )
+            ax.set_ylabel(f"β = {beta:g}\nfeature" if j == 0 else "feature")
+            ax.set_xlabel("eigenvector index (rescaled kernel)" if i == nrow - 1 else "")
+    label = r"column-normalised $|\langle z^a, e_i \rangle|$"
+    fig.colorbar(im, ax=axes[1:, :].ravel().tolist(), shrink=0.9, pad=0.01, label=label)
     return fig
+
+
+def _tms_spectrum(ax: Axes, lam: np.ndarray, cliffs: list) -> None:
+    """Top-k eigenvalues as points on a linear axis from 0; each cliff a dashed line after its position,
+    labelled with its position and ratio λ_p/λ_(p+1)."""
+    idx = np.arange(1, lam.size + 1)
+    ax.plot(idx, lam, "-", color="0.6", lw=0.7, zorder=1)
+    ax.scatter(idx, lam, s=6, color="tab:blue", zorder=2, linewidths=0)
+    ax.set_xlim(0, lam.size + 1)
+    ax.set_ylim(0, 1.08 * lam.max())
+    for c in cliffs:
+        ax.axvline(c.position + 0.5, color="tab:red", ls="--", lw=1.0, zorder=0)
+        # Right of the line, just above the foot of the drop: every later mode lies lower.
+        ax.annotate(
+            f"cliff after {c.position}\nratio {c.ratio:.2f}",
+            xy=(c.position + 0.5, lam[c.position]), xytext=(3, 4),
+            textcoords="offset points", ha="left", va="bottom", fontsize=7, color="tab:red",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
+    ax.set_xlabel("eigenvalue index (un-rescaled eNTK)")
+    ax.set_ylabel("eigenvalue λ")
 
 
 def _check_cliffs(cliffs: tuple[slice, slice], k: int) -> None:

@@ -1,0 +1,124 @@
+"""TMS claims of paper §1 on planted spectra, eigenvectors and weights (entk.claims, no torch)."""
+
+import numpy as np
+import pytest
+
+from entk.claims import (
+    format_scorecard,
+    scorecard,
+    tms_cliff_claims,
+    tms_model_claims,
+    tms_recovery_claims,
+    tms_represented_claims,
+)
+
+N_FEATURES, N_POINTS, K = 50, 40, 80
+BANDS = {
+    "tms_gap_ratio_min": 1.5,
+    "tms_cliff_tolerance": 2,
+    "tms_recovery_overlap": 0.9,
+    "tms_recovered_min": 26,
+    "tms_represented": {"m10_S0.3": 10, "m10_S0.9": 21, "m40_S0.9": 42},
+    "tms_represented_tolerance": 3,
+    "cliff_detector": {"min_score": 8.0, "min_ratio": 1.25},
+}
+
+
+def spectrum(cliffs: dict[int, float], seed: int = 0) -> np.ndarray:
+    """K descending eigenvalues decaying by 1 % per index with 2 % noise and a drop of ratio r after each position."""
+    rng = np.random.default_rng(seed)
+    steps = np.full(K - 1, 0.01) + 0.02 * np.abs(rng.standard_normal(K - 1))
+    for position, ratio in cliffs.items():
+        steps[position - 1] = np.log(ratio)
+    return 100 * np.exp(-np.concatenate([[0.0], np.cumsum(steps)]))
+
+
+def data(seed: int = 1) -> np.ndarray:
+    """Sparse features x (N, n): zero with probability 0.9, else uniform on [0, 1]; every feature nonzero somewhere."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(N_POINTS, N_FEATURES)) * (rng.uniform(size=(N_POINTS, N_FEATURES)) > 0.9)
+    x[np.arange(N_FEATURES) % N_POINTS, np.arange(N_FEATURES)] += 0.5
+    return x
+
+
+def indicator(x: np.ndarray, a: int) -> np.ndarray:
+    """z^a (n·N,) normalised: x_a in block a (class-major), zero elsewhere."""
+    z = np.zeros(N_FEATURES * N_POINTS)
+    z[a * N_POINTS : (a + 1) * N_POINTS] = x[:, a]
+    return z / np.linalg.norm(z)
+
+
+def vectors(x: np.ndarray, clean: int, seed: int = 2) -> np.ndarray:
+    """K unit columns: z^a for the first ``clean`` features, then an even mix of two features' indicators
+    (column-normalised overlap 1/√2 each), then random directions."""
+    rng = np.random.default_rng(seed)
+    cols = [indicator(x, a) for a in range(clean)]
+    cols += [(indicator(x, a) + indicator(x, a + 1)) / np.sqrt(2) for a in range(clean, N_FEATURES - 1, 2)]
+    cols += [rng.standard_normal(N_FEATURES * N_POINTS) for _ in range(K - len(cols))]
+    v = np.stack(cols, axis=1)
+    return v / np.linalg.norm(v, axis=0)
+
+
+def by_claim(rows: list[dict]) -> dict[str, dict]:
+    return {row["claim"]: row for row in rows}
+
+
+def test_cliff_after_n_passes_even_behind_a_larger_ratio():
+    rows = by_claim(tms_cliff_claims("m10_S0.9", spectrum({31: 2.4, 50: 1.8}), N_FEATURES, BANDS))
+    gap = rows["TMS m10_S0.9: un-rescaled gap λ50/λ51"]
+    found = rows["TMS m10_S0.9: detected cliff after n = 50 (un-rescaled)"]
+    assert gap["pass"] and float(gap["measured"]) == pytest.approx(1.8, rel=1e-3)
+    assert found["pass"] and found["measured"] == "cliffs after [31, 50], most prominent 31"
+
+
+@pytest.mark.parametrize(
+    "cliffs, gap_passes, detected_passes",
+    [
+        ({}, False, False),  # no cliff at all
+        ({44: 3.0}, False, False),  # a cliff, but after 44
+        ({51: 3.0}, False, True),  # within the tolerance, yet λ50/λ51 is no cliff
+        ({50: 1.4}, False, True),  # detected, but the ratio is below the band
+    ],
+)
+def test_cliff_claims_fail_where_the_spectrum_disagrees(cliffs, gap_passes, detected_passes):
+    rows = tms_cliff_claims("m", spectrum(cliffs), N_FEATURES, BANDS)
+    assert [row["pass"] for row in rows] == [gap_passes, detected_passes]
+
+
+def test_detector_settings_come_from_the_bands():
+    values = spectrum({50: 1.8})
+    strict = {**BANDS, "cliff_detector": {"min_ratio": 2.0}}
+    assert tms_cliff_claims("m", values, N_FEATURES, BANDS)[1]["pass"]
+    row = tms_cliff_claims("m", values, N_FEATURES, strict)[1]
+    assert not row["pass"] and row["measured"] == "no cliff"
+    with pytest.raises(ValueError, match="more than 50 eigenvalues"):
+        tms_cliff_claims("m", values[:50], N_FEATURES, BANDS)
+
+
+def test_recovery_counts_at_the_best_beta():
+    x = data()
+    (row,) = tms_recovery_claims("m", {1.0: vectors(x, 20), 0.3: vectors(x, 30)}, x, BANDS)
+    assert row["pass"] and row["measured"] == "30 at β=0.3 (β=1: 20, β=0.3: 30)"
+    (row,) = tms_recovery_claims("m", {1.0: vectors(x, 20), 0.3: vectors(x, 25)}, x, BANDS)
+    assert not row["pass"] and row["measured"].startswith("25 at β=0.3")
+    with pytest.raises(ValueError, match="at least one β"):
+        tms_recovery_claims("m", {}, x, BANDS)
+
+
+def test_represented_features_against_the_paper_value():
+    w = np.full((10, N_FEATURES), np.sqrt(0.5 / 10))
+    w[:, :12] = np.sqrt(1.0 / 10)  # 12 columns with (WᵀW)_ii = 1, the rest 0.5
+    (row,) = tms_represented_claims("m10_S0.3", w, BANDS)
+    assert row["pass"] and row["measured"] == "12"
+    w[:, 12:14] = np.sqrt(0.8 / 10)
+    assert not tms_represented_claims("m10_S0.3", w, BANDS)[0]["pass"]
+    assert tms_represented_claims("m99", w, BANDS) == []
+
+
+def test_model_claims_make_one_scorecard():
+    x = data()
+    w = np.full((10, N_FEATURES), np.sqrt(0.5 / 10))
+    w[:, :10] = np.sqrt(1.0 / 10)
+    rows = tms_model_claims("m10_S0.3", spectrum({50: 20.0}), {1.0: vectors(x, 40)}, x, w, BANDS)
+    table = scorecard(rows)
+    assert len(table) == 4 and table["pass"].all(), format_scorecard(table)
