@@ -24,6 +24,7 @@ rule analyse:
     params:
         experiment="{experiment}",
         view="{view}",
+        cliffs=config.get("cliffs", {}),
     script:
         "../scripts/analyse.py"
 

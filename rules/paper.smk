@@ -25,6 +25,7 @@ rule tms_paper:
         tms=lambda wc: PAPER["tms"],
         betas=lambda wc: tms_view_betas(),
         claims=config.get("claims", {}),
+        cliffs=config.get("cliffs", {}),
     script:
         "../scripts/tms_paper.py"
 
@@ -56,6 +57,7 @@ rule figure_1:
         settings=lambda wc: {
             e: EXPERIMENTS[e].settings for e in PAPER["tms"]["experiments"]
         },
+        cliffs=config.get("cliffs", {}),
     script:
         "../scripts/figure_1.py"
 

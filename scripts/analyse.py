@@ -5,12 +5,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
 from entk import analysis
 from entk import experiment_plots as plots
 from entk import workflow as wf
+from entk.spectrum import find_cliffs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 
@@ -23,11 +26,12 @@ def write(table: pd.DataFrame, path: str) -> None:
 with wf.logged(sm.log[0]):
     eig = analysis.load_eigen(sm.input.eigen)
     exp, view = sm.params.experiment, sm.params.view
+    rule = partial(find_cliffs, **sm.params.cliffs)
     spectra = analysis.spectra_table(eig, exp, view)
-    cliffs = analysis.cliffs_table(eig, exp, view)
-    localisation = analysis.localisation_table(eig)
+    cliffs = analysis.cliffs_table(eig, exp, view, find_cliffs=rule)
+    localisation = analysis.localisation_table(eig, find_cliffs=rule)
     if len(eig.steps) > 1:
-        phases = analysis.phase_table(eig)
+        phases = analysis.phase_table(eig, find_cliffs=rule)
         peaks = {g: analysis.phase_peak(phases, g) for g in phases["layer"].unique()}
         phases["peak"] = [peaks[g] == s for g, s in zip(phases["layer"], phases["step"], strict=True)]
         print("label-free phase detector peaks:", peaks)
@@ -37,7 +41,7 @@ with wf.logged(sm.log[0]):
         print("one checkpoint: no phase detection")
     if "features" in sm.input.keys():
         features = np.load(sm.input.features, allow_pickle=False)
-        overlaps = analysis.feature_overlap_table(eig, features)
+        overlaps = analysis.feature_overlap_table(eig, features, find_cliffs=rule)
     else:
         overlaps = pd.DataFrame(columns=["step", "layer", "cliff", "first", "position", "feature", "overlap", "dim"])
     print(cliffs[cliffs["step"] == eig.steps[-1]].to_string(index=False))

@@ -1,10 +1,9 @@
-"""Rule figure_1: TMS spectra and eigenvector–feature heatmaps (paper Figure 1)."""
+"""Rule figure_1: TMS spectra (un-rescaled, cliffs marked) and eigenvector–feature heatmaps per β (paper Figure 1)."""
 
 from entk import workflow as wf
 from entk.analysis import load_eigen
 from entk.metrics import feature_indicator_map
 from entk.plotting import figure_1
-from entk.spectrum import cliff
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
@@ -13,13 +12,11 @@ with wf.logged(sm.log[0]):
     panels = []
     for exp in tms["experiments"]:
         spec = sm.params.settings[exp]
-        panel = {"title": f"m = {spec['m']}, S = {spec['sparsity']:g}", "eigenvalues": {}, "cliffs": {}, "overlap": {}}
-        next(paths)
+        plain = load_eigen(next(paths))
+        overlap = {}
         for beta in betas:
             eig = load_eigen(next(paths))
-            vals = eig.values["full"][-1]
-            panel["eigenvalues"][beta] = vals
-            panel["cliffs"][beta] = cliff(vals)
-            panel["overlap"][beta] = feature_indicator_map(eig.vectors["full"][-1], eig.inputs)
-        panels.append(panel)
-    wf.save_figure(figure_1(panels, betas), [sm.output.png, sm.output.pdf])
+            overlap[beta] = feature_indicator_map(eig.vectors["full"][-1], eig.inputs)
+        panels.append({"m": spec["m"], "sparsity": spec["sparsity"], "eigenvalues": plain.values["full"][-1],
+                       "overlap": overlap})
+    wf.save_figure(figure_1(panels, betas, cliff_detector=sm.params.cliffs), [sm.output.png, sm.output.pdf])

@@ -9,7 +9,7 @@ from entk.transformer_plots import fig_transformer, fig_transformer_layers
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     if "layers" in sm.input.keys():
-        keys = [int(k) for k in pd.read_csv(sm.input.frequencies)["keys"].iloc[0].split()]
+        keys = [int(k) for k in pd.read_csv(sm.input.frequencies, dtype={"keys": str})["keys"].iloc[0].split()]
         fig = fig_transformer_layers(pd.read_csv(sm.input.layers), keys)
     else:
         curve = pd.read_csv(sm.input.curve)

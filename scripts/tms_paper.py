@@ -1,45 +1,46 @@
-"""Rule tms_paper: per TMS model, the spectrum's cliff, feature recovery per β and the sanity
-count (results/paper/tms_metrics.csv), and the TMS rows of the claims scorecard (paper §1)."""
+"""Rule tms_paper: per TMS model, the un-rescaled spectrum's gap and cliffs, feature recovery per β
+and the sanity count (results/paper/tms_metrics.csv), and the TMS rows of the claims scorecard (paper §1)."""
 
 import numpy as np
 import pandas as pd
 
 from entk import workflow as wf
 from entk.analysis import load_eigen
-from entk.claims import format_scorecard, scorecard, tms_claims
+from entk.claims import format_scorecard, scorecard, tms_model_claims
 from entk.metrics import feature_indicator_map, matched_overlap, recovered_features, represented_features
-from entk.spectrum import cliff
+from entk.spectrum import find_cliffs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
-    tms = sm.params.tms
-    views = [tms["spectrum_view"], *tms["heatmap_views"]]
-    betas = [None, *sm.params.betas]
+    tms, betas = sm.params.tms, [float(b) for b in sm.params.betas]
+    bands = {**sm.params.claims, "cliff_detector": sm.params.cliffs}
     paths = iter(sm.input.eigen)
-    rows = []
+    metrics, rows = [], []
     for exp in tms["experiments"]:
-        for view, beta in zip(views, betas, strict=True):
-            path = next(paths)
-            eig = load_eigen(path)
-            with np.load(path) as data:
-                w = data["weights/W"]
-            vals, vecs = eig.values["full"][-1], eig.vectors["full"][-1]
-            overlap = feature_indicator_map(vecs, eig.inputs)
-            n = eig.inputs.shape[1]
-            rows.append(
+        plain = load_eigen(path := next(paths))
+        with np.load(path) as data:
+            w = data["weights/W"]
+        values, x = plain.values["full"][-1], plain.inputs
+        n = x.shape[1]
+        vectors = {beta: load_eigen(next(paths)).vectors["full"][-1] for beta in betas}
+        cliffs = find_cliffs(values, **sm.params.cliffs)
+        for beta, v in vectors.items():
+            overlap = feature_indicator_map(v, x)
+            metrics.append(
                 {
                     "model": exp,
-                    "view": view,
                     "beta": beta,
-                    "cliff": cliff(vals),
-                    "recovered_features": recovered_features(overlap, top=n),
+                    "gap_ratio_n": float(values[n - 1] / values[n]) if len(values) > n else np.nan,
+                    "cliffs": " ".join(str(c.position) for c in cliffs),
+                    "recovered_features": recovered_features(overlap, top=v.shape[1]),
                     "matched_overlap": matched_overlap(overlap, top=n),
                     "represented_features": represented_features(w),
                 }
             )
-    metrics = pd.DataFrame(rows)
+        rows += tms_model_claims(exp, values, vectors, x, w, bands)
+    metrics = pd.DataFrame(metrics)
     print(metrics.to_string(index=False))
-    table = scorecard(tms_claims(metrics, sm.params.claims))
+    table = scorecard(rows)
     print(format_scorecard(table))
     for frame, out in ((metrics, sm.output.metrics), (table, sm.output.claims)):
         with wf.atomic_path(out) as tmp:

@@ -25,7 +25,8 @@ def shipped() -> dict:
 
 def test_shipped_config_resolves_every_experiment():
     exps = check_config(shipped(), SCHEMA, str(ROOT))
-    assert set(exps) == {"m10_S0.3", "m10_S0.9", "m40_S0.9", "mlp", "mlp_p113"}
+    assert set(exps) == {"m10_S0.3", "m10_S0.9", "m40_S0.9", "mlp", "transformer", "mlp_p113"}
+    assert exps["transformer"].steps == list(range(0, 4001, 20)) and exps["transformer"].views["tensors"].steps == [4000]
     assert exps["mlp"].steps == list(range(0, 501, 10))
     assert exps["m10_S0.3"].steps == [5000] and exps["mlp_p113"].steps == [0, 800]
     assert exps["mlp_p113"].views["diag"].steps == [800] and not exps["mlp_p113"].default
@@ -223,3 +224,11 @@ def test_one_off_configfile_replaces_experiments(tmp_path):
     cfg["experiments"]["x"] = base["experiments"]["mlp"]  # Snakemake's merge adds, never removes
     settle_config(cfg, [tmp_path / "one.yaml"], {}, SCHEMA)
     assert list(cfg["experiments"]) == ["x"] and "paper" not in cfg
+
+
+def test_every_kind_has_its_settings_described_in_the_schema():
+    from entk.kinds import KINDS
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    for name, kind in KINDS.items():
+        assert set(schema["$defs"][f"{name}_settings"]["properties"]) == set(kind.defaults), name

@@ -75,7 +75,15 @@ def _has_keys(schema: dict, root: dict) -> bool:
 
 def missing_descriptions(schema: dict) -> list[str]:
     """The paths of the keys that have no ``description``."""
-    return sorted({row.path for row in rows(schema) if not str(row.schema.get("description", "")).strip()})
+    parts = [("", schema), *((f"settings of kind {k}.", v) for k, v in kind_settings(schema).items())]
+    return sorted(
+        {
+            label + row.path
+            for label, part in parts
+            for row in rows(part, schema)
+            if not str(row.schema.get("description", "")).strip()
+        }
+    )
 
 
 def _value(value) -> str:
@@ -134,8 +142,35 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _table(part: dict, root: dict, prefix: str = "") -> list[str]:
+    """Markdown table lines, one row per key below ``part``."""
+    lines = ["| key | type | required | default | allowed | description |", "| --- | --- | --- | --- | --- | --- |"]
+    seen = set()
+    for row in rows(part, root, prefix):
+        default = _value(row.schema["default"]) if "default" in row.schema else ""
+        cells = [
+            f"`{row.path}`",
+            type_text(row.schema, root),
+            "yes" if row.required else "",
+            default,
+            constraint_text(row.schema, root),
+            row.schema.get("description", ""),
+        ]
+        line = "| " + " | ".join(_cell(c) for c in cells) + " |"
+        if line not in seen:  # the same key described alike in two branches is listed once
+            seen.add(line)
+            lines.append(line)
+    return lines
+
+
+def kind_settings(schema: dict) -> dict[str, dict]:
+    """{kind: its settings schema} from the ``$defs`` named ``<kind>_settings``."""
+    return {k.removesuffix("_settings"): v for k, v in schema.get("$defs", {}).items() if k.endswith("_settings")}
+
+
 def render(schema: dict) -> str:
-    """The markdown reference of ``schema``: its description, then one table row per key."""
+    """The markdown reference of ``schema``: its description, one table row per key, then a table of
+    each model kind's settings (``$defs/<kind>_settings``)."""
     lines = [
         "# Configuration reference",
         "",
@@ -144,22 +179,12 @@ def render(schema: dict) -> str:
     ]
     if schema.get("description"):
         lines += [_cell(schema["description"]), ""]
-    lines += ["| key | type | required | default | allowed | description |", "| --- | --- | --- | --- | --- | --- |"]
-    seen = set()
-    for row in rows(schema):
-        default = _value(row.schema["default"]) if "default" in row.schema else ""
-        cells = [
-            f"`{row.path}`",
-            type_text(row.schema, schema),
-            "yes" if row.required else "",
-            default,
-            constraint_text(row.schema, schema),
-            row.schema.get("description", ""),
-        ]
-        line = "| " + " | ".join(_cell(c) for c in cells) + " |"
-        if line not in seen:  # the same key described alike in two branches is listed once
-            seen.add(line)
-            lines.append(line)
+    lines += _table(schema, schema)
+    for kind, part in kind_settings(schema).items():
+        lines += ["", f"## Settings of kind `{kind}`", ""]
+        if part.get("description"):
+            lines += [_cell(part["description"]), ""]
+        lines += _table(part, schema, "experiments.<name>.settings")
     return "\n".join(lines) + "\n"
 
 
