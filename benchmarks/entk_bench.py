@@ -77,9 +77,7 @@ def _tms(job: dict):
     x = tms_data(500, 50, 0.9, gen)
     model = TMS(50, 10, generator=gen)
     importance = tms_importance(50, 0.8)
-    train_tms(
-        model, x, importance.float(), steps=job["tms_steps"], lr=1e-3, log_every=10**9
-    )
+    train_tms(model, x, importance.float(), steps=job["tms_steps"], lr=1e-3, log_every=10**9)
     model = model.double()
     return (
         model,
@@ -151,9 +149,7 @@ def tutorial_jac_tms(job):
     t = _mark()
     jn = per_sample_jacobian(model, x) * w[None, :, None]
     ntk = torch.einsum("Naf,Mbf->NMab", jn, jn)
-    kernel = ntk.permute(2, 0, 3, 1).reshape(
-        jn.shape[0] * jn.shape[1], -1
-    )  # class-major, as the reference
+    kernel = ntk.permute(2, 0, 3, 1).reshape(jn.shape[0] * jn.shape[1], -1)  # class-major, as the reference
     return time.perf_counter() - t, {"dim": kernel.shape[0]}
 
 
@@ -181,9 +177,7 @@ def tutorial_vps(job, case: str):
 
     rows, cols = VPS_BLOCK[case]
     t = _mark()
-    block = vmap(vmap(get_ntk, (None, 0)), (0, None))(
-        x[:rows], x[:cols]
-    )  # (rows, cols, C, C)
+    block = vmap(vmap(get_ntk, (None, 0)), (0, None))(x[:rows], x[:cols])  # (rows, cols, C, C)
     elapsed = time.perf_counter() - t
     n = x.shape[0]
     return elapsed * n * n / (rows * cols), {
@@ -200,10 +194,7 @@ def entk_mlp(job, p: int):
     t = _mark()
     layers = entk.layer_ntks(model, x, LAYERS, outputs="diag_mean")
     kernels = {"full": layers["layer1"] + layers["layer2"], **layers}
-    vals = {
-        name: entk.kernel_eigenpairs(kernels.pop(name), 200)[0].double().numpy()
-        for name in list(kernels)
-    }
+    vals = {name: entk.kernel_eigenpairs(kernels.pop(name), 200)[0].double().numpy() for name in list(kernels)}
     return time.perf_counter() - t, {"vals": vals}
 
 
@@ -212,9 +203,7 @@ def entk_flat(job, p: int):
 
     model, x = _mlp(p, job, getattr(torch, job["mlp_dtype"][str(p)]))
     t = _mark()
-    vals, _, info = entk.top_eigenpairs(
-        model, x, 50, outputs="flatten", return_info=True
-    )
+    vals, _, info = entk.top_eigenpairs(model, x, 50, outputs="flatten", return_info=True)
     return time.perf_counter() - t, {
         "vals": vals.numpy(),
         "products": info.solver.matvecs,
@@ -320,18 +309,12 @@ def run(ctx, task: str, job: dict) -> dict:
         except queue_module.Empty:  # keep waiting unless the child died
             if not proc.is_alive():
                 result = {
-                    "error": f"child exited with code {proc.exitcode}"
-                    + (" (out of memory?)" * (proc.exitcode == -9))
+                    "error": f"child exited with code {proc.exitcode}" + (" (out of memory?)" * (proc.exitcode == -9))
                 }
     proc.join()
     took = time.perf_counter() - start
-    status = (
-        result.get("error")
-        or f"{result['wall']:.2f} s, peak RSS {result['peak_kib'] / 2**20:.2f} GiB"
-    )
-    print(
-        f"  {task:<18} {status}   (child {took:.0f} s, load {_loadavg()})", flush=True
-    )
+    status = result.get("error") or f"{result['wall']:.2f} s, peak RSS {result['peak_kib'] / 2**20:.2f} GiB"
+    print(f"  {task:<18} {status}   (child {took:.0f} s, load {_loadavg()})", flush=True)
     return result
 
 
@@ -356,14 +339,10 @@ def project_reference(ref29: dict, p: int, itemsize: int) -> tuple[float, float]
     st = ref29["stages"]
     seconds = (
         st["jacobian"] * (b["n"] * b["c"] * b["P"]) / (a["n"] * a["c"] * a["P"])
-        + st["kernel"]
-        * (b["n"] ** 2 * b["c"] * b["P"])
-        / (a["n"] ** 2 * a["c"] * a["P"])
+        + st["kernel"] * (b["n"] ** 2 * b["c"] * b["P"]) / (a["n"] ** 2 * a["c"] * a["P"])
         + st["eigh"] * (b["n"] / a["n"]) ** 3
     )
-    return seconds, itemsize * (
-        b["n"] * b["c"] * max(b["p1"], b["p2"]) + 6 * b["n"] ** 2
-    )
+    return seconds, itemsize * (b["n"] * b["c"] * max(b["p1"], b["p2"]) + 6 * b["n"] ** 2)
 
 
 def max_rel(a, b) -> float:
@@ -373,16 +352,10 @@ def max_rel(a, b) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--threads", type=int, default=2, help="torch threads in every process"
-    )
+    ap.add_argument("--threads", type=int, default=2, help="torch threads in every process")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--tms-steps", type=int, default=5000, help="Adam steps for the TMS model"
-    )
-    ap.add_argument(
-        "--mlp-epochs", type=int, default=200, help="AdamW steps for the MLPs"
-    )
+    ap.add_argument("--tms-steps", type=int, default=5000, help="Adam steps for the TMS model")
+    ap.add_argument("--mlp-epochs", type=int, default=200, help="AdamW steps for the MLPs")
     ap.add_argument(
         "--eigh-dim",
         type=int,
@@ -403,12 +376,8 @@ def main() -> None:
     print(f"date        {dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
     for key, value in _machine().items():
         print(f"{key:<11} {value}")
-    print(
-        f"threads     {args.threads}; load before {_loadavg()}; MemAvailable {_mem_available_bytes() / GiB:.1f} GiB"
-    )
-    print(
-        f"models      TMS trained {args.tms_steps} Adam steps; MLPs trained {args.mlp_epochs} AdamW steps\n"
-    )
+    print(f"threads     {args.threads}; load before {_loadavg()}; MemAvailable {_mem_available_bytes() / GiB:.1f} GiB")
+    print(f"models      TMS trained {args.tms_steps} Adam steps; MLPs trained {args.mlp_epochs} AdamW steps\n")
     ctx = mp.get_context("spawn")
     started = time.perf_counter()
     r = {task: run(ctx, task, job) for task in TASKS}
@@ -422,10 +391,7 @@ def main() -> None:
     def eigh_s(dim: int) -> float:
         return eig["wall"] * (dim / eig["dim"]) ** 3
 
-    e, ref, tj, tv = (
-        r[t]
-        for t in ("entk_tms", "reference_tms", "tutorial_jac_tms", "tutorial_vps_tms")
-    )
+    e, ref, tj, tv = (r[t] for t in ("entk_tms", "reference_tms", "tutorial_jac_tms", "tutorial_vps_tms"))
     if not any("error" in x for x in (e, ref, eig)):
         dim = ref["dim"]
         # K, eigh's copy, its 2·dim² workspace (tms_bench measured 19.07 GiB for this at float64).
@@ -477,10 +443,7 @@ def main() -> None:
                     f"kernel projected from {tv['block']} pairs in {tv['block_s']:.1f} s; eigh projected",
                 )
             )
-    e29, ref29, tj, tv = (
-        r[t]
-        for t in ("entk_p29", "reference_p29", "tutorial_jac_p29", "tutorial_vps_p29")
-    )
+    e29, ref29, tj, tv = (r[t] for t in ("entk_p29", "reference_p29", "tutorial_jac_p29", "tutorial_vps_p29"))
     if "error" not in e29 and "error" not in ref29:
         err = max(max_rel(e29["vals"][k], ref29["vals"][k]) for k in e29["vals"])
         rows.append(
@@ -502,8 +465,7 @@ def main() -> None:
                 ref29["wall"],
                 gib(ref29),
                 "",
-                "measured: "
-                + ", ".join(f"{k} {v:.1f} s" for k, v in ref29["stages"].items()),
+                "measured: " + ", ".join(f"{k} {v:.1f} s" for k, v in ref29["stages"].items()),
             )
         )
         s29 = mlp_sizes(29)
@@ -587,34 +549,23 @@ def main() -> None:
         )
 
     print("\n## Results\n")
-    print(
-        "| case | method | dtype | time | peak RSS | max rel. eigenvalue error | how |"
-    )
+    print("| case | method | dtype | time | peak RSS | max rel. eigenvalue error | how |")
     print("|---|---|---|---:|---:|---:|---|")
     base = {}
     for case, method, dtype, secs, mem, err, how in rows:
         base = {"case": case, "secs": secs, "mem": mem} if method == "entk" else base
-        ratio = (
-            f" ({secs / base['secs']:.0f}×)"
-            if method != "entk" and np.isfinite(secs)
-            else ""
-        )
+        ratio = f" ({secs / base['secs']:.0f}×)" if method != "entk" and np.isfinite(secs) else ""
         mem_s = (
             "—"
             if not np.isfinite(mem)
-            else f"{mem:,.2f} GiB"
-            + (f" ({mem / base['mem']:.0f}×)" if method != "entk" else "")
+            else f"{mem:,.2f} GiB" + (f" ({mem / base['mem']:.0f}×)" if method != "entk" else "")
         )
         time_s = "—" if not np.isfinite(secs) else f"{secs:,.1f} s{ratio}"
         print(f"| {case} | {method} | {dtype} | {time_s} | {mem_s} | {err} | {how} |")
-    print(
-        "\n(×): the baseline's time or memory over entk's on the same case. Peak RSS includes ≈ 0.2 GiB of torch."
-    )
+    print("\n(×): the baseline's time or memory over entk's on the same case. Peak RSS includes ≈ 0.2 GiB of torch.")
     if not any("error" in r[t] for t in ("entk_p113", "entk_p113_flat")):
         print(_arithmetic_limit(r["entk_p113"], r["entk_p113_flat"]))
-    print(
-        f"\nwhole benchmark {time.perf_counter() - started:.0f} s; load after {_loadavg()}"
-    )
+    print(f"\nwhole benchmark {time.perf_counter() - started:.0f} s; load after {_loadavg()}")
 
 
 def _arithmetic_limit(diag: dict, flat: dict) -> str:
@@ -623,9 +574,7 @@ def _arithmetic_limit(diag: dict, flat: dict) -> str:
     n, c, h, d = s["n"], s["c"], 512, 2 * 113
     # Layer 1: X Xᵀ and the per-unit Gram (compression rank 1); layer 2: its (N, hidden) factor's Gram.
     kernel_flops = 2 * n * n * (h + d) + 2 * n * h * h
-    product = 2 * (
-        2 * n * d * h + 4 * n * h * c
-    )  # one Fᵀ F u: 2 one-hot-input GEMMs + 4 of the output layer
+    product = 2 * (2 * n * d * h + 4 * n * h * c)  # one Fᵀ F u: 2 one-hot-input GEMMs + 4 of the output layer
     flops = flat["products"] * product
     a = torch.randn(4096, 4096)
     a @ a
@@ -641,7 +590,8 @@ def _arithmetic_limit(diag: dict, flat: dict) -> str:
         f"products × 2·N² = {solver_flops / 1e9:.0f} GFLOP in {diag['wall']:.1f} s = "
         f"{diag_flops / diag['wall'] / 1e9:.0f} GFLOP/s ({diag_flops / diag['wall'] / peak:.0%} of peak)\n"
         f"- flattened top 50: {flat['products']} products × {product / 1e9:.1f} GFLOP = {flops / 1e12:.2f} TFLOP "
-        f"in {flat['wall']:.1f} s = {flops / flat['wall'] / 1e9:.0f} GFLOP/s ({flops / flat['wall'] / peak:.0%} of peak)"
+        f"in {flat['wall']:.1f} s = {flops / flat['wall'] / 1e9:.0f} GFLOP/s "
+        f"({flops / flat['wall'] / peak:.0%} of peak)"
     )
 
 

@@ -76,14 +76,17 @@ def main() -> None:
     mlp_layers_case(gpu)  # CUDA context, cuBLAS/cuSOLVER handles: not part of any timing
     print("| case | GPU s | GPU peak GiB | CPU s | CPU/GPU | max rel. eigenvalue diff |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, case in (("TMS 25000² top 80 f64", tms_case), ("MLP p=113 3×diag_mean top 200 f32", mlp_layers_case),
-                       ("MLP p=113 flattened top 50 f32", mlp_flat_case)):
-        v_gpu, t_gpu = _timed(lambda: case(gpu), gpu)
+    for name, case in (
+        ("TMS 25000² top 80 f64", tms_case),
+        ("MLP p=113 3×diag_mean top 200 f32", mlp_layers_case),
+        ("MLP p=113 flattened top 50 f32", mlp_flat_case),
+    ):
+        v_gpu, t_gpu = _timed(lambda case=case: case(gpu), gpu)
         peak = torch.cuda.max_memory_allocated() / 2**30
         if case is mlp_flat_case and args.skip_cpu_flat:
             print(f"| {name} | {t_gpu:.2f} | {peak:.2f} | – | – | – |")
             continue
-        v_cpu, t_cpu = _timed(lambda: case(cpu), cpu)
+        v_cpu, t_cpu = _timed(lambda case=case: case(cpu), cpu)
         err = ((v_gpu.cpu().double() - v_cpu.double()).abs() / v_cpu.double().abs().clamp_min(1e-30)).max().item()
         print(f"| {name} | {t_gpu:.2f} | {peak:.2f} | {t_cpu:.2f} | {t_cpu / t_gpu:.1f}× | {err:.1e} |", flush=True)
 

@@ -385,10 +385,7 @@ def main() -> None:
     )
     print(f"| ratio reference / entk | | {time_ratio:.0f}× | {mem_ratio:.0f}× | {above_ratio:.0f}× |")
     print()
-    print(
-        "reference stages: "
-        + ", ".join(f"{name} {sec:.1f} s" for name, sec in r["stages"].items())
-    )
+    print("reference stages: " + ", ".join(f"{name} {sec:.1f} s" for name, sec in r["stages"].items()))
     if e["warm"]:
         print(
             f"entk warm calls (same child, after the timed one): median {statistics.median(e['warm']):.3f} s "
@@ -405,9 +402,7 @@ def main() -> None:
         f"max relative eigenvalue error max_i |λ_i − λ_i^ref| / |λ_i^ref| = {rel.max():.3e} (at i = {worst + 1}) "
         f"-> {'PASS' if ok_vals else 'FAIL'} (≤ {args.rtol:g})"
     )
-    print(
-        f"speed-up (time ratio) {time_ratio:.0f}× -> {'PASS' if ok_time else 'FAIL'} (≥ {args.min_speedup:g}×)"
-    )
+    print(f"speed-up (time ratio) {time_ratio:.0f}× -> {'PASS' if ok_time else 'FAIL'} (≥ {args.min_speedup:g}×)")
     print(
         f"eigenvectors (information): |⟨v_i, v_i^ref⟩| min {cosines.min():.10f} (i = {int(np.argmin(cosines)) + 1}), "
         f"median {np.median(cosines):.12f}"

@@ -66,8 +66,11 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=80)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    versions = {"before": (eigen_module(args.before), "auto"), "after": (entk.eigen, "auto"),
-                "after gram": (entk.eigen, "gram")}
+    versions = {
+        "before": (eigen_module(args.before), "auto"),
+        "after": (entk.eigen, "auto"),
+        "after gram": (entk.eigen, "gram"),
+    }
     print(f"# TMS eigen benchmark {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}")
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "

@@ -36,8 +36,18 @@ with wf.logged(sm.log[0]):
         phases["peak"] = [peaks[g] == s for g, s in zip(phases["layer"], phases["step"], strict=True)]
         print("label-free phase detector peaks:", peaks)
     else:
-        phases = pd.DataFrame(columns=["step", "layer", "k", "overlap_next", "overlap_final", "d_overlap_final",
-                                       "spectrum_change", "peak"])
+        phases = pd.DataFrame(
+            columns=[
+                "step",
+                "layer",
+                "k",
+                "overlap_next",
+                "overlap_final",
+                "d_overlap_final",
+                "spectrum_change",
+                "peak",
+            ]
+        )
         print("one checkpoint: no phase detection")
     if "features" in sm.input.keys():
         features = np.load(sm.input.features, allow_pickle=False)
@@ -45,9 +55,13 @@ with wf.logged(sm.log[0]):
     else:
         overlaps = pd.DataFrame(columns=["step", "layer", "cliff", "first", "position", "feature", "overlap", "dim"])
     print(cliffs[cliffs["step"] == eig.steps[-1]].to_string(index=False))
-    for table, path in ((spectra, sm.output.spectra), (cliffs, sm.output.cliffs),
-                        (localisation, sm.output.localisation), (phases, sm.output.phases),
-                        (overlaps, sm.output.features)):
+    for table, path in (
+        (spectra, sm.output.spectra),
+        (cliffs, sm.output.cliffs),
+        (localisation, sm.output.localisation),
+        (phases, sm.output.phases),
+        (overlaps, sm.output.features),
+    ):
         write(table, path)
     full = analysis.full_group(eig) or eig.groups[0]
     wf.save_figure(plots.plot_spectra(eig, cliffs=cliffs), [sm.output.fig_spectra])

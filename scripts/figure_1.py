@@ -17,6 +17,7 @@ with wf.logged(sm.log[0]):
         for beta in betas:
             eig = load_eigen(next(paths))
             overlap[beta] = feature_indicator_map(eig.vectors["full"][-1], eig.inputs)
-        panels.append({"m": spec["m"], "sparsity": spec["sparsity"], "eigenvalues": plain.values["full"][-1],
-                       "overlap": overlap})
+        panels.append(
+            {"m": spec["m"], "sparsity": spec["sparsity"], "eigenvalues": plain.values["full"][-1], "overlap": overlap}
+        )
     wf.save_figure(figure_1(panels, betas, cliff_detector=sm.params.cliffs), [sm.output.png, sm.output.pdf])

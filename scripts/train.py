@@ -12,8 +12,14 @@ with wf.logged(sm.log[0]):
     wf.set_threads(sm.threads)
     exp, seed = sm.params.exp, sm.params.seed
     device = wf.resolve_device(sm.params.device)
-    meta = {"kind": exp["kind"], "model": exp["model"], "settings": exp["settings"], "seed": seed,
-            "seed_key": exp["seed_key"], "weights": exp["weights"]}
+    meta = {
+        "kind": exp["kind"],
+        "model": exp["model"],
+        "settings": exp["settings"],
+        "seed": seed,
+        "seed_key": exp["seed_key"],
+        "weights": exp["weights"],
+    }
     store = wf.ResumableCheckpoints(dict.fromkeys(exp["steps"]), Path(sm.output.checkpoints).parent / "resume", meta)
     train = runner.train_function(exp)
     history = train(

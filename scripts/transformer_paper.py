@@ -41,12 +41,22 @@ with wf.logged(sm.log[0]):
     detector = int(hit.iloc[0]) if len(hit) else None
     rows = ta.key_frequency_claims(keys, keys_ntk) + ta.accuracy_claims(history, bands)
     rows += ta.unembed_claims(tensors.vectors["W_U"][-1], families, len(keys), bands)
-    rows += ta.grokking_claims(peak, grok, threshold, n_top, bands) + ta.detector_claims(detector, grok, threshold, bands)
+    rows += ta.grokking_claims(peak, grok, threshold, n_top, bands) + ta.detector_claims(
+        detector, grok, threshold, bands
+    )
     table = scorecard(rows)
     print(layers.pivot_table(index="tensor", columns=["group", "family"], values="overlap").round(2).to_string())
     print(format_scorecard(table))
-    keys_table = pd.DataFrame({"route": ["W_E Fourier power", "W_U eNTK modes"],
-                               "keys": [" ".join(map(str, keys)), " ".join(map(str, keys_ntk))]})
-    for frame, path in ((keys_table, sm.output.frequencies), (layers, sm.output.layers), (curve, sm.output.curve),
-                        (table, sm.output.claims)):
+    keys_table = pd.DataFrame(
+        {
+            "route": ["W_E Fourier power", "W_U eNTK modes"],
+            "keys": [" ".join(map(str, keys)), " ".join(map(str, keys_ntk))],
+        }
+    )
+    for frame, path in (
+        (keys_table, sm.output.frequencies),
+        (layers, sm.output.layers),
+        (curve, sm.output.curve),
+        (table, sm.output.claims),
+    ):
         write(frame, path)

@@ -10,11 +10,10 @@ import yaml
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from conftest import ROOT
 from entk import runner
 from entk.analysis import load_eigen
 from entk.config import ConfigError, check_config
-
-from conftest import ROOT
 
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 
@@ -26,7 +25,9 @@ def shipped() -> dict:
 def test_shipped_config_resolves_every_experiment():
     exps = check_config(shipped(), SCHEMA, str(ROOT))
     assert set(exps) == {"m10_S0.3", "m10_S0.9", "m40_S0.9", "mlp", "transformer", "mlp_p113"}
-    assert exps["transformer"].steps == list(range(0, 4001, 20)) and exps["transformer"].views["tensors"].steps == [4000]
+    assert exps["transformer"].steps == list(range(0, 4001, 20)) and exps["transformer"].views["tensors"].steps == [
+        4000
+    ]
     assert exps["mlp"].steps == list(range(0, 501, 10))
     assert exps["m10_S0.3"].steps == [5000] and exps["mlp_p113"].steps == [0, 800]
     assert exps["mlp_p113"].views["diag"].steps == [800] and not exps["mlp_p113"].default
@@ -155,8 +156,10 @@ def test_layer_groups_and_positions(user_dir):
         runner.positioned(seq, xs, None)
     wrapped, prefix = runner.positioned(seq, xs, -1)
     assert prefix == "net." and torch.equal(wrapped(xs), seq(xs)[:, -1])
-    assert runner.layer_groups(wrapped, "per_tensor", prefix) == {"lin.weight": ["net.lin.weight"],
-                                                                  "lin.bias": ["net.lin.bias"]}
+    assert runner.layer_groups(wrapped, "per_tensor", prefix) == {
+        "lin.weight": ["net.lin.weight"],
+        "lin.bias": ["net.lin.bias"],
+    }
 
 
 def test_checkpoint_that_does_not_fit_lists_the_keys(user_dir):
@@ -196,8 +199,10 @@ def test_eigen_file_of_user_checkpoints_matches_brute_force(user_dir, outputs):
         m = runner.build_model({"kind": None, "model": "model.py:build", "settings": {}}).double()
         torch.save({"model": m.state_dict()}, user_dir / "ckpt" / f"step{step}.pt")
         models.append(m)
-    cfg = user_config(weights={"checkpoints": "ckpt/*.pt", "steps": [3, 9]},
-                      views={"v": {"outputs": outputs, "layers": {"full": "all", "first": ["0"]}, "top_k": 4}})
+    cfg = user_config(
+        weights={"checkpoints": "ckpt/*.pt", "steps": [3, 9]},
+        views={"v": {"outputs": outputs, "layers": {"full": "all", "first": ["0"]}, "top_k": 4}},
+    )
     exp = check_config(cfg, SCHEMA, str(user_dir))["u"]
     arrays = runner.eigen_file(exp.params(), exp.views["v"].params(), exp.checkpoint_files, 0, torch.device("cpu"))
     np.savez(user_dir / "eigen.npz", **arrays)
@@ -219,7 +224,9 @@ def test_one_off_configfile_replaces_experiments(tmp_path):
     from entk.config import settle_config
 
     base = shipped()
-    (tmp_path / "one.yaml").write_text(yaml.safe_dump({"experiments": {"x": copy.deepcopy(base["experiments"]["mlp"])}}))
+    (tmp_path / "one.yaml").write_text(
+        yaml.safe_dump({"experiments": {"x": copy.deepcopy(base["experiments"]["mlp"])}})
+    )
     cfg = copy.deepcopy(base)
     cfg["experiments"]["x"] = base["experiments"]["mlp"]  # Snakemake's merge adds, never removes
     settle_config(cfg, [tmp_path / "one.yaml"], {}, SCHEMA)

@@ -16,13 +16,12 @@ import yaml
 from torch import nn
 from torch.func import functional_call, jacrev
 
+from conftest import ROOT
 from entk import workflow as wf
 from entk.config import ConfigError, coerce_numbers, config_errors, load_yaml_strict, replace_sections
 from entk.eigen import top_eigenpairs
 from entk.kernels import compact_ntk, empirical_ntk, layer_ntks, layerwise_ntk
 from entk.matfree import factor_matvec, ntk_matvec, param_matvec
-
-from conftest import ROOT
 
 torch.set_default_dtype(torch.float64)
 
@@ -236,8 +235,11 @@ def test_truncated_history_is_refused_with_the_missing_epochs(tmp_path):
     wf.check_history(table, range(61), path)
     history_csv(path, list(range(11)))  # a run that stopped after 11 of 61 epochs
     table = wf.read_table(path, columns=["epoch"], what="training history")
-    with pytest.raises(wf.UnreadableFileError, match=r"history.csv is not a readable training history \(truncated: "
-                       r"no rows for 50 of 61 epochs \(11, 12, .*, 20, …\)\); delete it and rerun"):
+    with pytest.raises(
+        wf.UnreadableFileError,
+        match=r"history.csv is not a readable training history \(truncated: "
+        r"no rows for 50 of 61 epochs \(11, 12, .*, 20, …\)\); delete it and rerun",
+    ):
         wf.check_history(table, range(61), path)
     cut(path, 0.5)  # cut mid-line
     with pytest.raises(wf.UnreadableFileError, match=r"truncated: the last line is cut off"):
@@ -304,8 +306,11 @@ def test_duplicate_keys_are_named_with_file_and_line(tmp_path):
     path = tmp_path / "one_off.yaml"
     path.write_text("mlp:\n  p: 13\n  hidden: 8\n  p: 11\nseed: 0\n")
     assert yaml.safe_load(path.read_text())["mlp"]["p"] == 11  # PyYAML: the last one wins, silently
-    with pytest.raises(ConfigError, match=rf"{path}: duplicate config keys:\n  - line 4: key 'mlp.p' given twice "
-                       r"\(first at line 2\)"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"{path}: duplicate config keys:\n  - line 4: key 'mlp.p' given twice "
+        r"\(first at line 2\)",
+    ):
         load_yaml_strict(path)
     path.write_text("experiments:\n  a: {kind: tms}\n  b: {kind: tms}\n")
     assert load_yaml_strict(path) == {"experiments": {"a": {"kind": "tms"}, "b": {"kind": "tms"}}}

@@ -18,6 +18,7 @@ def brute_force_jacobian(model, x, names=None):
     names = list(params) if names is None else names
     rows = []
     for n in range(x.shape[0]):
+
         def f(sel, xn=x[n : n + 1]):
             return functional_call(model, {**params, **sel}, (xn,))[0]
 
@@ -81,9 +82,7 @@ class TokenModel(nn.Module):
 
 
 def conv_net():
-    return nn.Sequential(
-        nn.Unflatten(1, (1, 6)), nn.Conv1d(1, 2, 3), nn.Softplus(), nn.Flatten(), nn.Linear(8, 3)
-    )
+    return nn.Sequential(nn.Unflatten(1, (1, 6)), nn.Conv1d(1, 2, 3), nn.Softplus(), nn.Flatten(), nn.Linear(8, 3))
 
 
 def make_cases():
@@ -158,9 +157,16 @@ def test_float32_model_gives_float32_kernel():
     assert k.dtype == torch.float32 and k.shape == (10, 10)
 
 
-@pytest.mark.parametrize("case,outputs", [("tms", "flatten"), ("mlp_tanh_bias", "diag_mean"),
-                                          ("conv_softplus", "all_mean"), ("modmlp", "flatten"),
-                                          ("many_samples", "diag_mean")])
+@pytest.mark.parametrize(
+    "case,outputs",
+    [
+        ("tms", "flatten"),
+        ("mlp_tanh_bias", "diag_mean"),
+        ("conv_softplus", "all_mean"),
+        ("modmlp", "flatten"),
+        ("many_samples", "diag_mean"),
+    ],
+)
 def test_top_eigenpairs_match_dense_eigh(case, outputs):
     model, x = CASES[case]
     model = model.double()
@@ -233,7 +239,12 @@ def test_layer_ntks_share_one_pass_and_match_brute_force():
     model = model.double()
     layers = {"first": ["0"], "bias2": ["2.bias"], "both": ["0", "2.weight"], "all": None}
     got = entk.layer_ntks(model, x, layers, outputs="diag_mean")
-    expanded = {"first": ["0.weight", "0.bias"], "bias2": ["2.bias"], "both": ["0.weight", "0.bias", "2.weight"], "all": None}
+    expanded = {
+        "first": ["0.weight", "0.bias"],
+        "bias2": ["2.bias"],
+        "both": ["0.weight", "0.bias", "2.weight"],
+        "all": None,
+    }
     for name, names in expanded.items():
         assert rel_err(got[name].dense(), brute_force_ntk(model, x, names, "diag_mean")) <= 1e-6, name
 
@@ -289,18 +300,22 @@ def make_structured_cases():
         "embedding_padding": (TokenMLP(6, padding_idx=2), padded, [["emb"]]),
         "conv1d": (
             nn.Sequential(
-                nn.Conv1d(2, 3, 3, stride=2, padding=1), nn.Tanh(),
+                nn.Conv1d(2, 3, 3, stride=2, padding=1),
+                nn.Tanh(),
                 nn.Conv1d(3, 2, 2, padding="same", dilation=2, padding_mode="circular", bias=False),
-                nn.Flatten(), nn.Linear(8, 3),
+                nn.Flatten(),
+                nn.Linear(8, 3),
             ),
             torch.randn(5, 2, 7, generator=g),
             [["0"], ["2"]],
         ),
         "conv2d": (
             nn.Sequential(
-                nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.Softplus(),
+                nn.Conv2d(2, 3, 3, stride=2, padding=1),
+                nn.Softplus(),
                 nn.Conv2d(3, 2, (2, 3), padding="same", dilation=(1, 2), padding_mode="reflect"),
-                nn.Flatten(), nn.Linear(18, 3),
+                nn.Flatten(),
+                nn.Linear(18, 3),
             ),
             torch.randn(5, 2, 5, 5, generator=g),
             [["0.bias"], ["2"]],
@@ -370,8 +385,12 @@ def structured_layers(model, x):
 
 
 def test_structured_path_is_taken_exactly_where_exact():
-    for case, layers in [("embedding", {"emb", "out"}), ("conv1d", {"0", "2", "4"}),
-                         ("conv2d", {"0", "2", "4"}), ("sequence_linear", {"inp", "out"})]:
+    for case, layers in [
+        ("embedding", {"emb", "out"}),
+        ("conv1d", {"0", "2", "4"}),
+        ("conv2d", {"0", "2", "4"}),
+        ("sequence_linear", {"inp", "out"}),
+    ]:
         model, x, _ = STRUCTURED[case]
         assert structured_layers(model.double(), x.double() if x.is_floating_point() else x) == layers
     model, x = CASES["shared_linear"]
@@ -406,8 +425,9 @@ def test_diag_mean_compression_on_modmlp(monkeypatch):
     model, x = ModMLP(7, hidden=16, generator=torch.Generator().manual_seed(0)).double(), modadd_inputs(7)
     w = torch.linspace(0.5, 1.5, 7)
     for weights in (None, w):
-        got = entk.layer_ntks(model, x, {"layer1": ["fc1"], "layer2": ["fc2"], "full": None},
-                              outputs="diag_mean", output_weights=weights)
+        got = entk.layer_ntks(
+            model, x, {"layer1": ["fc1"], "layer2": ["fc2"], "full": None}, outputs="diag_mean", output_weights=weights
+        )
         for name, names in [("layer1", ["fc1.weight"]), ("layer2", ["fc2.weight"]), ("full", None)]:
             ref = brute_force_ntk(model, x, names, "diag_mean", weights)
             assert rel_err(got[name].dense(), ref) <= 1e-6, name
@@ -420,15 +440,22 @@ def test_diag_mean_compression_on_modmlp(monkeypatch):
     for name in ("_chunk_grads", "_chunk_projections"):
         real = getattr(kernels, name)
         monkeypatch.setattr(kernels, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
-    chunked = entk.layer_ntks(model, x, {"layer1": ["fc1"], "layer2": ["fc2"], "full": None},
-                              outputs="diag_mean", output_weights=w, max_memory_gb=2e-5)
+    chunked = entk.layer_ntks(
+        model,
+        x,
+        {"layer1": ["fc1"], "layer2": ["fc2"], "full": None},
+        outputs="diag_mean",
+        output_weights=w,
+        max_memory_gb=2e-5,
+    )
     assert calls.count("_chunk_grads") == 1 and calls.count("_chunk_projections") >= 3
     for name, k in chunked.items():
         assert rel_err(k.dense(), got[name].dense()) <= 1e-10, name
 
 
-@pytest.mark.parametrize("case,budget", [("two_readouts", 2e-6), ("deep_tanh", 3e-6),
-                                         ("conv2d", 1e-5), ("embedding", 1e-6)])
+@pytest.mark.parametrize(
+    "case,budget", [("two_readouts", 2e-6), ("deep_tanh", 3e-6), ("conv2d", 1e-5), ("embedding", 1e-6)]
+)
 def test_tiny_memory_budget_chunks_to_the_same_kernel(case, budget, monkeypatch):
     model, x, _ = STRUCTURED[case]
     model = model.double()

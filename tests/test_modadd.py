@@ -5,11 +5,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import ROOT
 from entk.claims import format_scorecard, modadd_claims, scorecard
 from entk.modadd import best_family_match, cliff1_maps, derivative_peak, grokking_epoch, overlap_curve
 from entk.rotation import fourier_families
-
-from conftest import ROOT
 
 P = 13
 SIZE = 2 * (P - 1)
@@ -44,9 +43,7 @@ def cliff_values(p, layer1=False):
 
 def history(grok=85):
     epochs = np.arange(0, 201)
-    return pd.DataFrame(
-        {"epoch": epochs, "train_acc": 1.0, "test_acc": np.clip((epochs - grok + 50) / 100, 0, 1)}
-    )
+    return pd.DataFrame({"epoch": epochs, "train_acc": 1.0, "test_acc": np.clip((epochs - grok + 50) / 100, 0, 1)})
 
 
 def test_grokking_epoch_is_first_crossing():
@@ -112,4 +109,3 @@ def test_modadd_claims_fail_when_structure_is_missing():
     assert "grokking epoch (test acc ≥ 50%)" in failed
     assert "sum-overlap derivative peak epoch" in failed
     assert any(c.startswith("cliff 1 size") for c in failed)
-

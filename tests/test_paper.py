@@ -6,9 +6,8 @@ import sys
 import pandas as pd
 import pytest
 
-from entk.claims import format_scorecard
-
 from conftest import ROOT
+from entk.claims import format_scorecard
 
 
 @pytest.mark.slow

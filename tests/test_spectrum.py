@@ -17,7 +17,7 @@ def noisy(values: np.ndarray, sd: float, seed: int) -> np.ndarray:
 
 def plateaus(levels: list[float], sizes: list[int], slope: float, sd: float, seed: int) -> np.ndarray:
     """Blocks of ``sizes`` eigenvalues starting at ``levels``, each decaying like exp(−slope·i), with noise."""
-    blocks = [level * np.exp(-slope * np.arange(size)) for level, size in zip(levels, sizes)]
+    blocks = [level * np.exp(-slope * np.arange(size)) for level, size in zip(levels, sizes, strict=False)]
     return noisy(np.concatenate(blocks), sd, seed)
 
 

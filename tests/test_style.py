@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT
 
-PATHS = ["src", "scripts", "tests", "benchmarks"]
+PATHS = ["src", "scripts", "tests", "benchmarks", "examples"]
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from entk.models import TMS, ModMLP, modadd_inputs, modadd_labels, modadd_split, tms_data, tms_importance
 from entk.metrics import represented_features
+from entk.models import TMS, ModMLP, modadd_inputs, modadd_labels, modadd_split, tms_data, tms_importance
 from entk.training import HISTORY_COLUMNS, TrainingDiverged, train_modadd, train_tms
 
 P = 11
@@ -29,7 +29,9 @@ def _modadd_setup(seed: int) -> tuple[ModMLP, torch.Tensor, torch.Tensor, torch.
 
 def _train(seed: int = 0, epochs: int = 20, **kw) -> tuple[ModMLP, pd.DataFrame]:
     model, x, y, tr, te = _modadd_setup(seed)
-    args = dict(epochs=epochs, lr=0.05, weight_decay=0.01, checkpoint_epochs=[], save_checkpoint=lambda e, s: None, log=_quiet)
+    args = dict(
+        epochs=epochs, lr=0.05, weight_decay=0.01, checkpoint_epochs=[], save_checkpoint=lambda e, s: None, log=_quiet
+    )
     args.update(kw)
     return model, train_modadd(model, x, y, tr, te, **args)
 
@@ -115,8 +117,18 @@ def test_resume_is_bit_identical(tmp_path):
     _, x, y, tr, te = _modadd_setup(0)
     model = ModMLP(P, HIDDEN, torch.Generator().manual_seed(123))
     hist = train_modadd(
-        model, x, y, tr, te, epochs=20, lr=0.05, weight_decay=0.01, checkpoint_epochs=[0, 7, 20],
-        save_checkpoint=to_disk, resume=state, log=_quiet,
+        model,
+        x,
+        y,
+        tr,
+        te,
+        epochs=20,
+        lr=0.05,
+        weight_decay=0.01,
+        checkpoint_epochs=[0, 7, 20],
+        save_checkpoint=to_disk,
+        resume=state,
+        log=_quiet,
     )
     for k, v in full_model.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
@@ -158,8 +170,19 @@ def test_nan_model_raises_at_that_epoch():
     _, x, y, tr, te = _modadd_setup(0)
     model = NaNAt(P, HIDDEN, torch.Generator().manual_seed(0))
     with pytest.raises(TrainingDiverged, match=r"epoch 4\b"):
-        train_modadd(model, x, y, tr, te, epochs=10, lr=0.05, weight_decay=0.01,
-                     checkpoint_epochs=[], save_checkpoint=lambda e, s: None, log=_quiet)
+        train_modadd(
+            model,
+            x,
+            y,
+            tr,
+            te,
+            epochs=10,
+            lr=0.05,
+            weight_decay=0.01,
+            checkpoint_epochs=[],
+            save_checkpoint=lambda e, s: None,
+            log=_quiet,
+        )
 
 
 def test_bad_checkpoint_epochs_rejected():

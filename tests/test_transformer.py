@@ -26,6 +26,7 @@ def _brute_jacobian(model: nn.Module, x: torch.Tensor, names: list[str]) -> torc
     params = {k: v.detach() for k, v in model.named_parameters()}
     rows = []
     for n in range(x.shape[0]):
+
         def f(sel, xn=x[n : n + 1]):
             return functional_call(model, {**params, **sel}, (xn,))[0]
 
@@ -65,8 +66,15 @@ def test_model_shapes_scales_and_forward():
     model = tf.build({}, torch.Generator().manual_seed(0))
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     assert shapes == {
-        "W_E": (30, 64), "W_pos": (3, 64), "W_Q": (4, 16, 64), "W_K": (4, 16, 64), "W_V": (4, 16, 64),
-        "W_O": (64, 64), "W_in": (64, 256), "W_out": (256, 64), "W_U": (64, 30),
+        "W_E": (30, 64),
+        "W_pos": (3, 64),
+        "W_Q": (4, 16, 64),
+        "W_K": (4, 16, 64),
+        "W_V": (4, 16, 64),
+        "W_O": (64, 64),
+        "W_in": (64, 256),
+        "W_out": (256, 64),
+        "W_U": (64, 30),
     }
     # Init scales: std 1/√64 except W_in 1/√256 and W_U 1/√30 (paper §3).
     want = {"W_in": 1 / 16, "W_U": 1 / math.sqrt(30)}
@@ -139,8 +147,9 @@ def test_train_history_and_bit_identical_resume(tmp_path):
     final = torch.load(tmp_path / "ckpt_6.pt", weights_only=True)
     state = torch.load(tmp_path / "ckpt_2.pt", weights_only=True)
     (tmp_path / "ckpt_6.pt").unlink()
-    resumed = tf.train(TINY, 0, "transformer", checkpoint_steps=steps, save_checkpoint=to_disk, resume=state,
-                       log=_quiet)
+    resumed = tf.train(
+        TINY, 0, "transformer", checkpoint_steps=steps, save_checkpoint=to_disk, resume=state, log=_quiet
+    )
     pd.testing.assert_frame_equal(resumed, full, check_exact=True)
     again = torch.load(tmp_path / "ckpt_6.pt", weights_only=True)
     for name, value in final["model"].items():
@@ -170,8 +179,11 @@ def _planted_model() -> tf.Transformer:
     gen = torch.Generator().manual_seed(5)
     model = tf.build({"p": P, "d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 4}, gen).double()
     t = torch.arange(P, dtype=torch.float64)[:, None]
-    waves = torch.cat([torch.cos(2 * math.pi * k * t / P + 0.3 * k) for k in KEYS]
-                      + [torch.sin(2 * math.pi * k * t / P + 0.7) for k in KEYS], dim=1)  # (P, 4)
+    waves = torch.cat(
+        [torch.cos(2 * math.pi * k * t / P + 0.3 * k) for k in KEYS]
+        + [torch.sin(2 * math.pi * k * t / P + 0.7) for k in KEYS],
+        dim=1,
+    )  # (P, 4)
     with torch.no_grad():
         model.W_E[:P] = waves @ torch.randn(4, 8, generator=gen, dtype=torch.float64)
         model.W_E[:P] += 1e-3 * torch.randn(P, 8, generator=gen, dtype=torch.float64)
@@ -204,7 +216,7 @@ def test_embedding_power_matches_the_dft_sum():
 def test_key_families_are_orthonormal_and_what_they_say():
     fam = ta.key_families(P, KEYS)
     a, b = np.divmod(np.arange(P * P), P)
-    for name, f in fam.items():
+    for f in fam.values():
         assert f.shape == (P * P, 4)
         np.testing.assert_allclose(f.T @ f, np.eye(4), atol=1e-12)
         np.testing.assert_allclose(f.sum(axis=0), 0, atol=1e-10)

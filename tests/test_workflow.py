@@ -12,10 +12,27 @@ from conftest import ROOT
 
 # The catalog's convention: small instances of every kind in .test/config.yaml, run end to end here.
 TINY = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
-FIGURES = ["fig1_tms", "fig2_spectra", "fig3_grokking", "fig4_rotation", "fig5_sumdiff", "fig_overlap",
-           "fig_transformer", "fig_transformer_layers"]
-GENERIC = ["eigen.npz", "spectra.csv", "cliffs.csv", "localisation.csv", "phases.csv", "features.csv",
-           "fig_spectra.png", "fig_checkpoints.png", "fig_phases.png"]
+FIGURES = [
+    "fig1_tms",
+    "fig2_spectra",
+    "fig3_grokking",
+    "fig4_rotation",
+    "fig5_sumdiff",
+    "fig_overlap",
+    "fig_transformer",
+    "fig_transformer_layers",
+]
+GENERIC = [
+    "eigen.npz",
+    "spectra.csv",
+    "cliffs.csv",
+    "localisation.csv",
+    "phases.csv",
+    "features.csv",
+    "fig_spectra.png",
+    "fig_checkpoints.png",
+    "fig_phases.png",
+]
 
 
 def snakemake(workdir, *args, check=True):
@@ -129,6 +146,14 @@ def test_dry_run_of_optional_targets(target, tmp_path):
 def test_same_seed_gives_identical_results(tiny_run, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
     snakemake(tmp_path, "--cores", "2")
-    for table in ("claims.csv", "paper/tms_metrics.csv", "paper/modadd_overlap.csv", "mlp/history.csv",
-                  "mlp/checkpoints.pt", "mlp/diag/eigen.npz", "figures/fig1_tms.pdf", "figures/fig1_tms.png"):
+    for table in (
+        "claims.csv",
+        "paper/tms_metrics.csv",
+        "paper/modadd_overlap.csv",
+        "mlp/history.csv",
+        "mlp/checkpoints.pt",
+        "mlp/diag/eigen.npz",
+        "figures/fig1_tms.pdf",
+        "figures/fig1_tms.png",
+    ):
         assert (tmp_path / "results" / table).read_bytes() == (tiny_run / "results" / table).read_bytes(), table

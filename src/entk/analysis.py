@@ -160,7 +160,7 @@ def cliffs_table(
     rule = _cliff_rule(find_cliffs)
     rows = []
     for g in eig.groups:
-        for step, lam in zip(eig.steps, eig.values[g]):
+        for step, lam in zip(eig.steps, eig.values[g], strict=False):
             previous = 0
             for n, c in enumerate(sorted(rule(lam), key=lambda c: c.position), start=1):
                 rows.append((experiment, view, int(step), g, n, int(c.position), previous + 1, c.ratio, c.score))
@@ -358,7 +358,17 @@ def feature_overlap_table(
         t = eig.index(int(cl.step))
         q = eig.vectors[cl.layer][t, :, cl.first - 1 : cl.position]
         for name, u in spaces:
-            rows.append((int(cl.step), cl.layer, int(cl.cliff), int(cl.first), int(cl.position), name,
-                         normalised_overlap(q, u), u.shape[1]))
+            rows.append(
+                (
+                    int(cl.step),
+                    cl.layer,
+                    int(cl.cliff),
+                    int(cl.first),
+                    int(cl.position),
+                    name,
+                    normalised_overlap(q, u),
+                    u.shape[1],
+                )
+            )
     columns = ["step", "layer", "cliff", "first", "position", "feature", "overlap", "dim"]
     return pd.DataFrame(rows, columns=columns)

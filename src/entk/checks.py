@@ -61,7 +61,7 @@ def check_model(model: nn.Module) -> None:
     # One device sync for all of them rather than one per tensor.
     device = tensors[0][2].device
     finite = torch.stack([torch.isfinite(t.detach()).all().to(device) for _, _, t in tensors])
-    bad = [f"{kind} {name!r}" for (kind, name, _), ok in zip(tensors, finite.tolist()) if not ok]
+    bad = [f"{kind} {name!r}" for (kind, name, _), ok in zip(tensors, finite.tolist(), strict=False) if not ok]
     if bad:
         raise ValueError(
             f"the model's weights are not finite: {_listed(bad[:SHOWN], len(bad))} hold NaN or infinite values "

@@ -81,7 +81,12 @@ def modadd_claims(
     lo, hi = bands["grok_epoch"]
     grok = grokking_epoch(history, grok_threshold)
     rows.append(
-        _row(f"grokking epoch (test acc ≥ {grok_threshold:.0%})", f"in [{lo}, {hi}] (paper ≈ 90)", grok, grok is not None and lo <= grok <= hi)
+        _row(
+            f"grokking epoch (test acc ≥ {grok_threshold:.0%})",
+            f"in [{lo}, {hi}] (paper ≈ 90)",
+            grok,
+            grok is not None and lo <= grok <= hi,
+        )
     )
     peak = derivative_peak(curve, "sum")
     within = bands["derivative_peak_within"]
@@ -172,9 +177,7 @@ def tms_represented_claims(model: str, w: np.ndarray, bands: dict) -> list[dict]
     tol = bands["tms_represented_tolerance"]
     value = represented_features(w)
     return [
-        _row(
-            f"TMS {model}: features with (WᵀW)_ii ≥ 0.75", f"{expected} ± {tol}", value, abs(value - expected) <= tol
-        )
+        _row(f"TMS {model}: features with (WᵀW)_ii ≥ 0.75", f"{expected} ± {tol}", value, abs(value - expected) <= tol)
     ]
 
 

@@ -137,13 +137,19 @@ def _dimension_errors(experiments: dict) -> list[str]:
     errors = []
     for exp in experiments.values():
         s = exp.settings
-        dims = {"tms": lambda o: s["n_points"] * (s["n_features"] if o == "flatten" else 1),
-                "modadd_mlp": lambda o: s["p"] ** 2 * (s["p"] if o == "flatten" else 1)}.get(exp.kind)
-        for view in exp.views.values() if dims else ():
-            if view.top_k > dims(view.outputs):
+        # (samples N, outputs C) where the settings fix them; the kernel's dimension is C·N or N.
+        if exp.kind == "tms":
+            n, c = s["n_points"], s["n_features"]
+        elif exp.kind == "modadd_mlp":
+            n, c = s["p"] ** 2, s["p"]
+        else:
+            continue
+        for view in exp.views.values():
+            dim = n * c if view.outputs == "flatten" else n
+            if view.top_k > dim:
                 errors.append(
                     f"config key 'experiments.{exp.id}.views.{view.name}.top_k': {view.top_k} exceeds the kernel's "
-                    f"dimension {dims(view.outputs)}"
+                    f"dimension {dim}"
                 )
     return errors
 

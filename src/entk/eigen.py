@@ -145,7 +145,8 @@ def memory_estimates_gb(
 
 
 def cost_estimates(dim: int, width: int, k: int, kind: str) -> dict[str, float]:
-    """Flop estimates per method for the top k of a built kernel: ``kind`` "dense" (dim, dim) or "factor" (dim, width)."""
+    """Flop estimates per method for the top k of a built kernel: ``kind`` "dense" (dim, dim) or "factor"
+    (dim, width)."""
     b = default_block_size(k, dim)
     m = min(dim, 4 * b)
     product = 2 * dim**2 if kind == "dense" else 4 * dim * width
@@ -234,7 +235,12 @@ def top_eigenpairs_matfree(
         active = (res > tol).nonzero().squeeze(1)
         logger.info(
             "iteration %d: %d products, %d of %d converged, worst residual %.2e (tol %.1e)",
-            it, matvecs, int((res[:k] <= tol).sum()), k, float(res[:k].max()), tol,
+            it,
+            matvecs,
+            int((res[:k] <= tol).sum()),
+            k,
+            float(res[:k].max()),
+            tol,
         )
         if res[:k].max() <= tol or it >= max_iter:
             break
@@ -376,12 +382,19 @@ def _matrix_free_eigenpairs(
     ``sizes`` is ``_model_sizes``' (N, C, P, bytes per element)."""
     n, c, n_params, itemsize = sizes
     dim = c * n if outputs == "flatten" else n
-    kw = {"params": params, "outputs": outputs, "output_weights": output_weights, "max_memory_gb": _MATVEC_SHARE * budget}
+    kw = {
+        "params": params,
+        "outputs": outputs,
+        "output_weights": output_weights,
+        "max_memory_gb": _MATVEC_SHARE * budget,
+    }
     ref = next(model.parameters())
     on_params = _on_parameter_side(outputs, n_params, dim)
     matvec, size = param_matvec(model, x, **kw) if on_params else (ntk_matvec(model, x, **kw), dim)
     matvec_bytes = _matvec_bytes(k, size, n, c, n_params, itemsize, budget)
-    logger.info("top-%d eNTK eigenpairs by matrix_free on the %s side (%d)", k, "parameter" if on_params else "kernel", size)
+    logger.info(
+        "top-%d eNTK eigenpairs by matrix_free on the %s side (%d)", k, "parameter" if on_params else "kernel", size
+    )
     if solver_kw.get("tol") is None:
         # The same kernel gets the same default tolerance whichever side the solver runs on.
         solver_kw["tol"] = default_tol(ref.dtype, dim)
@@ -431,7 +444,9 @@ def top_eigenpairs(
     _check_k(k, dim)
     budget = resolve_max_memory_gb(max_memory_gb)
     side = n_params if _on_parameter_side(outputs, n_params, dim) else dim
-    estimates = memory_estimates_gb(dim, width, k, itemsize, _matvec_bytes(k, side, n, c, n_params, itemsize, budget), side)
+    estimates = memory_estimates_gb(
+        dim, width, k, itemsize, _matvec_bytes(k, side, n, c, n_params, itemsize, budget), side
+    )
     chosen = choose_method(estimates, budget) if method == "auto" else method
     if chosen != "matrix_free":
         kernel = compact_ntk(
@@ -458,4 +473,3 @@ def top_eigenpairs(
         )
         info = EigenInfo("matrix_free", estimates, solver)
     return (vals, vecs, info) if return_info else (vals, vecs)
-

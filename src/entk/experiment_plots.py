@@ -38,7 +38,7 @@ def _cliff_positions(cliffs: Cliffs, group: str, step: int) -> list[tuple[int, f
         return []
     if isinstance(cliffs, pd.DataFrame):
         rows = cliffs[(cliffs["layer"] == group) & (cliffs["step"] == step)]
-        return [(int(p), float(r)) for p, r in zip(rows["position"], rows["ratio"])]
+        return [(int(p), float(r)) for p, r in zip(rows["position"], rows["ratio"], strict=False)]
     return [(int(p), None) for p in cliffs.get(group, [])]
 
 
@@ -156,7 +156,7 @@ def plot_phases(
     fig, axes = plt.subplots(3, 1, figsize=(5.6, 6.6), sharex=True, constrained_layout=True)
     ax_ov, ax_d, ax_s = axes
     colors = plt.get_cmap("tab10")(np.arange(len(layers)) % 10)
-    for g, color in zip(layers, colors):
+    for g, color in zip(layers, colors, strict=False):
         rows = table[table["layer"] == g].sort_values("step")
         if rows.empty:
             raise KeyError(f"no phase rows for layer {g!r}")
@@ -195,6 +195,7 @@ def single_checkpoint_note(eig: EigenFile) -> Figure:
     """The phase figure of a view with one checkpoint: says why there is nothing to detect."""
     fig, ax = plt.subplots(figsize=(5.6, 1.6), constrained_layout=True)
     ax.axis("off")
-    ax.text(0.5, 0.5, f"one checkpoint (step {int(eig.steps[0])}): phase detection needs several",
-            ha="center", va="center")
+    ax.text(
+        0.5, 0.5, f"one checkpoint (step {int(eig.steps[0])}): phase detection needs several", ha="center", va="center"
+    )
     return fig

@@ -40,8 +40,10 @@ class View:
 
     def params(self) -> dict:
         """What the eigen job needs of the view, as plain data (rule params)."""
-        return {k: getattr(self, k) for k in ("name", "outputs", "output_weights", "position", "layers", "top_k",
-                                               "steps", "features")}
+        return {
+            k: getattr(self, k)
+            for k in ("name", "outputs", "output_weights", "position", "layers", "top_k", "steps", "features")
+        }
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,14 @@ def _steps_of_weights(exp_id: str, entry: dict, kind, settings: dict, basedir: s
     spec = weights["checkpoints"]
     if isinstance(spec, str):
         # Paths stay as the user wrote them (relative to the working directory), as Snakemake expects.
-        files = sorted(os.path.relpath(f, basedir) if not os.path.isabs(spec) else f
-                       for f in glob.glob(os.path.join(basedir, spec)))
+        files = sorted(
+            os.path.relpath(f, basedir) if not os.path.isabs(spec) else f
+            for f in glob.glob(os.path.join(basedir, spec))
+        )
         if not files:
-            errors.append(f"{_where(exp_id, 'weights', 'checkpoints')}: no file matches {spec!r} (relative to {basedir})")
+            errors.append(
+                f"{_where(exp_id, 'weights', 'checkpoints')}: no file matches {spec!r} (relative to {basedir})"
+            )
             return [], []
     else:
         files = list(spec)
@@ -123,10 +129,13 @@ def _steps_of_weights(exp_id: str, entry: dict, kind, settings: dict, basedir: s
     steps = weights.get("steps", list(range(len(files))))
     if len(steps) != len(files):
         errors.append(
-            f"{_where(exp_id, 'weights', 'steps')}: {len(steps)} steps for {len(files)} checkpoint files; give one step per file"
+            f"{_where(exp_id, 'weights', 'steps')}: {len(steps)} steps for {len(files)} checkpoint files; "
+            "give one step per file"
         )
     elif sorted(steps) != list(steps) or len(set(steps)) != len(steps):
-        errors.append(f"{_where(exp_id, 'weights', 'steps')}: {steps} must increase (the files' order is the training axis)")
+        errors.append(
+            f"{_where(exp_id, 'weights', 'steps')}: {steps} must increase (the files' order is the training axis)"
+        )
     return list(steps), files
 
 
@@ -145,7 +154,16 @@ def _view(exp_id: str, name: str, spec: dict, steps: list[int], errors: list[str
         if missing:
             errors.append(f"{where('checkpoints')}: steps {missing} have no checkpoint (checkpoints: {steps})")
         view_steps = sorted(set(chosen) & set(steps))
-    return View(name, spec["outputs"], spec["output_weights"], spec["position"], layers, spec["top_k"], view_steps, spec["features"])
+    return View(
+        name,
+        spec["outputs"],
+        spec["output_weights"],
+        spec["position"],
+        layers,
+        spec["top_k"],
+        view_steps,
+        spec["features"],
+    )
 
 
 def resolve_experiment(exp_id: str, entry: dict, config: dict, basedir: str, errors: list[str]) -> Experiment | None:
@@ -170,7 +188,9 @@ def resolve_experiment(exp_id: str, entry: dict, config: dict, basedir: str, err
         _user_file(entry["model"], basedir, _where(exp_id, "model"), errors)
     inputs = entry.get("inputs", "kind")
     if inputs == "kind" and kind is None:
-        errors.append(f"{_where(exp_id, 'inputs')}: a model of your own needs inputs: a .pt/.npy file or file.py:function")
+        errors.append(
+            f"{_where(exp_id, 'inputs')}: a model of your own needs inputs: a .pt/.npy file or file.py:function"
+        )
     elif inputs != "kind":
         if inputs.endswith((".pt", ".npy")):
             if not os.path.isfile(os.path.join(basedir, inputs)):

@@ -146,8 +146,7 @@ def _check_weights(weights: Tensor | None, n_outputs: int) -> Tensor | None:
     weights = torch.as_tensor(weights)
     if weights.shape != (n_outputs,):
         raise ValueError(
-            f"output_weights must have shape ({n_outputs},), one weight per model output, "
-            f"got {tuple(weights.shape)}"
+            f"output_weights must have shape ({n_outputs},), one weight per model output, got {tuple(weights.shape)}"
         )
     return weights
 
@@ -243,7 +242,7 @@ def _conv_padding(conv: nn.Conv1d | nn.Conv2d) -> list[tuple[int, int]]:
     if conv.padding == "valid":
         return [(0, 0)] * len(conv.kernel_size)
     if conv.padding == "same":
-        totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=False)]
         return [(t // 2, t - t // 2) for t in totals]
     return [(p, p) for p in conv.padding]
 
@@ -368,7 +367,7 @@ def _eligible_sites(model: nn.Module, x: Tensor, groups: dict[str, list[str]]) -
     params = [p for s in sites.values() for p in _selected(s)]
     outs = [two[m][0][1] for m in sites]
     grads = torch.autograd.grad((f * cot).sum(), outs + params, allow_unused=True)
-    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(outs + params, grads)]
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(outs + params, grads, strict=False)]
     tol = math.sqrt(torch.finfo(f.dtype).eps)
     eligible, at = {}, len(outs)
     for i, (m, s) in enumerate(sites.items()):
@@ -406,7 +405,7 @@ def _class_grads(
     for k in range(c):
         # A scalar loss: explicit grad_outputs would import sympy on first use, seconds per process.
         grads = torch.autograd.grad(f[:, k].sum() * w[k], outs, retain_graph=k < c - 1, allow_unused=True)
-        yield {m: None if g is None else _output_grads(sites[m].module, g, n) for m, g in zip(ios, grads)}
+        yield {m: None if g is None else _output_grads(sites[m].module, g, n) for m, g in zip(ios, grads, strict=False)}
 
 
 def _chunk_grads(
@@ -560,7 +559,7 @@ def _structured_factors(
     us: dict[str, list[Tensor]] = {m: [] for m in sites}
     hs: dict[str, list[Tensor]] = {m: [] for m in sites}
     bases = {m: x.new_zeros(s.out, n_outputs, 0, dtype=dtype) if n_outputs > 1 else None for m, s in sites.items()}
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=False):
         xb = x[start:end]
         if outputs == "diag_mean" and all(b is not None and b.shape[2] for b in bases.values()):
             # Known bases: project class by class; a chunk that leaves them is redone with its G.

@@ -107,13 +107,17 @@ def _check_modadd_mlp(s: dict) -> list[str]:
         )
     for key in ("lr", "weight_decay"):
         if not isinstance(s[key], int | float) or s[key] < 0 or (key == "lr" and s[key] == 0):
-            errors.append(f"setting '{key}' of kind modadd_mlp: {s[key]!r} must be a {'positive' if key == 'lr' else 'non-negative'} number")
+            errors.append(
+                f"setting '{key}' of kind modadd_mlp: {s[key]!r} must be a "
+                f"{'positive' if key == 'lr' else 'non-negative'} number"
+            )
     return errors
 
 
 def _check_transformer(s: dict) -> list[str]:
-    errors = _positive_ints(s, ("p", "d_model", "n_heads", "d_head", "d_mlp", "epochs", "batch_size", "log_every"),
-                            "modadd_transformer")
+    errors = _positive_ints(
+        s, ("p", "d_model", "n_heads", "d_head", "d_mlp", "epochs", "batch_size", "log_every"), "modadd_transformer"
+    )
     errors += _fraction(s, "train_fraction", "modadd_transformer")
     if errors:
         return errors
@@ -126,8 +130,10 @@ def _check_transformer(s: dict) -> list[str]:
         )
     for key in ("lr", "weight_decay"):
         if not isinstance(s[key], int | float) or s[key] < 0 or (key == "lr" and s[key] == 0):
-            errors.append(f"setting '{key}' of kind modadd_transformer: {s[key]!r} must be a "
-                          f"{'positive' if key == 'lr' else 'non-negative'} number")
+            errors.append(
+                f"setting '{key}' of kind modadd_transformer: {s[key]!r} must be a "
+                f"{'positive' if key == 'lr' else 'non-negative'} number"
+            )
     return errors
 
 
@@ -135,7 +141,8 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
     {
         "tms": Kind(
             name="tms",
-            description="Toy Model of Superposition y = ReLU(WᵀW x + b) on a generated sparse data set (docs/spec.md §1)",
+            description="Toy Model of Superposition y = ReLU(WᵀW x + b) on a generated sparse data set "
+            "(docs/spec.md §1)",
             defaults=MappingProxyType(
                 {
                     "n_features": 50,
@@ -219,5 +226,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
 def get_kind(name: str) -> Kind:
     """The registered kind ``name``; an unknown name is an error that lists the known ones."""
     if name not in KINDS:
-        raise ValueError(f"unknown model kind {name!r}; registered kinds: {sorted(KINDS)} (or use model: file.py:function)")
+        raise ValueError(
+            f"unknown model kind {name!r}; registered kinds: {sorted(KINDS)} (or use model: file.py:function)"
+        )
     return KINDS[name]

@@ -231,7 +231,7 @@ def _flat_codec(primals: Params) -> tuple[Callable[[Tensor], Params], Callable[[
     sizes = [primals[k].numel() for k in names]
 
     def unflatten(u: Tensor) -> Params:
-        return {k: t.reshape(-1, *primals[k].shape) for k, t in zip(names, u.T.split(sizes, dim=1))}
+        return {k: t.reshape(-1, *primals[k].shape) for k, t in zip(names, u.T.split(sizes, dim=1), strict=False)}
 
     def flatten(t: Params) -> Tensor:
         return torch.cat([t[k].reshape(t[k].shape[0], -1) for k in names], dim=1).T
@@ -293,4 +293,3 @@ def factor_matvec(
         return _class_major(y) if outputs == "flatten" else y.sum(-1).T / pb.c
 
     return _in_model_dtype(pb, _in_sub_blocks(fu))
-

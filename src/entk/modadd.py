@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from entk.rotation import cliff_slices, family_correlation, fourier_families, laplacians, smooth_rotation, subspace_overlap
+from entk.rotation import (
+    cliff_slices,
+    family_correlation,
+    fourier_families,
+    laplacians,
+    smooth_rotation,
+    subspace_overlap,
+)
 
 
 def grokking_epoch(history: pd.DataFrame, threshold: float = 0.5) -> int | None:
@@ -53,7 +60,7 @@ def overlap_curve(epochs: np.ndarray, vectors: np.ndarray, p: int) -> pd.DataFra
             "overlap_sum": subspace_overlap(v[:, cliff2], fam["sum"]),
             "overlap_diff": subspace_overlap(v[:, cliff2], fam["diff"]),
         }
-        for e, v in zip(epochs, vectors)
+        for e, v in zip(epochs, vectors, strict=False)
     ]
     table = pd.DataFrame(rows)
     for v in ("sum", "diff"):

@@ -48,7 +48,11 @@ def figure_1(panels: list[dict], betas: list[float], *, cliff_detector: dict | N
             raise ValueError(f"panel {j} (m = {panel['m']}) has no overlap map for β = {missing}")
     ncol, nrow = len(panels), 1 + len(betas)
     fig, axes = plt.subplots(
-        nrow, ncol, figsize=(3.5 * ncol, 2.4 * nrow), squeeze=False, constrained_layout=True,
+        nrow,
+        ncol,
+        figsize=(3.5 * ncol, 2.4 * nrow),
+        squeeze=False,
+        constrained_layout=True,
         gridspec_kw={"height_ratios": [1.1] + [1] * len(betas)},
     )
     for j, panel in enumerate(panels):
@@ -61,8 +65,14 @@ def figure_1(panels: list[dict], betas: list[float], *, cliff_detector: dict | N
             n, k = overlap.shape
             ax = axes[i, j]
             im = ax.imshow(
-                overlap, origin="lower", aspect="auto", cmap=CORRELATION_CMAP, vmin=0, vmax=1,
-                interpolation="nearest", extent=(0.5, k + 0.5, -0.5, n - 0.5),
+                overlap,
+                origin="lower",
+                aspect="auto",
+                cmap=CORRELATION_CMAP,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+                extent=(0.5, k + 0.5, -0.5, n - 0.5),
             )
             ax.set_ylabel(f"β = {beta:g}\nfeature" if j == 0 else "feature")
             ax.set_xlabel("eigenvector index (rescaled kernel)" if i == nrow - 1 else "")
@@ -84,8 +94,13 @@ def _tms_spectrum(ax: Axes, lam: np.ndarray, cliffs: list) -> None:
         # Right of the line, just above the foot of the drop: every later mode lies lower.
         ax.annotate(
             f"cliff after {c.position}\nratio {c.ratio:.2f}",
-            xy=(c.position + 0.5, lam[c.position]), xytext=(3, 4),
-            textcoords="offset points", ha="left", va="bottom", fontsize=7, color="tab:red",
+            xy=(c.position + 0.5, lam[c.position]),
+            xytext=(3, 4),
+            textcoords="offset points",
+            ha="left",
+            va="bottom",
+            fontsize=7,
+            color="tab:red",
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
         )
     ax.set_xlabel("eigenvalue index (un-rescaled eNTK)")
@@ -137,7 +152,7 @@ def _mark_cliffs(ax: Axes, cliffs: tuple[slice, slice]) -> list[Patch]:
     """Shade both cliff index ranges (labelled for a legend), dash their boundaries; return the two shadings."""
     spans = [
         ax.axvspan(c.start - 0.5, c.stop - 0.5, color=color, alpha=0.13, lw=0, label=label)
-        for c, (label, color) in zip(cliffs, CLIFF_STYLE)
+        for c, (label, color) in zip(cliffs, CLIFF_STYLE, strict=False)
     ]
     for x in sorted({c.start - 0.5 for c in cliffs} | {c.stop - 0.5 for c in cliffs}):
         ax.axvline(x, color="0.35", ls="--", lw=0.7)
@@ -175,7 +190,7 @@ def figure_2(spectra: dict[str, np.ndarray], cliffs: tuple[slice, slice]) -> Fig
     lams = {name: _check_spectrum(name, lam) for name, lam in spectra.items()}
     _check_cliffs(cliffs, min(lam.size for lam in lams.values()))
     fig, axes = plt.subplots(1, len(lams), figsize=(3.4 * len(lams), 3.0), squeeze=False, constrained_layout=True)
-    for ax, (name, lam) in zip(axes[0], lams.items()):
+    for ax, (name, lam) in zip(axes[0], lams.items(), strict=False):
         spans = _mark_cliffs(ax, cliffs)
         _spectrum(ax, lam, name, color="k", start=0)
         ax.set_title(f"{name} eNTK")
@@ -216,7 +231,7 @@ def figure_3(
 
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(lams)))
     _mark_cliffs(ax_spec, cliffs)
-    for color, (epoch, lam) in zip(colors, lams.items()):
+    for color, (epoch, lam) in zip(colors, lams.items(), strict=False):
         _spectrum(ax_spec, lam, f"epoch {epoch}", color=color, start=0)
     ax_spec.set_xlabel("eigenvalue index")
     ax_spec.set_ylabel("eigenvalue λ")
@@ -257,7 +272,12 @@ def figure_5(maps: dict[int, dict[str, np.ndarray]]) -> Figure:
             checked[epoch, family] = _check_correlation(f"maps[{epoch}][{family!r}]", maps[epoch][family], shape)
             shape = checked[epoch, family].shape
     fig, axes = plt.subplots(
-        2, len(epochs), figsize=(2.2 * len(epochs) + 1.2, 5.0), sharex=True, sharey=True, squeeze=False,
+        2,
+        len(epochs),
+        figsize=(2.2 * len(epochs) + 1.2, 5.0),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
         constrained_layout=True,
     )
     for j, epoch in enumerate(epochs):

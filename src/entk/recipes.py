@@ -54,8 +54,14 @@ def tms_train(
     model = TMS(settings["n_features"], settings["m"], generator=gen)
     importance = tms_importance_weights(settings)
     log(f"TMS {key}: n={settings['n_features']} m={settings['m']} S={settings['sparsity']} on {device}")
-    losses = train_tms(model.to(device), x.to(device), importance.float().to(device), steps=settings["steps"],
-                       lr=settings["lr"], log=log)
+    losses = train_tms(
+        model.to(device),
+        x.to(device),
+        importance.float().to(device),
+        steps=settings["steps"],
+        lr=settings["lr"],
+        log=log,
+    )
     model = model.cpu()
     w = model.W.detach().double()
     log(f"final loss {losses[-1]:.3e}; features with (WᵀW)_ii ≥ 0.75: {int(((w * w).sum(0) >= 0.75).sum())}")

@@ -90,7 +90,9 @@ def _state_dict_of(obj, path: str) -> dict:
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             return obj[key]
-    raise ValueError(f"{path}: not a state_dict (a map of tensors, or a dict holding one under 'model' or 'state_dict')")
+    raise ValueError(
+        f"{path}: not a state_dict (a map of tensors, or a dict holding one under 'model' or 'state_dict')"
+    )
 
 
 def checkpoint_states(paths: list[str], steps: list[int]) -> Iterator[tuple[int, dict]]:
@@ -210,20 +212,27 @@ def view_eigenpairs(
     n = x.shape[0]
     dim = n * n_outputs if outputs == "flatten" else n
     itemsize = next(model.parameters()).element_size()
-    sizes = {g: sum(p.numel() for name, p in model.named_parameters()
-                    if names is None or any(name == s or name.startswith(s + ".") for s in names))
-             for g, names in groups.items()}
+    sizes = {
+        g: sum(
+            p.numel()
+            for name, p in model.named_parameters()
+            if names is None or any(name == s or name.startswith(s + ".") for s in names)
+        )
+        for g, names in groups.items()
+    }
     width = {g: s * (n_outputs if outputs == "diag_mean" else 1) for g, s in sizes.items()}
     need = sum(_kernel_bytes(dim, w, itemsize) for w in width.values())
     budget = entk.kernels.resolve_max_memory_gb(max_memory_gb) * 2**30
     k = min(k, dim)
     if need <= budget:
-        kernels = entk.layer_ntks(model, x, groups, outputs=outputs, output_weights=weights,
-                                  max_memory_gb=max_memory_gb)
+        kernels = entk.layer_ntks(
+            model, x, groups, outputs=outputs, output_weights=weights, max_memory_gb=max_memory_gb
+        )
         return {g: entk.kernel_eigenpairs(kernels.pop(g), k, max_memory_gb=max_memory_gb) for g in groups}
     return {
-        g: entk.top_eigenpairs(model, x, k, params=names, outputs=outputs, output_weights=weights,
-                               max_memory_gb=max_memory_gb)
+        g: entk.top_eigenpairs(
+            model, x, k, params=names, outputs=outputs, output_weights=weights, max_memory_gb=max_memory_gb
+        )
         for g, names in groups.items()
     }
 

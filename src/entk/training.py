@@ -22,8 +22,7 @@ def _check_finite(loss: float, where: str, lr: float) -> None:
     """Raise TrainingDiverged naming ``where`` (e.g. 'step 12') if ``loss`` is NaN/inf."""
     if not math.isfinite(loss):
         raise TrainingDiverged(
-            f"training diverged at {where}: loss = {loss} (learning rate {lr:g}); "
-            "try a lower learning rate"
+            f"training diverged at {where}: loss = {loss} (learning rate {lr:g}); try a lower learning rate"
         )
 
 
@@ -162,4 +161,3 @@ def train_modadd(
         train_loss.backward()
         opt.step()
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-

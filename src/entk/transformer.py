@@ -134,7 +134,14 @@ def split(p: int, train_fraction: float, generator: torch.Generator) -> tuple[Te
 
 
 def _history_row(
-    model: nn.Module, x: Tensor, y: Tensor, idx: dict[str, Tensor], p: int, epoch: int, epochs: int, lr: float,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    idx: dict[str, Tensor],
+    p: int,
+    epoch: int,
+    epochs: int,
+    lr: float,
     log: Callable[[str], None],
 ) -> dict[str, float]:
     """History row of ``epoch``: cross-entropy on the first p logits and accuracy on the train and test rows."""

@@ -172,7 +172,12 @@ def derivative_peak(curve: pd.DataFrame) -> int:
 
 
 def grokking_diagnostic(
-    epochs: np.ndarray, vectors: np.ndarray, history: pd.DataFrame, family: np.ndarray, *, n_top: int = 5,
+    epochs: np.ndarray,
+    vectors: np.ndarray,
+    history: pd.DataFrame,
+    family: np.ndarray,
+    *,
+    n_top: int = 5,
     threshold: float = 0.5,
 ) -> tuple[pd.DataFrame, int, int | None]:
     """The W_U eNTK grokking diagnostic: (overlap curve of the top ``n_top`` eigenvectors (T, p², k) with

@@ -34,10 +34,14 @@ def fig_transformer_layers(table: pd.DataFrame, keys: list[int] | None = None) -
     families = list(dict.fromkeys(table["family"]))
     groups = list(dict.fromkeys(table["group"]))
     fig, axes = plt.subplots(
-        1, len(groups), figsize=(0.55 * len(families) * len(groups) + 1.6, 0.32 * len(tensors) + 1.3),
-        squeeze=False, sharey=True, constrained_layout=True,
+        1,
+        len(groups),
+        figsize=(0.55 * len(families) * len(groups) + 1.6, 0.32 * len(tensors) + 1.3),
+        squeeze=False,
+        sharey=True,
+        constrained_layout=True,
     )
-    for ax, group in zip(axes[0], groups):
+    for ax, group in zip(axes[0], groups, strict=False):
         part = table[table["group"] == group].set_index(["tensor", "family"])
         value = np.array([[part.loc[(t, f), "overlap"] for f in families] for t in tensors])
         most = np.array([[part.loc[(t, f), "of"] for f in families] for t in tensors])
@@ -46,8 +50,15 @@ def fig_transformer_layers(table: pd.DataFrame, keys: list[int] | None = None) -
         for i in range(len(tensors)):
             for j in range(len(families)):
                 # Dark text on the bright end of viridis, white elsewhere.
-                ax.text(j, i, f"{value[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                        color="black" if share[i, j] > 0.6 else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{value[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="black" if share[i, j] > 0.6 else "white",
+                )
         ax.set_xticks(range(len(families)), [FAMILY_LABELS.get(f, f) for f in families], rotation=45, ha="right")
         ax.set_yticks(range(len(tensors)), tensors)
         ax.set_title(f"eigenvectors {group} (of {int(most.max())})", fontsize=9)
@@ -98,4 +109,3 @@ def fig_transformer(
     ov_ax.legend(lines[0] + more[0], lines[1] + more[1], frameon=False, fontsize=7, loc="center right")
     acc_ax.set_title("1-layer Transformer: grokking and the W_U eNTK")
     return fig
-

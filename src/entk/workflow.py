@@ -180,7 +180,7 @@ def load_npz(
         raise _unreadable(path, what, f"no arrays {missing}; it holds {sorted(arrays)}")
     for key, shape in (shapes or {}).items():
         got = arrays[key].shape
-        if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got)):
+        if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got, strict=False)):
             want = tuple("any" if s is None else s for s in shape)
             raise _unreadable(path, what, f"array {key!r} has shape {got}, expected {want}")
     return arrays

@@ -56,8 +56,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 # binaries the harness needs; a missing one triggers the apt install
@@ -199,14 +199,17 @@ def ensure_slurm_installed(timeout: float = 240.0) -> tuple[bool, str]:
     steps = [
         # Lock::Timeout: wait for a concurrent apt/dpkg instead of failing at once
         ("apt_update_s", ["apt-get", "-o", "DPkg::Lock::Timeout=60", "update", "-q"]),
-        ("apt_install_s", ["apt-get", "-o", "DPkg::Lock::Timeout=60", "install", "-y", "-q",
-                           "--no-install-recommends", *PACKAGES]),
+        (
+            "apt_install_s",
+            ["apt-get", "-o", "DPkg::Lock::Timeout=60", "install", "-y", "-q", "--no-install-recommends", *PACKAGES],
+        ),
     ]
     for key, cmd in steps:
         t0 = time.monotonic()
         try:
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                               timeout=max(1.0, deadline - time.monotonic()))
+            p = subprocess.run(
+                cmd, env=env, capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic())
+            )
         except subprocess.TimeoutExpired:
             return False, f"`{' '.join(cmd)}` timed out after {timeout:.0f} s"
         except OSError as e:
@@ -247,13 +250,13 @@ def slurm_available(install: bool = True) -> tuple[bool, str]:
 # ----------------------------------------------------------------------------
 @dataclasses.dataclass
 class SlurmCluster:
-    rundir: Path            # state, spool, sockets, pid files
-    etcdir: Path            # slurm.conf, gres.conf, plugstack.conf
-    logdir: Path            # daemon logs (copied to workdir/slurm-logs at teardown)
-    conf: Path              # slurm.conf
+    rundir: Path  # state, spool, sockets, pid files
+    etcdir: Path  # slurm.conf, gres.conf, plugstack.conf
+    logdir: Path  # daemon logs (copied to workdir/slurm-logs at teardown)
+    conf: Path  # slurm.conf
     nodename: str
     partition: str
-    env: dict[str, str]     # variables to add to a client's environment (SLURM_CONF)
+    env: dict[str, str]  # variables to add to a client's environment (SLURM_CONF)
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     deadline: float = float("inf")  # time.monotonic() value
@@ -280,8 +283,9 @@ class SlurmCluster:
         """subprocess.run with the cluster env and a timeout bounded by the deadline."""
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
-        return subprocess.run(cmd, env=kw.pop("env", None) or self.environ(),
-                              timeout=self.remaining(timeout), check=check, **kw)
+        return subprocess.run(
+            cmd, env=kw.pop("env", None) or self.environ(), timeout=self.remaining(timeout), check=check, **kw
+        )
 
     def squeue(self) -> list[dict[str, str]]:
         """All jobs slurmctld still knows (also finished ones, for MinJobAge): dicts with
@@ -292,7 +296,7 @@ class SlurmCluster:
         for line in out.splitlines():
             parts = line.split("|")
             if len(parts) == len(keys):
-                jobs.append(dict(zip(keys, (p.strip() for p in parts))))
+                jobs.append(dict(zip(keys, (p.strip() for p in parts), strict=False)))
         return jobs
 
     def show_job(self, jobid: str) -> dict[str, str]:
@@ -313,8 +317,10 @@ class SlurmCluster:
 
 def _partition_lines(nodename: str, partition: str, default_partition: str | None) -> str:
     names = [partition] if default_partition in (None, partition) else [default_partition, partition]
-    return "".join(f"PartitionName={name} Nodes={nodename} Default={'YES' if i == 0 else 'NO'} "
-                   f"MaxTime=INFINITE State=UP\n" for i, name in enumerate(names))
+    return "".join(
+        f"PartitionName={name} Nodes={nodename} Default={'YES' if i == 0 else 'NO'} MaxTime=INFINITE State=UP\n"
+        for i, name in enumerate(names)
+    )
 
 
 def _free_port() -> int:
@@ -440,9 +446,15 @@ def _wait_for(predicate, deadline: float, what: str, interval: float = 0.25):
 
 
 @contextlib.contextmanager
-def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_timeout: float = 60.0,
-                gpus: int = 1, partition: str = PARTITION,
-                default_partition: str | None = None, cpus: int | None = None) -> Iterator[SlurmCluster]:
+def local_slurm(
+    workdir: os.PathLike | str,
+    time_limit: float = 240.0,
+    start_timeout: float = 60.0,
+    gpus: int = 1,
+    partition: str = PARTITION,
+    default_partition: str | None = None,
+    cpus: int | None = None,
+) -> Iterator[SlurmCluster]:
     """Start munged + slurmctld + slurmd for one localhost node; stop them on exit.
 
     workdir: where configs and logs end up (``workdir/slurm``); the runtime dir
@@ -477,7 +489,7 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
     for d in (etcdir, logdir, bindir, rundir / "state", rundir / "spool", rundir / "munge", rundir / "munge-run"):
         d.mkdir(parents=True, exist_ok=True)
     os.chmod(rundir, 0o755)
-    os.chmod(rundir / "munge", 0o700)      # key dir: munged refuses group/other-writable
+    os.chmod(rundir / "munge", 0o700)  # key dir: munged refuses group/other-writable
     os.chmod(rundir / "munge-run", 0o755)  # socket dir: others need x to reach the socket
 
     nodename = socket.gethostname().split(".")[0]  # == `hostname -s`
@@ -486,17 +498,31 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
         hardware = f"CPUs={cpus} Boards=1 SocketsPerBoard=1 CoresPerSocket={cpus} ThreadsPerCore=1"
     munge_socket = rundir / "munge-run" / "munge.socket"
     conf = etcdir / "slurm.conf"
-    conf.write_text(SLURM_CONF_TEMPLATE.format(
-        cluster_name=CLUSTER_NAME, nodename=nodename, addr="127.0.0.1",
-        ctld_port=_free_port(), slurmd_port=_free_port(), munge_socket=munge_socket,
-        rundir=rundir, logdir=logdir, etcdir=etcdir, hardware=hardware,
-        slurmd_parameters="SlurmdParameters=config_overrides\n" if cpus else "",
-        real_memory=real_memory, gres=f"Gres=gpu:{gpus} " if gpus else "",
-        partitions=_partition_lines(nodename, partition, default_partition)))
+    conf.write_text(
+        SLURM_CONF_TEMPLATE.format(
+            cluster_name=CLUSTER_NAME,
+            nodename=nodename,
+            addr="127.0.0.1",
+            ctld_port=_free_port(),
+            slurmd_port=_free_port(),
+            munge_socket=munge_socket,
+            rundir=rundir,
+            logdir=logdir,
+            etcdir=etcdir,
+            hardware=hardware,
+            slurmd_parameters="SlurmdParameters=config_overrides\n" if cpus else "",
+            real_memory=real_memory,
+            gres=f"Gres=gpu:{gpus} " if gpus else "",
+            partitions=_partition_lines(nodename, partition, default_partition),
+        )
+    )
     if not 0 <= gpus <= len(FAKE_GPU_DEVICES):
         raise ValueError(f"gpus must be between 0 and {len(FAKE_GPU_DEVICES)}")
-    (etcdir / "gres.conf").write_text(GRES_CONF_TEMPLATE.format(lines="".join(
-        f"NodeName={nodename} Name=gpu File={dev}\n" for dev in FAKE_GPU_DEVICES[:gpus])))
+    (etcdir / "gres.conf").write_text(
+        GRES_CONF_TEMPLATE.format(
+            lines="".join(f"NodeName={nodename} Name=gpu File={dev}\n" for dev in FAKE_GPU_DEVICES[:gpus])
+        )
+    )
     (etcdir / "plugstack.conf").write_text("# empty: no SPANK plugins\n")
     for tool in CLIENT_WRAPPERS:
         real = shutil.which(tool)
@@ -505,10 +531,16 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
             w.write_text(WRAPPER_TEMPLATE.format(tool=tool, conf=conf, real=real))
             w.chmod(0o755)
 
-    cluster = SlurmCluster(rundir=rundir, etcdir=etcdir, logdir=logdir, conf=conf, nodename=nodename,
-                           partition=partition, deadline=deadline,
-                           env={"SLURM_CONF": str(conf),
-                                "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"})
+    cluster = SlurmCluster(
+        rundir=rundir,
+        etcdir=etcdir,
+        logdir=logdir,
+        conf=conf,
+        nodename=nodename,
+        partition=partition,
+        deadline=deadline,
+        env={"SLURM_CONF": str(conf), "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"},
+    )
     cluster.timings.update(INSTALL_TIMINGS)
     daemon_env = cluster.environ()
     procs: list[tuple[str, subprocess.Popen]] = []
@@ -519,8 +551,15 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
         files.append(out)
         # -D/-F: stay in the foreground, so Popen.pid is the daemon itself;
         # own session: Ctrl-C on the test run does not hit the daemons directly
-        p = subprocess.Popen(cmd, env=daemon_env, stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=rundir)
+        p = subprocess.Popen(
+            cmd,
+            env=daemon_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=rundir,
+        )
         procs.append((name, p))
         cluster.pids[name] = p.pid
         return p
@@ -556,13 +595,27 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
         # munge: private key (mungekey; dd of /dev/urandom as fallback) and socket
         key = rundir / "munge" / "munge.key"
         t0 = time.monotonic()
-        if subprocess.run(["mungekey", "--create", f"--keyfile={key}", "--force"],
-                          capture_output=True, timeout=30).returncode != 0:
+        if (
+            subprocess.run(
+                ["mungekey", "--create", f"--keyfile={key}", "--force"], capture_output=True, timeout=30
+            ).returncode
+            != 0
+        ):
             key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o400)
-        spawn("munged", ["munged", "--foreground", "--force", f"--socket={munge_socket}", f"--key-file={key}",
-                         f"--log-file={logdir / 'munged.log'}", f"--pid-file={rundir / 'munge-run' / 'munged.pid'}",
-                         f"--seed-file={rundir / 'munge' / 'munged.seed'}"])
+        spawn(
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                "--force",
+                f"--socket={munge_socket}",
+                f"--key-file={key}",
+                f"--log-file={logdir / 'munged.log'}",
+                f"--pid-file={rundir / 'munge-run' / 'munged.pid'}",
+                f"--seed-file={rundir / 'munge' / 'munged.seed'}",
+            ],
+        )
         _wait_for(lambda: (check_alive(), munge_socket.exists())[1], start_deadline, "the munge socket")
         cluster.timings["munged_start_s"] = round(time.monotonic() - t0, 2)
 
@@ -573,8 +626,13 @@ def local_slurm(workdir: os.PathLike | str, time_limit: float = 240.0, start_tim
 
         def node_idle():
             check_alive()
-            p = subprocess.run(["sinfo", "--noheader", "--nodes", nodename, "--format=%T"], env=cluster.environ(),
-                               capture_output=True, text=True, timeout=10)
+            p = subprocess.run(
+                ["sinfo", "--noheader", "--nodes", nodename, "--format=%T"],
+                env=cluster.environ(),
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             # one line per partition the node is in
             return p.returncode == 0 and set(p.stdout.split()) == {"idle"}
 
@@ -610,8 +668,12 @@ def _teardown(cluster: SlurmCluster, procs: list[tuple[str, subprocess.Popen]]) 
     #    kill sequence (SIGTERM, KillWait=5 s, SIGKILL) while slurmd is still up
     if {"slurmctld", "slurmd", "munged"} <= running:
         with contextlib.suppress(Exception):
-            subprocess.run(["scancel", "--user", pwd.getpwuid(os.geteuid()).pw_name], env=cluster.environ(),
-                           capture_output=True, timeout=15)
+            subprocess.run(
+                ["scancel", "--user", pwd.getpwuid(os.geteuid()).pw_name],
+                env=cluster.environ(),
+                capture_output=True,
+                timeout=15,
+            )
         end = time.monotonic() + 15
         while time.monotonic() < end and _stepd_pids(cluster.rundir):
             time.sleep(0.25)

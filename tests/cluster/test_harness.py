@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import pytest
-
 import slurm_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

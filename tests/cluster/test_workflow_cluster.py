@@ -37,9 +37,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-
 import slurm_cluster
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "tests") not in sys.path:
@@ -98,24 +97,40 @@ def tms_experiment(name: str, views: dict) -> dict:
 # jobs instead of 10 (every SLURM job pays ~2 Snakemake start-ups plus polling, ~25 s each on a loaded
 # 2-core machine): train of a, b and mlp; eigen of a and b (views plain, beta1) and of mlp (diag).
 _TMS_VIEWS = {v: TINY["experiments"]["a"]["views"][v] for v in ("plain", "beta1")}
-CLUSTER_TINY = {**config_with(), "experiments": {"a": tms_experiment("a", _TMS_VIEWS),
-                                                  "b": tms_experiment("b", _TMS_VIEWS),
-                                                  "mlp": copy.deepcopy(TINY["experiments"]["mlp"])}}
+CLUSTER_TINY = {
+    **config_with(),
+    "experiments": {
+        "a": tms_experiment("a", _TMS_VIEWS),
+        "b": tms_experiment("b", _TMS_VIEWS),
+        "mlp": copy.deepcopy(TINY["experiments"]["mlp"]),
+    },
+}
 CLUSTER_TINY["paper"]["tms"]["heatmap_views"] = ["beta1"]
 # SLURM jobs CLUSTER_TINY's results/claims.csv takes, per rule
 CLUSTER_TINY_JOBS = {"train": 3, "eigen": 2 * len(_TMS_VIEWS) + 1}
 
 # train of mlp slow enough to be killed mid-run: ~10 s of training after ~3 s of start-up on the
 # 2-core reference machine (400 epochs/hidden 256 train in ~3 s, too fast to hit reliably).
-SLOW_MLP = config_with(experiments={"mlp": {"settings": {"epochs": 4000, "hidden": 256, "checkpoint_every": 200}}},
-                       paper={"modadd": {"fig3_epochs": [0, 200, 4000], "fig5_epochs": [3800, 4000]}})
+SLOW_MLP = config_with(
+    experiments={"mlp": {"settings": {"epochs": 4000, "hidden": 256, "checkpoint_every": 200}}},
+    paper={"modadd": {"fig3_epochs": [0, 200, 4000], "fig5_epochs": [3800, 4000]}},
+)
 SLOW_EPOCHS = list(range(0, 4001, 200))
 # a TMS view whose layer group names a parameter the model does not have (the error comes from its
 # eigen job); one TMS experiment with one good view beside it, and the MLP, keep it short
-BAD_LAYER = {**config_with(), "experiments": {
-    "a": tms_experiment("a", {"plain": TINY["experiments"]["a"]["views"]["plain"],
-                              "bad": {"outputs": "flatten", "layers": {"bad": ["nope"]}, "top_k": 5}}),
-    "mlp": copy.deepcopy(TINY["experiments"]["mlp"])}}
+BAD_LAYER = {
+    **config_with(),
+    "experiments": {
+        "a": tms_experiment(
+            "a",
+            {
+                "plain": TINY["experiments"]["a"]["views"]["plain"],
+                "bad": {"outputs": "flatten", "layers": {"bad": ["nope"]}, "top_k": 5},
+            },
+        ),
+        "mlp": copy.deepcopy(TINY["experiments"]["mlp"]),
+    },
+}
 BAD_LAYER["paper"] = {"modadd": BAD_LAYER["paper"]["modadd"]}
 BAD_LAYER_ERROR = "layer group 'bad': unknown parameter or module name 'nope'"
 BAD_LAYER_TARGETS = ("results/spectra.csv",)
@@ -141,13 +156,24 @@ def slurm_args(*args: str) -> tuple[str, ...]:
 
 def run_local(workdir: Path, *args: str, timeout: float = LOCAL_TIMEOUT) -> subprocess.CompletedProcess:
     """Snakemake without SLURM (profiles/default is picked up next to the Snakefile)."""
-    return subprocess.run(snakemake_cmd(workdir, "--cores", "2", "--show-failed-logs", *args), cwd=workdir,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        snakemake_cmd(workdir, "--cores", "2", "--show-failed-logs", *args),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_slurm(cluster, workdir: Path, *args: str, cap: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run(snakemake_cmd(workdir, *slurm_args(*args)), cwd=workdir, env=cluster.environ(),
-                          capture_output=True, text=True, timeout=cluster.remaining(cap))
+    return subprocess.run(
+        snakemake_cmd(workdir, *slurm_args(*args)),
+        cwd=workdir,
+        env=cluster.environ(),
+        capture_output=True,
+        text=True,
+        timeout=cluster.remaining(cap),
+    )
 
 
 def output_of(p: subprocess.CompletedProcess | str) -> str:
@@ -227,7 +253,7 @@ def assert_same_state(a, b, where: str = "") -> None:
             assert_same_state(a[k], b[k], f"{where}.{k}")
     elif isinstance(a, (list, tuple)):
         assert type(a) is type(b) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             assert_same_state(x, y, f"{where}[{i}]")
     else:
         assert a == b, (where, a, b)
@@ -242,7 +268,7 @@ def assert_same_final_checkpoint(workdir: Path, reference: Path) -> None:
     assert got["steps"] == want["steps"] == SLOW_EPOCHS, got["steps"]
     last = SLOW_EPOCHS[-1]
     assert_same_state(got["states"][last], want["states"][last], f"states[{last}]")  # tensor by tensor
-    assert_same_state(got, want, "checkpoints")            # every epoch's state dict, meta too
+    assert_same_state(got, want, "checkpoints")  # every epoch's state dict, meta too
     assert (workdir / "results/mlp/history.csv").read_bytes() == (reference / "results/mlp/history.csv").read_bytes()
 
 
@@ -262,8 +288,7 @@ def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen, log
 def background_snakemake(cmd: list[str], log: Path, cwd: Path, env=None):
     """Popen with output to `log`, in its own process group; killed (that group) if still running."""
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield proc
     finally:
@@ -307,8 +332,9 @@ def cluster(tmp_path_factory):
     if not available:
         pytest.skip(f"local SLURM not available: {why}")
     base = tmp_path_factory.mktemp("slurm")
-    with slurm_cluster.local_slurm(base, time_limit=CLUSTER_TIME_LIMIT, partition=PARTITION,
-                                   default_partition=DECOY_PARTITION, cpus=NODE_CPUS) as c:
+    with slurm_cluster.local_slurm(
+        base, time_limit=CLUSTER_TIME_LIMIT, partition=PARTITION, default_partition=DECOY_PARTITION, cpus=NODE_CPUS
+    ) as c:
         print(f"\ncluster up: {c.timings}")
         yield c
     print(f"\ncluster down: {c.timings}")
@@ -351,19 +377,20 @@ def test_dry_run_carries_slurm_resources(device, tmp_path):
     impossible without a GPU (resolve_device raises), so the GPU request is checked here, in the
     dry run, and through sbatch by test_gpu_request_reaches_sbatch."""
     wd = make_workdir(tmp_path, config_with(device=device))
-    p = subprocess.run(snakemake_cmd(wd, *slurm_args("-n", "results/claims.csv")), cwd=wd,
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        snakemake_cmd(wd, *slurm_args("-n", "results/claims.csv")), cwd=wd, capture_output=True, text=True, timeout=120
+    )
     ok(p, "dry run with the SLURM profile")
     jobs = dry_run_jobs(p.stdout + p.stderr)
     rules = {rule for rule, _ in jobs}
     assert GPU_RULES | {"analyse", "tms_paper", "rotate_modadd", "modadd_claims", "claims"} <= rules, rules
     assert {rule for rule, _ in jobs if rule in GPU_RULES} == GPU_RULES
     for rule, res in jobs:
-        assert res.get("slurm_partition") == PARTITION, (rule, res)   # sbatch -p
-        assert res.get("cpus_per_task") == "1", (rule, res)           # = threads: 1 of every rule
+        assert res.get("slurm_partition") == PARTITION, (rule, res)  # sbatch -p
+        assert res.get("cpus_per_task") == "1", (rule, res)  # = threads: 1 of every rule
         assert int(res["mem_mb"]) >= 500 and int(res["runtime"]) >= 2, (rule, res)  # the rule's own
         want_gpu = ("1" if device == "cuda" else "0") if rule in GPU_RULES else None
-        assert res.get("gpu") == want_gpu, (rule, res)                # gpu=1 -> sbatch --gpus=1
+        assert res.get("gpu") == want_gpu, (rule, res)  # gpu=1 -> sbatch --gpus=1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,7 +403,7 @@ def test_bad_input_error_in_rule_log_and_output(bad_layer_run, record_property):
     assert p.returncode != 0, output_of(p)[-3000:]
     out = output_of(p)
     assert "Error in rule eigen" in out, out[-3000:]
-    assert BAD_LAYER_ERROR in out, out[-3000:]                 # --show-failed-logs prints the log
+    assert BAD_LAYER_ERROR in out, out[-3000:]  # --show-failed-logs prints the log
     log = (wd / "logs/a/bad/eigen.log").read_text()
     assert BAD_LAYER_ERROR in log and "ValueError" in log, log
     assert not (wd / "results/a/bad/eigen.npz").exists()
@@ -387,9 +414,16 @@ def test_keep_going_finishes_independent_branches(bad_layer_run):
     wd, p, _ = bad_layer_run
     out = output_of(p)
     # the MLP branch and the TMS 'plain' view are complete ...
-    for rel in ("results/mlp/checkpoints.pt", "results/mlp/history.csv", "results/mlp/diag/eigen.npz",
-                "results/mlp/diag/spectra.csv", "results/a/checkpoints.pt", "results/a/plain/eigen.npz",
-                "results/a/plain/spectra.csv", "results/a/plain/fig_spectra.png"):
+    for rel in (
+        "results/mlp/checkpoints.pt",
+        "results/mlp/history.csv",
+        "results/mlp/diag/eigen.npz",
+        "results/mlp/diag/spectra.csv",
+        "results/a/checkpoints.pt",
+        "results/a/plain/eigen.npz",
+        "results/a/plain/spectra.csv",
+        "results/a/plain/fig_spectra.png",
+    ):
         assert (wd / rel).stat().st_size > 0, f"{rel} missing\n{out[-3000:]}"
     # ... only what depends on the bad view is missing
     for rel in ("results/a/bad/eigen.npz", "results/a/bad/spectra.csv", "results/spectra.csv"):
@@ -411,8 +445,11 @@ def test_kill9_of_local_train_then_rerun_resumes(slow_reference, tmp_path, recor
         def trainer():
             for pid in descendants(proc.pid):
                 args = argv(pid)
-                if args and Path(args[0]).name.startswith("python") and any(
-                        Path(a).name.endswith(".train.py") for a in args[1:]):
+                if (
+                    args
+                    and Path(args[0]).name.startswith("python")
+                    and any(Path(a).name.endswith(".train.py") for a in args[1:])
+                ):
                     return pid
             return None
 
@@ -433,8 +470,12 @@ def test_kill9_of_local_train_then_rerun_resumes(slow_reference, tmp_path, recor
 
     t1 = time.monotonic()
     p = run_local(wd, "results/mlp/history.csv")
-    report(record_property, kill9_first_run_s=first_s, kill9_rerun_s=round(time.monotonic() - t1, 1),
-           kill9_checkpoints_before_kill=killed_at)
+    report(
+        record_property,
+        kill9_first_run_s=first_s,
+        kill9_rerun_s=round(time.monotonic() - t1, 1),
+        kill9_checkpoints_before_kill=killed_at,
+    )
     ok(p, "rerun after kill -9")
     epoch = resumed_epoch(wd)
     assert epoch is not None and epoch >= SLOW_EPOCHS[1], (wd / "logs/mlp/train.log").read_text()[:2000]
@@ -450,8 +491,14 @@ def test_kill9_of_local_train_then_rerun_resumes(slow_reference, tmp_path, recor
 def test_tiny_workflow_on_slurm_matches_local_run(tiny_on_slurm, record_property):
     local, slurm, _, timings = tiny_on_slurm
     report(record_property, **timings)
-    for table in ("claims.csv", "paper/tms_metrics.csv", "paper/modadd_overlap.csv", "mlp/history.csv",
-                  "mlp/diag/spectra.csv", "mlp/diag/phases.csv"):
+    for table in (
+        "claims.csv",
+        "paper/tms_metrics.csv",
+        "paper/modadd_overlap.csv",
+        "mlp/history.csv",
+        "mlp/diag/spectra.csv",
+        "mlp/diag/phases.csv",
+    ):
         assert (slurm / "results" / table).read_bytes() == (local / "results" / table).read_bytes(), table
 
 
@@ -464,7 +511,7 @@ def test_tiny_jobs_went_through_sbatch_with_profile_resources(cluster, tiny_on_s
     for j in jobs:
         counts[rule_of(j["comment"])] = counts.get(rule_of(j["comment"]), 0) + 1
     assert counts == CLUSTER_TINY_JOBS, counts
-    assert not LOCAL_RULES & set(counts)                        # localrules ran on the submit host
+    assert not LOCAL_RULES & set(counts)  # localrules ran on the submit host
     assert {j["state"] for j in jobs} == {"COMPLETED"}, jobs
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output_of(p))
     assert sorted(submitted) == sorted(j["jobid"] for j in jobs), (submitted, jobs)
@@ -476,9 +523,9 @@ def test_tiny_jobs_went_through_sbatch_with_profile_resources(cluster, tiny_on_s
     for j in jobs:
         rule = rule_of(j["comment"])
         info = cluster.show_job(j["jobid"])
-        assert info["Partition"] == PARTITION, info               # only via -p: the default is a decoy
-        assert info["NumCPUs"] == "1", info                          # cpus_per_task = threads = 1
-        assert "gpu" not in info.get("TresPerJob", ""), info         # device: cpu -> gpu=0 -> no --gpus
+        assert info["Partition"] == PARTITION, info  # only via -p: the default is a decoy
+        assert info["NumCPUs"] == "1", info  # cpus_per_task = threads = 1
+        assert "gpu" not in info.get("TresPerJob", ""), info  # device: cpu -> gpu=0 -> no --gpus
         assert (info["MinMemoryNode"], info["TimeLimit"]) == want[rule], (rule, info)
         seen.add(rule)
     assert seen == set(want)
@@ -500,15 +547,14 @@ def test_gpu_request_reaches_sbatch(cluster, tiny_on_slurm, tmp_path, record_pro
         shutil.copy(tiny_slurm / "results/a" / name, wd / "results/a" / name)
     t0 = time.monotonic()
     # target first: --rerun-triggers takes several values and would swallow it
-    p = run_slurm(cluster, wd, "results/a/plain/eigen.npz", "--retries", "0", "--rerun-triggers", "mtime",
-                  cap=180)
+    p = run_slurm(cluster, wd, "results/a/plain/eigen.npz", "--retries", "0", "--rerun-triggers", "mtime", cap=180)
     report(record_property, gpu_job_s=round(time.monotonic() - t0, 1))
     out = output_of(p)
     assert p.returncode != 0, out[-3000:]
     jobs = slurm_jobs(cluster, wd)
     assert [rule_of(j["comment"]) for j in jobs] == ["eigen"], jobs
     info = cluster.show_job(jobs[0]["jobid"])
-    assert info.get("TresPerJob") == "gres:gpu:1", info              # gpu=1 -> sbatch --gpus=1
+    assert info.get("TresPerJob") == "gres:gpu:1", info  # gpu=1 -> sbatch --gpus=1
     assert info["Partition"] == PARTITION and jobs[0]["state"] == "FAILED", (info, jobs)
     msg = "no CUDA GPU is visible"
     assert msg in (wd / "logs/a/plain/eigen.log").read_text()
@@ -524,12 +570,14 @@ def test_scancel_of_train_then_rerun_resumes(cluster, slow_reference, tmp_path, 
     # --retries 0: the profile's retries: 1 would resubmit the cancelled job (which then resumes)
     cmd = snakemake_cmd(wd, *slurm_args("--retries", "0", "results/mlp/history.csv"))
     with background_snakemake(cmd, log, wd, env=cluster.environ()) as proc:
+
         def running_job():
             running = [j for j in slurm_jobs(cluster, wd) if j["state"] == "RUNNING"]
             return running[0] if running and len(side_checkpoints(wd)) >= 2 else None
 
-        job = wait_until(running_job, cluster.remaining(120), "train of mlp running with two checkpoints", proc,
-                         log, interval=0.25)
+        job = wait_until(
+            running_job, cluster.remaining(120), "train of mlp running with two checkpoints", proc, log, interval=0.25
+        )
         assert rule_of(job["comment"]) == "train", job
         cluster.run(["scancel", job["jobid"]])
         t_cancel = time.monotonic()
@@ -544,8 +592,12 @@ def test_scancel_of_train_then_rerun_resumes(cluster, slow_reference, tmp_path, 
 
     t1 = time.monotonic()
     p = run_slurm(cluster, wd, "results/mlp/history.csv", cap=300)
-    report(record_property, scancel_first_run_s=round(t_cancel - t0, 1), scancel_detect_s=detect_s,
-           scancel_rerun_s=round(time.monotonic() - t1, 1))
+    report(
+        record_property,
+        scancel_first_run_s=round(t_cancel - t0, 1),
+        scancel_detect_s=detect_s,
+        scancel_rerun_s=round(time.monotonic() - t1, 1),
+    )
     ok(p, "rerun after scancel", cluster)
     assert (resumed_epoch(wd) or 0) >= SLOW_EPOCHS[1], (wd / "logs/mlp/train.log").read_text()[:2000]
     assert_same_final_checkpoint(wd, slow_reference)
