@@ -90,6 +90,12 @@ def gpus():
     return 1 if config.get("device", "auto") == "cuda" else 0
 
 
+def eigen_threads(wildcards):
+    """The eigen job's torch threads: the experiment's eigen_threads (default 1, so that jobs of
+    small kernels run side by side; a large kernel's BLAS gains from more)."""
+    return EXPERIMENTS[wildcards.experiment].eigen_threads
+
+
 def eigen_mem_mb(wildcards):
     """The eigen job's memory request: its working budget (max_memory_gb) plus what it holds beside
     it — torch, the model, the eigenvectors of every checkpoint — taken as half the budget again.

@@ -9,7 +9,7 @@ rule eigen:
         "results/benchmarks/{experiment}/{view}/eigen.tsv"
     conda:
         "../envs/compute.yaml"
-    threads: 1
+    threads: eigen_threads
     resources:
         gpu=gpus(),
         mem_mb=eigen_mem_mb,

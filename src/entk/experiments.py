@@ -60,6 +60,7 @@ class Experiment:
     seed_key: str
     dtype: str
     max_memory_gb: float | None
+    eigen_threads: int
     steps: list[int]  # every checkpoint's step, ascending
     checkpoint_files: list[str]  # user checkpoints, one per step; empty when the workflow trains
     views: dict[str, View] = field(default_factory=dict)
@@ -222,6 +223,7 @@ def resolve_experiment(exp_id: str, entry: dict, config: dict, basedir: str, err
         seed_key=entry.get("seed_key", exp_id),
         dtype=entry.get("dtype", config.get("dtype", "float64")),
         max_memory_gb=entry.get("max_memory_gb", config.get("max_memory_gb")),
+        eigen_threads=entry.get("eigen_threads", 1),
         steps=steps,
         checkpoint_files=files,
         views=views,
