@@ -36,3 +36,18 @@ def test_kernels_products_and_eigenpairs_match_the_cpu():
         v_gpu, vec_gpu = entk.top_eigenpairs(*gpu, 10, method=method)
         assert vec_gpu.device.type == "cuda"
         assert torch.allclose(v_gpu.cpu(), v_cpu, rtol=1e-8)
+
+
+def test_view_eigenpairs_of_the_transformer_match_the_cpu():
+    """The workflow's eigen stage (per-tensor all_mean kernels of a small Transformer) on CUDA."""
+    from entk import runner, transformer
+
+    settings = {"p": 7, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32}
+    out = {}
+    for device in ("cpu", "cuda"):
+        model = transformer.build(settings, torch.Generator().manual_seed(0)).to(device=device, dtype=DT)
+        x = transformer.inputs(settings).to(device)
+        groups = runner.layer_groups(model, "per_tensor")
+        out[device] = runner.view_eigenpairs(model, x, groups, "all_mean", None, 10, None)
+    for name, (vals, _) in out["cpu"].items():
+        assert torch.allclose(out["cuda"][name][0].cpu(), vals, rtol=1e-8, atol=1e-12 * vals.abs().max()), name
