@@ -239,3 +239,10 @@ def test_every_kind_has_its_settings_described_in_the_schema():
     schema = yaml.safe_load(SCHEMA.read_text())
     for name, kind in KINDS.items():
         assert set(schema["$defs"][f"{name}_settings"]["properties"]) == set(kind.defaults), name
+
+
+def test_paper_transformer_section_names_an_experiment():
+    cfg = shipped()
+    del cfg["experiments"]["transformer"]
+    with pytest.raises(ConfigError, match=r"'paper.transformer': experiment 'transformer' is not under experiments"):
+        check_config(cfg, SCHEMA, str(ROOT))

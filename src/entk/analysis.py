@@ -186,19 +186,19 @@ def full_group(eig: EigenFile) -> str | None:
     return None
 
 
-def _first_cliff(rule: CliffRule, lam: np.ndarray) -> int | None:
-    cliffs = rule(lam)
-    return min(int(c.position) for c in cliffs) if cliffs else None
+def _cliff_positions(rule: CliffRule, lam: np.ndarray) -> list[int]:
+    return sorted(int(c.position) for c in rule(lam))
 
 
 def localisation_table(eig: EigenFile, k: int | None = None, find_cliffs: CliffRule | None = None) -> pd.DataFrame:
     """Share of the full kernel's top-k eigenspace carried by each layer's top-k eigenspace.
 
     The full group is the one whose params are the union of all others' (``full_group``); with none,
-    the table is empty. Per step and per other group: ‖Q_layerᵀ Q_full‖²_F / k, with Q the top-k
+    the table is empty. Per step, k and other group: ‖Q_layerᵀ Q_full‖²_F / k, with Q the top-k
     eigenvectors (D, k) of each; 1 when the layer's leading eigenspace is the full kernel's, 0 when
-    orthogonal to it. k: given, else per step the full kernel's first cliff position (steps whose
-    full spectrum has no cliff are left out). Columns: step, layer, full, k, localisation.
+    orthogonal to it. k: given, else every cliff position of the full kernel's spectrum at that step
+    (one row each: which layer holds which cliff; steps whose full spectrum has no cliff are left
+    out). Columns: step, layer, full, k, localisation.
     """
     columns = ["step", "layer", "full", "k", "localisation"]
     full = full_group(eig)
@@ -207,16 +207,13 @@ def localisation_table(eig: EigenFile, k: int | None = None, find_cliffs: CliffR
     rule = None if k is not None else _cliff_rule(find_cliffs)
     rows = []
     for t, step in enumerate(eig.steps):
-        kt = k if k is not None else _first_cliff(rule, eig.values[full][t])
-        if kt is None:
-            continue
-        q_full = eig.vectors[full][t, :, :kt]
-        for g in eig.groups:
-            if g == full:
-                continue
-            if eig.vectors[g].shape[2] < kt:
-                raise ValueError(f"group {g!r} stores {eig.vectors[g].shape[2]} eigenvectors, fewer than k = {kt}")
-            rows.append((int(step), g, full, kt, normalised_overlap(eig.vectors[g][t, :, :kt], q_full)))
+        ks = [k] if k is not None else _cliff_positions(rule, eig.values[full][t])
+        for kt in ks:
+            q_full = eig.vectors[full][t, :, :kt]
+            for g in eig.groups:
+                if g == full or eig.vectors[g].shape[2] < kt:
+                    continue  # a group that stores fewer eigenvectors has no top-k to compare
+                rows.append((int(step), g, full, kt, normalised_overlap(eig.vectors[g][t, :, :kt], q_full)))
     return pd.DataFrame(rows, columns=columns)
 
 

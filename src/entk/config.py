@@ -95,6 +95,15 @@ def _paper_errors(config: dict, experiments: dict) -> list[str]:
         tms = paper["tms"]
         for exp_id in tms["experiments"]:
             known("tms.experiments", exp_id, [tms["spectrum_view"], *tms["heatmap_views"]])
+    if "transformer" in paper:
+        spec = paper["transformer"]
+        if known("transformer", spec["experiment"], [spec["tensors_view"], spec["unembed_view"]]):
+            kind = experiments[spec["experiment"]].kind
+            if kind != "modadd_transformer":
+                errors.append(
+                    f"config key 'paper.transformer.experiment': {spec['experiment']!r} is of kind {kind}, "
+                    "not modadd_transformer"
+                )
     for section in ("modadd", "scale"):
         if section not in paper:
             continue

@@ -106,6 +106,7 @@ CLUSTER_TINY = {
     },
 }
 CLUSTER_TINY["paper"]["tms"]["heatmap_views"] = ["beta1"]
+del CLUSTER_TINY["paper"]["transformer"]  # its own end-to-end test is the local tiny run
 # SLURM jobs CLUSTER_TINY's results/claims.csv takes, per rule
 CLUSTER_TINY_JOBS = {"train": 3, "eigen": 2 * len(_TMS_VIEWS) + 1}
 
