@@ -184,6 +184,12 @@ def paper_experiment_file(section, name):
     return lambda wildcards: f"results/{PAPER[section]['experiment']}/{name}"
 
 
+def paper_steps(section):
+    """Params function: the checkpoint steps of a paper section's experiment (every one must have a
+    row in its history.csv)."""
+    return lambda wildcards: EXPERIMENTS[PAPER[section]["experiment"]].steps
+
+
 def tms_eigen(wildcards):
     """Every TMS eigen file Figure 1 draws: per experiment, the spectrum view then the heatmap views."""
     tms = PAPER["tms"]

@@ -105,6 +105,7 @@ rule overlap_modadd:
         mem_mb=2000,
         runtime=10,
     params:
+        history_steps=paper_steps("modadd"),
         p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
         grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
     script:
@@ -130,6 +131,7 @@ rule modadd_claims:
         mem_mb=2000,
         runtime=5,
     params:
+        history_steps=paper_steps("modadd"),
         claims=config.get("claims", {}),
         p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
         grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
@@ -232,6 +234,7 @@ rule figure_3:
         mem_mb=2000,
         runtime=5,
     params:
+        history_steps=paper_steps("modadd"),
         p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
         epochs=lambda wc: PAPER["modadd"]["fig3_epochs"],
         grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
@@ -372,6 +375,7 @@ rule transformer_paper:
         mem_mb=2000,
         runtime=10,
     params:
+        history_steps=paper_steps("transformer"),
         p=lambda wc: EXPERIMENTS[PAPER["transformer"]["experiment"]].settings["p"],
         grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
         claims=config.get("claims", {}),
@@ -424,6 +428,7 @@ rule figure_transformer:
         mem_mb=2000,
         runtime=5,
     params:
+        history_steps=paper_steps("transformer"),
         grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
     script:
         "../scripts/figure_transformer.py"

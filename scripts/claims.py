@@ -11,7 +11,7 @@ from entk.claims import format_scorecard, modadd_claims, phase_claims, scorecard
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     eig = load_eigen(sm.input.eigen)
-    history = pd.read_csv(sm.input.history)
+    history = wf.read_history(sm.input.history, sm.params.history_steps)
     with np.load(sm.input.rotation) as rot:
         rotated = {k: rot[k] for k in ("rot_a", "rot_b")}
     rows = modadd_claims(

@@ -1,6 +1,5 @@
 """Rule figure_3: grokking curves and full-eNTK spectra across training (paper Figure 3)."""
 
-import pandas as pd
 
 from entk import workflow as wf
 from entk.analysis import load_eigen
@@ -10,7 +9,7 @@ from entk.rotation import cliff_slices
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
-    history = pd.read_csv(sm.input.history)
+    history = wf.read_history(sm.input.history, sm.params.history_steps)
     eig = load_eigen(sm.input.eigen)
     spectra = {e: eig.values["full"][eig.index(e)] for e in sm.params.epochs}
     grok = grokking_epoch(history, sm.params.grok_threshold)

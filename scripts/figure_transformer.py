@@ -15,7 +15,7 @@ with wf.logged(sm.log[0]):
         curve = pd.read_csv(sm.input.curve)
         grok = curve["grok_epoch"].iloc[0]
         fig = fig_transformer(
-            pd.read_csv(sm.input.history),
+            wf.read_history(sm.input.history, sm.params.history_steps),
             curve,
             peak=int(curve["peak_epoch"].iloc[0]),
             grok=None if pd.isna(grok) else int(grok),

@@ -1,6 +1,5 @@
 """Rule overlap_modadd: cliff-2 overlap with the a+b and a−b families at every checkpoint (paper v4)."""
 
-import pandas as pd
 
 from entk import workflow as wf
 from entk.analysis import load_eigen
@@ -10,7 +9,7 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     eig = load_eigen(sm.input.eigen)
     curve = overlap_curve(eig.steps, eig.vectors["full"], sm.params.p)
-    history = pd.read_csv(sm.input.history)
+    history = wf.read_history(sm.input.history, sm.params.history_steps)
     curve["grok_epoch"] = grokking_epoch(history, sm.params.grok_threshold)
     curve["peak_epoch"] = derivative_peak(curve, "sum")
     print(curve.to_string(index=False))

@@ -30,7 +30,7 @@ with wf.logged(sm.log[0]):
     groups = ta.default_groups(len(keys), tensors.values["W_U"].shape[1])[:2]
     final = {t: (tensors.values[t][-1], tensors.vectors[t][-1]) for t in tensors.groups}
     layers = ta.layer_table(final, families, groups)
-    history = pd.read_csv(sm.input.history)
+    history = wf.read_history(sm.input.history, sm.params.history_steps)
     n_top = groups[0][1]
     curve, peak, grok = ta.grokking_diagnostic(
         unembed.steps, unembed.vectors["W_U"], history, families["sum"], n_top=n_top, threshold=threshold

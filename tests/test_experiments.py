@@ -246,3 +246,17 @@ def test_paper_transformer_section_names_an_experiment():
     del cfg["experiments"]["transformer"]
     with pytest.raises(ConfigError, match=r"'paper.transformer': experiment 'transformer' is not under experiments"):
         check_config(cfg, SCHEMA, str(ROOT))
+
+
+def test_truncated_checkpoint_and_history_are_named(tmp_path):
+    from entk import workflow as wf
+
+    bundle = tmp_path / "checkpoints.pt"
+    wf.save_torch(bundle, {"states": {0: {"w": torch.zeros(3)}}})
+    bundle.write_bytes(bundle.read_bytes()[:40])
+    with pytest.raises(OSError, match=r"checkpoints.pt is not a readable checkpoint bundle .*truncated or corrupt"):
+        next(runner.checkpoint_states([str(bundle)], [0]))
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,train_loss\n0,1.0\n10,0.5\n")
+    with pytest.raises(OSError, match=r"history.csv .*no rows for 2 of 4 epochs \(20, 30\)"):
+        wf.read_history(history, [0, 10, 20, 30])

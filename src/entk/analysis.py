@@ -76,9 +76,10 @@ class EigenFile:
 
 def load_eigen(path: str | Path) -> EigenFile:
     """Read and check an eigen file; ValueError naming the file and the first missing or inconsistent key."""
+    from entk.workflow import load_npz
+
     path = Path(path)
-    with np.load(path, allow_pickle=False) as z:
-        data = {key: z[key] for key in z.files}
+    data = load_npz(path, what="eigen file")  # a truncated or corrupt file is named, with the fix
 
     def need(key: str) -> np.ndarray:
         if key not in data:

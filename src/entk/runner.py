@@ -20,6 +20,7 @@ from torch import Tensor, nn
 import entk
 from entk.kernels import resolve_params
 from entk.kinds import get_kind
+from entk.workflow import load_torch
 
 
 def load_function(spec: str, what: str) -> Callable:
@@ -99,14 +100,14 @@ def checkpoint_states(paths: list[str], steps: list[int]) -> Iterator[tuple[int,
     """(step, state_dict) of each analysed step: from the workflow's bundle (one path) or from the
     user's files (one per step, in ``steps`` order of the experiment)."""
     if len(paths) == 1 and paths[0].endswith("checkpoints.pt"):
-        bundle = torch.load(paths[0], map_location="cpu", weights_only=True)
+        bundle = load_torch(paths[0], what="checkpoint bundle", map_location="cpu", weights_only=True)
         for step in steps:
             yield step, bundle["states"][step]
         return
     if len(paths) != len(steps):
         raise ValueError(f"{len(paths)} checkpoint files for {len(steps)} steps: give one step per file")
     for step, path in zip(steps, paths, strict=True):
-        yield step, _state_dict_of(torch.load(path, map_location="cpu", weights_only=True), path)
+        yield step, _state_dict_of(load_torch(path, what="checkpoint", map_location="cpu", weights_only=True), path)
 
 
 def load_state(model: nn.Module, state: dict, where: str) -> None:

@@ -217,6 +217,13 @@ def check_history(table, expected_steps: Iterable[int], path: str | os.PathLike)
         raise _unreadable(path, "training history", why)
 
 
+def read_history(path: str | os.PathLike, steps: Iterable[int]):
+    """A training history (``history.csv``) that must have a row for every checkpoint step."""
+    table = read_table(path, what="training history")
+    check_history(table, steps, path)
+    return table
+
+
 @contextlib.contextmanager
 def logged(log_path: str | os.PathLike) -> Iterator[None]:
     """Send stdout and stderr (progress, warnings, tracebacks) to the rule's log file."""
