@@ -260,3 +260,32 @@ def test_truncated_checkpoint_and_history_are_named(tmp_path):
     history.write_text("epoch,train_loss\n0,1.0\n10,0.5\n")
     with pytest.raises(OSError, match=r"history.csv .*no rows for 2 of 4 epochs \(20, 30\)"):
         wf.read_history(history, [0, 10, 20, 30])
+
+
+def test_unknown_layer_name_is_named_before_training():
+    cfg = shipped()
+    cfg["experiments"]["mlp"]["views"]["diag"]["layers"]["layer3"] = ["fc3"]
+    with pytest.raises(ConfigError, match=r"'experiments.mlp.views.diag.layers.layer3': unknown parameter or module"):
+        check_config(cfg, SCHEMA, str(ROOT))
+
+
+def test_kind_settings_given_as_yaml_strings_or_integral_floats_are_coerced(tmp_path):
+    from entk.config import settle_config
+
+    cfg = shipped()
+    cfg["experiments"]["mlp"]["settings"].update(lr="1e-3", epochs=60.0, p=13.0, checkpoint_every=10)
+    cfg["experiments"]["mlp"]["views"]["diag"]["top_k"] = 60
+    cfg["paper"]["modadd"].update(fig3_epochs=[0, 60], fig5_epochs=[60])
+    settle_config(cfg, [], {}, SCHEMA)
+    settings = cfg["experiments"]["mlp"]["settings"]
+    assert settings["lr"] == 0.001 and type(settings["epochs"]) is int and type(settings["p"]) is int
+    check_config(cfg, SCHEMA, str(ROOT))
+
+
+def test_registry_parameter_names_are_the_built_models():
+    from entk.kinds import KINDS
+
+    for name, kind in KINDS.items():
+        settings = kind.settings({"p": 7} if name != "tms" else {})
+        model = kind.function("build")(settings)
+        assert [n for n, _ in model.named_parameters()] == kind.parameters(settings), name

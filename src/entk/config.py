@@ -380,4 +380,9 @@ def settle_config(config: dict, files: Iterable[str | Path], overrides: dict, sc
         config.pop("paper", None)
     schema = yaml.safe_load(Path(schema_path).read_text())
     config.update(coerce_numbers(config, schema))
+    # A registered kind's settings are typed by its own schema ($defs/<kind>_settings).
+    for entry in (config.get("experiments") or {}).values():
+        sub = schema.get("$defs", {}).get(f"{entry.get('kind')}_settings") if isinstance(entry, dict) else None
+        if sub is not None and isinstance(entry.get("settings"), dict):
+            entry["settings"] = coerce_numbers(entry["settings"], sub)
     return config

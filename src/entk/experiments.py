@@ -167,6 +167,23 @@ def _view(exp_id: str, name: str, spec: dict, steps: list[int], errors: list[str
     )
 
 
+def _layer_errors(exp_id: str, views: dict[str, View], params: list[str]) -> list[str]:
+    """Layer groups naming no parameter or module of a registered kind's model (known before training)."""
+    modules = {p.rpartition(".")[0] for p in params} - {""}
+    errors = []
+    for view in views.values():
+        if not isinstance(view.layers, dict):
+            continue
+        for group, names in view.layers.items():
+            unknown = [] if names == "all" else [n for n in names if n not in params and n not in modules]
+            if unknown:
+                errors.append(
+                    f"{_where(exp_id, 'views', view.name, 'layers', group)}: unknown parameter or module name(s) "
+                    f"{unknown}; parameters: {params}, modules: {sorted(modules)}"
+                )
+    return errors
+
+
 def resolve_experiment(exp_id: str, entry: dict, config: dict, basedir: str, errors: list[str]) -> Experiment | None:
     """One entry → Experiment; problems are appended to ``errors`` (None when it cannot be built)."""
     has_kind, has_model = "kind" in entry, "model" in entry
@@ -204,6 +221,8 @@ def resolve_experiment(exp_id: str, entry: dict, config: dict, basedir: str, err
     base = {k: entry.get(k, VIEW_DEFAULTS[k]) for k in VIEW_KEYS}
     view_specs = entry.get("views") or {"main": {}}
     views = {name: _view(exp_id, name, {**base, **spec}, steps, errors) for name, spec in view_specs.items()}
+    if kind is not None:
+        errors.extend(_layer_errors(exp_id, views, kind.parameters(settings)))
     for view in views.values():
         if isinstance(view.output_weights, dict) and (kind is None or "importance" not in kind.functions):
             errors.append(

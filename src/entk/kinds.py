@@ -36,6 +36,9 @@ class Kind:
     functions: Mapping[str, str]
     checkpoint_steps: Callable[[dict], list[int]]
     check: Callable[[dict], list[str]] = field(default=lambda settings: [])
+    # Parameter names of the built model (settings → names): layer groups are checked against them
+    # while the workflow parses, before any training.
+    parameters: Callable[[dict], list[str]] = field(default=lambda settings: [])
 
     def function(self, role: str) -> Callable:
         """The kind's ``role`` function ("build", "inputs", "train", "importance"), imported now."""
@@ -164,6 +167,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             ),
             checkpoint_steps=lambda s: [s["steps"]],
             check=_check_tms,
+            parameters=lambda s: ["W", "b"],
         ),
         "modadd_mlp": Kind(
             name="modadd_mlp",
@@ -188,6 +192,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             ),
             checkpoint_steps=lambda s: _every(s, "epochs", "checkpoint_every"),
             check=_check_modadd_mlp,
+            parameters=lambda s: ["fc1.weight", "fc2.weight"],
         ),
         "modadd_transformer": Kind(
             name="modadd_transformer",
@@ -218,6 +223,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             # A checkpoint (and a history row) at every logged epoch.
             checkpoint_steps=lambda s: _every(s, "epochs", "log_every"),
             check=_check_transformer,
+            parameters=lambda s: ["W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U"],
         ),
     }
 )
