@@ -43,6 +43,8 @@ rule spectra_table:
         ),
     log:
         "logs/spectra_table.log",
+    benchmark:
+        "results/benchmarks/spectra_table.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"

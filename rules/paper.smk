@@ -14,6 +14,8 @@ rule tms_paper:
         claims="results/paper/tms_claims.csv",
     log:
         "logs/paper/tms.log",
+    benchmark:
+        "results/benchmarks/paper/tms.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -97,6 +99,8 @@ rule overlap_modadd:
         ),
     log:
         "logs/paper/overlap.log",
+    benchmark:
+        "results/benchmarks/paper/overlap.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -123,6 +127,8 @@ rule modadd_claims:
         csv="results/paper/modadd_claims.csv",
     log:
         "logs/paper/modadd_claims.log",
+    benchmark:
+        "results/benchmarks/paper/modadd_claims.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -148,6 +154,8 @@ rule claims:
         ),
     log:
         "logs/claims.log",
+    benchmark:
+        "results/benchmarks/paper/claims.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -170,6 +178,8 @@ rule claims_scale:
         ),
     log:
         "logs/paper/scale_claims.log",
+    benchmark:
+        "results/benchmarks/paper/scale_claims.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -396,6 +406,8 @@ rule figure_transformer_layers:
         pdf="results/figures/fig_transformer_layers.pdf",
     log:
         "logs/figures/fig_transformer_layers.log",
+    benchmark:
+        "results/benchmarks/figures/fig_transformer_layers.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -420,6 +432,8 @@ rule figure_transformer:
         pdf="results/figures/fig_transformer.pdf",
     log:
         "logs/figures/fig_transformer.log",
+    benchmark:
+        "results/benchmarks/figures/fig_transformer.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
