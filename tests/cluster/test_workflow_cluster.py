@@ -5,7 +5,7 @@ Three kinds of tests, in the order they run:
 
 * dry runs of the profile (no marks, seconds): every SLURM job carries the profile's partition,
   cpus_per_task = threads, and with `device: cuda` the heavy rules (train, eigen) ask for gpu=1.
-* local faults (`slow`, no SLURM needed): a view with a bad layer group fails in its eigen job
+* local faults (`slow`, no SLURM needed): a view whose output weights do not fit fails in its eigen job
   with the error in the rule's log and in Snakemake's output, `--keep-going` still finishes the
   independent branches, and a `kill -9` of a running train of the modadd_mlp experiment leaves no
   declared output behind; the rerun resumes from the last checkpoint and ends bit-identical to an
@@ -117,8 +117,9 @@ SLOW_MLP = config_with(
     paper={"modadd": {"fig3_epochs": [0, 200, 4000], "fig5_epochs": [3800, 4000]}},
 )
 SLOW_EPOCHS = list(range(0, 4001, 200))
-# a TMS view whose layer group names a parameter the model does not have (the error comes from its
-# eigen job); one TMS experiment with one good view beside it, and the MLP, keep it short
+# a TMS view whose output weights do not fit the model's 8 outputs (only its eigen job, which builds
+# the model, can tell; a bad layer name is refused at parse time); one TMS experiment with one good
+# view beside it, and the MLP, keep it short
 BAD_LAYER = {
     **config_with(),
     "experiments": {
@@ -126,14 +127,14 @@ BAD_LAYER = {
             "a",
             {
                 "plain": TINY["experiments"]["a"]["views"]["plain"],
-                "bad": {"outputs": "flatten", "layers": {"bad": ["nope"]}, "top_k": 5},
+                "bad": {"outputs": "flatten", "output_weights": [1.0, 2.0], "top_k": 5},
             },
         ),
         "mlp": copy.deepcopy(TINY["experiments"]["mlp"]),
     },
 }
 BAD_LAYER["paper"] = {"modadd": BAD_LAYER["paper"]["modadd"]}
-BAD_LAYER_ERROR = "layer group 'bad': unknown parameter or module name 'nope'"
+BAD_LAYER_ERROR = "output_weights: need 8 weights, one per output, got shape (2,)"
 BAD_LAYER_TARGETS = ("results/spectra.csv",)
 
 
