@@ -24,8 +24,10 @@ def stages(device: str) -> None:
         _, _, info = entk.kernel_eigenpairs(kernel, 80, return_info=True)
         sync()
         t2 = time.perf_counter()
-        print(f"{device} {call}: kernel {t1 - t0:.2f} s ({kernel.kind} {tuple(kernel.data.shape)}), "
-              f"eigenpairs {t2 - t1:.2f} s by {info.method}")
+        print(
+            f"{device} {call}: kernel {t1 - t0:.2f} s ({kernel.kind} {tuple(kernel.data.shape)}), "
+            f"eigenpairs {t2 - t1:.2f} s by {info.method}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Rule figure_3: grokking curves and full-eNTK spectra across training (paper Figure 3)."""
 
-
 from entk import workflow as wf
 from entk.analysis import load_eigen
 from entk.modadd import grokking_epoch

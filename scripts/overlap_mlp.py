@@ -1,6 +1,5 @@
 """Rule overlap_modadd: cliff-2 overlap with the a+b and a−b families at every checkpoint (paper v4)."""
 
-
 from entk import workflow as wf
 from entk.analysis import load_eigen
 from entk.modadd import derivative_peak, grokking_epoch, overlap_curve
