@@ -6,9 +6,8 @@ import sys
 import pandas as pd
 import pytest
 
-from entk.claims import format_scorecard
-
 from conftest import ROOT
+from entk.claims import format_scorecard
 
 # Claims that fail at the default seed, as measured and reported in results/claims.csv: the seed-0
 # Transformer memorises its training set but does not grok within the paper's 4000 epochs (test
