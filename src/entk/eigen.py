@@ -73,6 +73,9 @@ _MATVEC_SHARE = 0.25
 # took 4 to 8 iterations on the paper's kernels.
 _EIGH_FLOPS = 9
 _MATRIX_FREE_OVERHEAD = 2
+# The subset solver's tridiagonal reduction is 4/3 n³ flops but half of them matrix-vector (memory-
+# bound): measured a third of a full eigh's time (2050²: 0.40 s against 1.23 s), so 3 n³ against 9 n³.
+_SUBSET_EIGH_FLOPS = 3
 _TYPICAL_ITERATIONS = 8
 
 logger = logging.getLogger(__name__)
@@ -146,9 +149,9 @@ def memory_estimates_gb(
 
 
 def _eigh_flops(n: int, k: int) -> float:
-    """Flops of the top k of a symmetric (n, n) matrix by ``_top_symmetric``: the tridiagonal reduction
-    (4/3 n³) and back-transformation of k vectors when it computes only those, else a full eigh."""
-    return 4 / 3 * n**3 + 2 * n**2 * k if k <= SUBSET_SHARE * n else _EIGH_FLOPS * n**3
+    """Flop-equivalents of the top k of a symmetric (n, n) matrix by ``_top_symmetric``: the tridiagonal
+    reduction and back-transformation of k vectors when it computes only those, else a full eigh."""
+    return _SUBSET_EIGH_FLOPS * n**3 + 2 * n**2 * k if k <= SUBSET_SHARE * n else _EIGH_FLOPS * n**3
 
 
 def cost_estimates(dim: int, width: int, k: int, kind: str) -> dict[str, float]:
@@ -160,10 +163,11 @@ def cost_estimates(dim: int, width: int, k: int, kind: str) -> dict[str, float]:
     return {
         "gram": 2 * dim * width**2 + _eigh_flops(width, k) if kind == "factor" and k <= width < dim else math.inf,
         "dense": (2 * dim**2 * width if kind == "factor" else 0) + _eigh_flops(dim, k),
-        # Products, two Gram–Schmidt passes and the Rayleigh–Ritz eigh, per iteration; its many small
-        # steps run at about half the rate of one large GEMM (TMS m = 40, top 80 of a 5321 × 2050 factor:
-        # 2.6 s iterative against 1.35 s by the Gram at equal flop estimates), and the exact methods win ties.
-        "matrix_free": _MATRIX_FREE_OVERHEAD
+        # Products, two Gram–Schmidt passes and the Rayleigh–Ritz eigh, per iteration. Against a factor's
+        # Gram (one large GEMM) its many small steps run at about half the rate (TMS m = 40, top 80 of a
+        # 5321 × 2050 factor: 2.6 s iterative against 1.35 s by the Gram at equal flop estimates); against
+        # a dense kernel's eigh, itself memory-bound, they do not.
+        "matrix_free": (_MATRIX_FREE_OVERHEAD if kind == "factor" else 1)
         * _TYPICAL_ITERATIONS
         * (b * product + 8 * dim * m * b + _EIGH_FLOPS * m**3),
     }
