@@ -1,6 +1,6 @@
 """Benchmark (not a test): the workflow's TMS eigen computations, before and after a change to entk.eigen.
 
-For each trained TMS model and each kernel (plain, β = 1, β = 0.3; shared/paper.md §1) it times the
+For each trained TMS model and each kernel (plain, β = 1, β = 0.3; docs/spec.md §1) it times the
 flattened eNTK (``entk.compact_ntk``) plus its top-k eigenpairs (``kernel_eigenpairs``) with the current
 entk.eigen and with entk.eigen as it was at ``--before`` (loaded from git into this process, so both run
 in the same process, interleaved, on the same machine state), and also the current code with
@@ -9,7 +9,7 @@ Fᵀ F of the kernel's factor F (K = F Fᵀ; the block solver stops at residual 
 
 Run from the repository root, with models from a workflow run:
 
-    .venv/bin/python benchmarks/tms_eigen_bench.py --models results/tms/*/model.pt
+    .venv/bin/python benchmarks/tms_eigen_bench.py --models results/m*_S*/checkpoints.pt
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import torch
 
 import entk
 import entk.eigen
-from entk.models import load_tms
+from entk.recipes import tms_importance_weights
+from entk.runner import from_bundle
 
 BETAS = (None, 1.0, 0.3)  # None: the plain (un-rescaled) kernel
 
@@ -59,7 +60,7 @@ def run(eigen, method, model, x, importance, beta, k):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", required=True, help="model.pt files written by train_tms")
+    parser.add_argument("--models", nargs="+", required=True, help="checkpoints.pt bundles of TMS experiments")
     parser.add_argument("--before", default="71060ec", help="git revision of the 'before' entk.eigen")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
@@ -79,7 +80,8 @@ def main() -> None:
     )
     print(f"{'model':9s} {'beta':5s} " + " ".join(f"{v:33s}" for v in versions) + " before/after")
     for path in args.models:
-        model, x, importance = load_tms(path)
+        model, x, meta = from_bundle(path)
+        importance = tms_importance_weights(meta["settings"])
         model, x, importance = model.double(), x.double(), importance.double()
         name = os.path.basename(os.path.dirname(path))
         for beta in BETAS:

@@ -289,3 +289,17 @@ def test_registry_parameter_names_are_the_built_models():
         settings = kind.settings({"p": 7} if name != "tms" else {})
         model = kind.function("build")(settings)
         assert [n for n, _ in model.named_parameters()] == kind.parameters(settings), name
+
+
+def test_a_bundle_alone_rebuilds_its_model(tmp_path):
+    """A checkpoint bundle records kind, settings, seed and key: the model and its probe inputs come back."""
+    from entk import workflow as wf
+    from entk.recipes import tms_inputs
+
+    settings = {"n_features": 6, "m": 2, "sparsity": 0.5, "importance_base": 0.8, "n_points": 9, "steps": 3, "lr": 0.01}
+    model = runner.build_model({"kind": "tms", "model": None, "settings": settings})
+    meta = {"kind": "tms", "model": None, "settings": settings, "seed": 4, "seed_key": "k", "weights": "train"}
+    wf.save_torch(tmp_path / "checkpoints.pt", {**meta, "steps": [3], "states": {3: model.state_dict()}})
+    rebuilt, x, got = runner.from_bundle(str(tmp_path / "checkpoints.pt"))
+    assert torch.equal(rebuilt.W, model.W) and torch.equal(x, tms_inputs(settings, 4, "k"))
+    assert got["seed_key"] == "k"

@@ -90,11 +90,3 @@ def modadd_split(p: int, train_fraction: float, generator: torch.Generator) -> t
     perm = torch.randperm(p * p, generator=generator)
     n_train = round(train_fraction * p * p)
     return perm[:n_train].sort().values, perm[n_train:].sort().values
-
-
-def load_tms(path: str) -> tuple[TMS, torch.Tensor, torch.Tensor]:
-    """A trained TMS checkpoint written by the workflow → (model, data x (N, n), importance (n,))."""
-    ckpt = torch.load(path, map_location="cpu")
-    model = TMS(ckpt["n_features"], ckpt["m"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model, ckpt["x"], ckpt["importance"]

@@ -110,6 +110,27 @@ def checkpoint_states(paths: list[str], steps: list[int]) -> Iterator[tuple[int,
         yield step, _state_dict_of(load_torch(path, what="checkpoint", map_location="cpu", weights_only=True), path)
 
 
+def from_bundle(path: str, step: int | None = None) -> tuple[nn.Module, Tensor, dict]:
+    """A model trained by the workflow, rebuilt from its checkpoint bundle alone
+    (``results/<experiment>/checkpoints.pt``): (model at ``step`` (default the last), its probe
+    inputs (N, ...), the bundle's meta: kind, settings, seed, seed_key)."""
+    bundle = load_torch(path, what="checkpoint bundle", map_location="cpu", weights_only=True)
+    exp = {
+        "kind": bundle["kind"],
+        "model": bundle["model"],
+        "settings": bundle["settings"],
+        "inputs": "kind",
+        "seed_key": bundle["seed_key"],
+    }
+    if exp["kind"] is None:
+        raise ValueError(f"{path}: a model of your own; its bundle does not say how to build it")
+    model = build_model(exp)
+    step = bundle["steps"][-1] if step is None else step
+    load_state(model, bundle["states"][step], f"{path} (step {step})")
+    meta = {k: bundle[k] for k in ("kind", "settings", "seed", "seed_key")}
+    return model, probe_inputs(exp, bundle["seed"]), meta
+
+
 def load_state(model: nn.Module, state: dict, where: str) -> None:
     """``load_state_dict`` whose error names the checkpoint and lists missing and unexpected keys."""
     missing, unexpected = model.state_dict().keys() - state.keys(), state.keys() - model.state_dict().keys()
