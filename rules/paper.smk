@@ -2,7 +2,7 @@
 # `paper:` section of the config). Each reads the generic outputs of those experiments.
 
 
-rule tms_paper:
+rule claims_tms:
     input:
         eigen=tms_eigen,
     output:
@@ -29,7 +29,7 @@ rule tms_paper:
         claims=config.get("claims", {}),
         cliffs=config.get("cliffs", {}),
     script:
-        "../scripts/tms_paper.py"
+        "../scripts/claims_tms.py"
 
 
 rule figure_1:
@@ -64,11 +64,11 @@ rule figure_1:
         "../scripts/figure_1.py"
 
 
-rule rotate_modadd:
+rule smooth_rotation:
     input:
         eigen=paper_eigen("modadd"),
     output:
-        rotation="results/paper/modadd_rotation.npz",
+        rotation="results/paper/rotation.npz",
     log:
         "logs/paper/rotate.log",
     benchmark:
@@ -84,16 +84,16 @@ rule rotate_modadd:
         p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
         fig5_epochs=lambda wc: PAPER["modadd"]["fig5_epochs"],
     script:
-        "../scripts/rotate_mlp.py"
+        "../scripts/smooth_rotation.py"
 
 
-rule overlap_modadd:
+rule overlap_curve:
     input:
         eigen=paper_eigen("modadd"),
         history=paper_experiment_file("modadd", "history.csv"),
     output:
         csv=report(
-            "results/paper/modadd_overlap.csv",
+            "results/paper/overlap_curve.csv",
             caption="../report/overlap_csv.rst",
             category="Modular addition",
         ),
@@ -113,22 +113,22 @@ rule overlap_modadd:
         p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
         grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
     script:
-        "../scripts/overlap_mlp.py"
+        "../scripts/overlap_curve.py"
 
 
-rule modadd_claims:
+rule claims_modadd:
     input:
         eigen=paper_eigen("modadd"),
         history=paper_experiment_file("modadd", "history.csv"),
-        overlap=rules.overlap_modadd.output.csv,
-        rotation=rules.rotate_modadd.output.rotation,
+        overlap=rules.overlap_curve.output.csv,
+        rotation=rules.smooth_rotation.output.rotation,
         phases=lambda wc: f"results/{PAPER['modadd']['experiment']}/{PAPER['modadd']['view']}/phases.csv",
     output:
         csv="results/paper/modadd_claims.csv",
     log:
         "logs/paper/modadd_claims.log",
     benchmark:
-        "results/benchmarks/paper/modadd_claims.tsv"
+        "results/benchmarks/paper/claims_modadd.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -142,7 +142,7 @@ rule modadd_claims:
         p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
         grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
     script:
-        "../scripts/claims.py"
+        "../scripts/claims_modadd.py"
 
 
 rule claims:
@@ -254,7 +254,7 @@ rule figure_3:
 
 rule figure_4:
     input:
-        rotation=rules.rotate_modadd.output.rotation,
+        rotation=rules.smooth_rotation.output.rotation,
     output:
         png=report(
             "results/figures/fig4_rotation.png",
@@ -279,7 +279,7 @@ rule figure_4:
 
 rule figure_5:
     input:
-        rotation=rules.rotate_modadd.output.rotation,
+        rotation=rules.smooth_rotation.output.rotation,
     output:
         png=report(
             "results/figures/fig5_sumdiff.png",
@@ -306,7 +306,7 @@ rule figure_5:
 
 rule figure_overlap:
     input:
-        overlap=rules.overlap_modadd.output.csv,
+        overlap=rules.overlap_curve.output.csv,
     output:
         png=report(
             "results/figures/fig_overlap.png",
@@ -358,7 +358,7 @@ rule figure_scale:
         "../scripts/figure_2.py"
 
 
-rule transformer_paper:
+rule claims_transformer:
     input:
         tensors=paper_eigen("transformer", "tensors_view"),
         unembed=paper_eigen("transformer", "unembed_view"),
@@ -390,13 +390,13 @@ rule transformer_paper:
         grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
         claims=config.get("claims", {}),
     script:
-        "../scripts/transformer_paper.py"
+        "../scripts/claims_transformer.py"
 
 
 rule figure_transformer_layers:
     input:
-        frequencies=rules.transformer_paper.output.frequencies,
-        layers=rules.transformer_paper.output.layers,
+        frequencies=rules.claims_transformer.output.frequencies,
+        layers=rules.claims_transformer.output.layers,
     output:
         png=report(
             "results/figures/fig_transformer_layers.png",
@@ -421,7 +421,7 @@ rule figure_transformer_layers:
 
 rule figure_transformer:
     input:
-        curve=rules.transformer_paper.output.curve,
+        curve=rules.claims_transformer.output.curve,
         history=paper_experiment_file("transformer", "history.csv"),
     output:
         png=report(

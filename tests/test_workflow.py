@@ -78,7 +78,7 @@ def test_tiny_workflow_builds_every_target(tiny_run):
     assert list(claims.columns) == ["claim", "expected", "measured", "pass"]
     assert claims["claim"].str.contains("cliff 1 size").any() and len(claims) >= 13
     assert "= 2(p−1) = 24" in claims["expected"].iloc[0]  # cliff sizes follow p = 13
-    overlap = pd.read_csv(tiny_run / "results" / "paper" / "modadd_overlap.csv")
+    overlap = pd.read_csv(tiny_run / "results" / "paper" / "overlap_curve.csv")
     assert overlap["epoch"].tolist() == [0, 20, 40, 60]
     assert overlap[["overlap_sum", "overlap_diff"]].le(12 + 1e-9).all().all()
     spectra = pd.read_csv(tiny_run / "results" / "spectra.csv")
@@ -111,7 +111,7 @@ def test_changing_one_sparsity_reruns_only_that_chain(tiny_run):
     out = snakemake(tiny_run, "-n", "--configfile", str(tiny_run / "config_b.yaml"))
     rules = re.findall(r"^rule (\w+):", out, re.M)
     wildcards = re.findall(r"wildcards: (.*)", out)
-    assert set(rules) == {"train", "eigen", "analyse", "tms_paper", "figure_1", "claims", "spectra_table", "all"}
+    assert set(rules) == {"train", "eigen", "analyse", "claims_tms", "figure_1", "claims", "spectra_table", "all"}
     assert wildcards and all("experiment=b" in w for w in wildcards)
     assert rules.count("eigen") == 4 and rules.count("train") == 1  # views plain, beta1, beta0.3, W
 
@@ -149,7 +149,7 @@ def test_same_seed_gives_identical_results(tiny_run, tmp_path):
     for table in (
         "claims.csv",
         "paper/tms_metrics.csv",
-        "paper/modadd_overlap.csv",
+        "paper/overlap_curve.csv",
         "mlp/history.csv",
         "mlp/checkpoints.pt",
         "mlp/diag/eigen.npz",

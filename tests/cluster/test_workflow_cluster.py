@@ -64,7 +64,7 @@ LOCAL_TIMEOUT = 400
 FAST_POLLING = ("--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2")
 
 # Rules that never go to SLURM (`localrule: True`) among those the tests build.
-LOCAL_RULES = {"analyse", "tms_paper", "rotate_modadd", "overlap_modadd", "modadd_claims", "claims", "spectra_table"}
+LOCAL_RULES = {"analyse", "claims_tms", "smooth_rotation", "overlap_curve", "claims_modadd", "claims", "spectra_table"}
 # Rules that run on the GPU (resources gpu=1 with `device: cuda`); the others request none.
 GPU_RULES = {"train", "eigen"}
 
@@ -385,7 +385,7 @@ def test_dry_run_carries_slurm_resources(device, tmp_path):
     ok(p, "dry run with the SLURM profile")
     jobs = dry_run_jobs(p.stdout + p.stderr)
     rules = {rule for rule, _ in jobs}
-    assert GPU_RULES | {"analyse", "tms_paper", "rotate_modadd", "modadd_claims", "claims"} <= rules, rules
+    assert GPU_RULES | {"analyse", "claims_tms", "smooth_rotation", "claims_modadd", "claims"} <= rules, rules
     assert {rule for rule, _ in jobs if rule in GPU_RULES} == GPU_RULES
     for rule, res in jobs:
         assert res.get("slurm_partition") == PARTITION, (rule, res)  # sbatch -p
@@ -496,7 +496,7 @@ def test_tiny_workflow_on_slurm_matches_local_run(tiny_on_slurm, record_property
     for table in (
         "claims.csv",
         "paper/tms_metrics.csv",
-        "paper/modadd_overlap.csv",
+        "paper/overlap_curve.csv",
         "mlp/history.csv",
         "mlp/diag/spectra.csv",
         "mlp/diag/phases.csv",

@@ -1,4 +1,4 @@
-"""Rule tms_paper: per TMS model, the un-rescaled spectrum's gap and cliffs, feature recovery per β
+"""Rule claims_tms: per TMS model, the un-rescaled spectrum's gap and cliffs, feature recovery per β
 and the sanity count (results/paper/tms_metrics.csv), and the TMS rows of the claims scorecard (paper §1)."""
 
 import numpy as np

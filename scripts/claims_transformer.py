@@ -1,4 +1,4 @@
-"""Rule transformer_paper: the Transformer's key frequencies by two routes, the Table-2 analogue,
+"""Rule claims_transformer: the Transformer's key frequencies by two routes, the Table-2 analogue,
 the W_U grokking diagnostic and the claims rows (paper §3), each written once for the figures."""
 
 import numpy as np

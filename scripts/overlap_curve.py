@@ -1,4 +1,4 @@
-"""Rule overlap_modadd: cliff-2 overlap with the a+b and a−b families at every checkpoint (paper v4)."""
+"""Rule overlap_curve: cliff-2 overlap with the a+b and a−b families at every checkpoint (paper v4)."""
 
 from entk import workflow as wf
 from entk.analysis import load_eigen

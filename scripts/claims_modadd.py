@@ -1,4 +1,4 @@
-"""Rule modadd_claims: the modular-addition rows of the claims scorecard (paper §2), and the
+"""Rule claims_modadd: the modular-addition rows of the claims scorecard (paper §2), and the
 label-free phase detector's peak against the grokking epoch."""
 
 import numpy as np

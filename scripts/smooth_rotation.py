@@ -1,4 +1,4 @@
-"""Rule rotate_modadd: two-stage smoothness rotation of cliff 1 (layer 1, final epoch) and of
+"""Rule smooth_rotation: two-stage smoothness rotation of cliff 1 (layer 1, final epoch) and of
 cliff 2 (full kernel, Figure 5 epochs), scored against the Fourier families."""
 
 import numpy as np
