@@ -184,6 +184,11 @@ def paper_experiment_file(section, name):
     return lambda wildcards: f"results/{PAPER[section]['experiment']}/{name}"
 
 
+def paper_modulus(section):
+    """Params function: the modulus p of a paper section's experiment."""
+    return lambda wildcards: EXPERIMENTS[PAPER[section]["experiment"]].settings["p"]
+
+
 def paper_steps(section):
     """Params function: the checkpoint steps of a paper section's experiment (every one must have a
     row in its history.csv)."""

@@ -81,7 +81,7 @@ rule smooth_rotation:
         mem_mb=2000,
         runtime=10,
     params:
-        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+        p=paper_modulus("modadd"),
         fig5_epochs=lambda wc: PAPER["modadd"]["fig5_epochs"],
     script:
         "../scripts/smooth_rotation.py"
@@ -110,7 +110,7 @@ rule overlap_curve:
         runtime=10,
     params:
         history_steps=paper_steps("modadd"),
-        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+        p=paper_modulus("modadd"),
         grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
     script:
         "../scripts/overlap_curve.py"
@@ -139,7 +139,7 @@ rule claims_modadd:
     params:
         history_steps=paper_steps("modadd"),
         claims=config.get("claims", {}),
-        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+        p=paper_modulus("modadd"),
         grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
     script:
         "../scripts/claims_modadd.py"
@@ -189,7 +189,7 @@ rule claims_scale:
         runtime=5,
     params:
         claims=config.get("claims", {}),
-        p=lambda wc: EXPERIMENTS[PAPER["scale"]["experiment"]].settings["p"],
+        p=paper_modulus("scale"),
     script:
         "../scripts/claims_scale.py"
 
@@ -216,7 +216,7 @@ rule figure_2:
         mem_mb=2000,
         runtime=5,
     params:
-        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+        p=paper_modulus("modadd"),
     script:
         "../scripts/figure_2.py"
 
@@ -245,7 +245,7 @@ rule figure_3:
         runtime=5,
     params:
         history_steps=paper_steps("modadd"),
-        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+        p=paper_modulus("modadd"),
         epochs=lambda wc: PAPER["modadd"]["fig3_epochs"],
         grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
     script:
@@ -326,7 +326,7 @@ rule figure_overlap:
         mem_mb=2000,
         runtime=5,
     params:
-        p=lambda wc: EXPERIMENTS[PAPER["modadd"]["experiment"]].settings["p"],
+        p=paper_modulus("modadd"),
     script:
         "../scripts/figure_overlap.py"
 
@@ -353,7 +353,7 @@ rule figure_scale:
         mem_mb=2000,
         runtime=5,
     params:
-        p=lambda wc: EXPERIMENTS[PAPER["scale"]["experiment"]].settings["p"],
+        p=paper_modulus("scale"),
     script:
         "../scripts/figure_2.py"
 
@@ -386,7 +386,7 @@ rule claims_transformer:
         runtime=10,
     params:
         history_steps=paper_steps("transformer"),
-        p=lambda wc: EXPERIMENTS[PAPER["transformer"]["experiment"]].settings["p"],
+        p=paper_modulus("transformer"),
         grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
         claims=config.get("claims", {}),
     script:

@@ -18,11 +18,6 @@ from entk.spectrum import find_cliffs
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 
 
-def write(table: pd.DataFrame, path: str) -> None:
-    with wf.atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-
-
 with wf.logged(sm.log[0]):
     eig = analysis.load_eigen(sm.input.eigen)
     exp, view = sm.params.experiment, sm.params.view
@@ -62,7 +57,7 @@ with wf.logged(sm.log[0]):
         (phases, sm.output.phases),
         (overlaps, sm.output.features),
     ):
-        write(table, path)
+        wf.save_csv(path, table)
     full = analysis.full_group(eig) or eig.groups[0]
     wf.save_figure(plots.plot_spectra(eig, cliffs=cliffs), [sm.output.fig_spectra])
     wf.save_figure(plots.plot_spectrum_over_checkpoints(eig, full, cliffs=cliffs), [sm.output.fig_checkpoints])

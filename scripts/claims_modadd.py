@@ -29,5 +29,4 @@ with wf.logged(sm.log[0]):
     rows += phase_claims(pd.read_csv(sm.input.phases), history, sm.params.claims, sm.params.grok_threshold)
     table = scorecard(rows)
     print(format_scorecard(table))
-    with wf.atomic_path(sm.output.csv) as tmp:
-        table.to_csv(tmp, index=False)
+    wf.save_csv(sm.output.csv, table)

@@ -18,5 +18,4 @@ with wf.logged(sm.log[0]):
     )
     table = scorecard(rows)
     print(format_scorecard(table))
-    with wf.atomic_path(sm.output.csv) as tmp:
-        table.to_csv(tmp, index=False)
+    wf.save_csv(sm.output.csv, table)

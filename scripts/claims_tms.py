@@ -43,5 +43,4 @@ with wf.logged(sm.log[0]):
     table = scorecard(rows)
     print(format_scorecard(table))
     for frame, out in ((metrics, sm.output.metrics), (table, sm.output.claims)):
-        with wf.atomic_path(out) as tmp:
-            frame.to_csv(tmp, index=False)
+        wf.save_csv(out, frame)

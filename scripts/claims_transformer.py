@@ -12,11 +12,6 @@ from entk.claims import format_scorecard, scorecard
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 
 
-def write(table: pd.DataFrame, path: str) -> None:
-    with wf.atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-
-
 with wf.logged(sm.log[0]):
     p, threshold, bands = sm.params.p, sm.params.grok_threshold, sm.params.claims
     tensors, unembed = load_eigen(sm.input.tensors), load_eigen(sm.input.unembed)
@@ -59,4 +54,4 @@ with wf.logged(sm.log[0]):
         (curve, sm.output.curve),
         (table, sm.output.claims),
     ):
-        write(frame, path)
+        wf.save_csv(path, frame)

@@ -8,5 +8,4 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     table = pd.concat([pd.read_csv(p) for p in sm.input], ignore_index=True)
     print(table.to_string(index=False))
-    with wf.atomic_path(sm.output.csv) as tmp:
-        table.to_csv(tmp, index=False)
+    wf.save_csv(sm.output.csv, table)

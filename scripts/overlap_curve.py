@@ -12,5 +12,4 @@ with wf.logged(sm.log[0]):
     curve["grok_epoch"] = grokking_epoch(history, sm.params.grok_threshold)
     curve["peak_epoch"] = derivative_peak(curve, "sum")
     print(curve.to_string(index=False))
-    with wf.atomic_path(sm.output.csv) as tmp:
-        curve.to_csv(tmp, index=False)
+    wf.save_csv(sm.output.csv, curve)

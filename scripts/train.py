@@ -34,6 +34,5 @@ with wf.logged(sm.log[0]):
     )
     states = {step: store.load(step)["model"] for step in exp["steps"]}
     wf.save_torch(sm.output.checkpoints, {**meta, "steps": exp["steps"], "states": states})
-    with wf.atomic_path(sm.output.history) as tmp:
-        history.to_csv(tmp, index=False)
+    wf.save_csv(sm.output.history, history)
     store.finish()

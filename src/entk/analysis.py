@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from entk.workflow import load_npz
+
 CliffRule = Callable[[np.ndarray], Sequence]
 PHASE_SIGNAL = "d_overlap_final"
 # A transition needs the top-k eigenspace to move by at least this share of its dimension over the
@@ -76,8 +78,6 @@ class EigenFile:
 
 def load_eigen(path: str | Path) -> EigenFile:
     """Read and check an eigen file; ValueError naming the file and the first missing or inconsistent key."""
-    from entk.workflow import load_npz
-
     path = Path(path)
     data = load_npz(path, what="eigen file")  # a truncated or corrupt file is named, with the fix
 

@@ -57,16 +57,24 @@ def _describe(error) -> str:
     return f"config key '{key}': {error.message}"
 
 
+def _kind_settings(config: dict, schema: dict):
+    """(experiment id, entry, the settings schema of its kind) for every entry of a registered kind
+    whose settings are a map (anything else is for the main schema check to report)."""
+    for exp_id, entry in (config.get("experiments") or {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("settings", {}), dict):
+            continue
+        sub = schema.get("$defs", {}).get(f"{entry.get('kind')}_settings")
+        if sub is not None:
+            yield exp_id, entry, sub
+
+
 def config_errors(config: dict, schema: dict) -> list[str]:
     """One message per schema violation, sorted by key; a registered kind's settings are checked
     against its ``$defs/<kind>_settings`` schema too."""
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     messages = [_describe(e) for e in errors]
-    for exp_id, entry in (config.get("experiments") or {}).items() if not messages else ():
-        sub = schema.get("$defs", {}).get(f"{entry.get('kind')}_settings")
-        if sub is None or not isinstance(entry.get("settings", {}), dict):
-            continue
+    for exp_id, entry, sub in _kind_settings(config, schema) if not messages else ():
         for e in Draft202012Validator(sub).iter_errors(entry.get("settings", {})):
             e.path.extendleft(reversed(["experiments", exp_id, "settings"]))
             messages.append(_describe(e))
@@ -381,8 +389,7 @@ def settle_config(config: dict, files: Iterable[str | Path], overrides: dict, sc
     schema = yaml.safe_load(Path(schema_path).read_text())
     config.update(coerce_numbers(config, schema))
     # A registered kind's settings are typed by its own schema ($defs/<kind>_settings).
-    for entry in (config.get("experiments") or {}).values():
-        sub = schema.get("$defs", {}).get(f"{entry.get('kind')}_settings") if isinstance(entry, dict) else None
-        if sub is not None and isinstance(entry.get("settings"), dict):
+    for _, entry, sub in _kind_settings(config, schema):
+        if "settings" in entry:
             entry["settings"] = coerce_numbers(entry["settings"], sub)
     return config

@@ -234,14 +234,8 @@ def view_eigenpairs(
     n = x.shape[0]
     dim = n * n_outputs if outputs == "flatten" else n
     itemsize = next(model.parameters()).element_size()
-    sizes = {
-        g: sum(
-            p.numel()
-            for name, p in model.named_parameters()
-            if names is None or any(name == s or name.startswith(s + ".") for s in names)
-        )
-        for g, names in groups.items()
-    }
+    params = dict(model.named_parameters())
+    sizes = {g: sum(params[n].numel() for n in _group_param_names(model, names, "")) for g, names in groups.items()}
     width = {g: s * (n_outputs if outputs == "diag_mean" else 1) for g, s in sizes.items()}
     need = sum(_kernel_bytes(dim, w, itemsize) for w in width.values())
     budget = entk.kernels.resolve_max_memory_gb(max_memory_gb) * 2**30

@@ -101,6 +101,12 @@ def save_npz(path: str | os.PathLike, **arrays) -> None:
         np.savez(fh, **arrays)
 
 
+def save_csv(path: str | os.PathLike, table) -> None:
+    """A pandas table as CSV without its index, written all-or-nothing."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
 def save_torch(path: str | os.PathLike, obj) -> None:
     """``torch.save`` written all-or-nothing; the same object gives the same bytes at any path.
 
