@@ -19,13 +19,6 @@ import numpy as np
 # torch is imported inside the functions that need it: light rules (CSV, tables) skip its start-up.
 
 
-def torch_dtype(name: str):
-    """'float32' | 'float64' → the torch dtype."""
-    import torch
-
-    return {"float32": torch.float32, "float64": torch.float64}[name]
-
-
 def resolve_device(name: str):
     """'auto' → CUDA when available else CPU; 'cuda' without a GPU is an error that says so."""
     import torch
