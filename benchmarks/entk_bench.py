@@ -8,7 +8,7 @@ Cases (issue "speed and scale"), all in one run and printed as one table:
 
 Methods:
 
-- entk: ``entk.top_eigenpairs`` (TMS, flattened MLP) or ``entk.layer_ntks`` + ``entk.kernel_eigenpairs``.
+- entk: one ``entk.NTK`` per case and its ``eigenpairs`` (the three MLP kernels from one object).
 - reference (the paper's code, written here independently of entk's kernel code): the per-sample
   Jacobian by ``vmap(jacrev)``, the dense kernel by contraction, a dense ``torch.linalg.eigh``.
 - tutorial-jac: the torch.func NTK tutorial's Jacobian contraction (the (N, N, C, C) kernel by
@@ -126,7 +126,7 @@ def entk_tms(job):
 
     model, x, w = _tms(job)
     t = _mark()
-    vals, _ = entk.top_eigenpairs(model, x, 80, outputs="flatten", output_weights=w)
+    vals, _ = entk.NTK(model, x, outputs="flatten", output_weights=w).eigenpairs(80)
     return time.perf_counter() - t, {"vals": vals.numpy()}
 
 
@@ -192,9 +192,8 @@ def entk_mlp(job, p: int):
 
     model, x = _mlp(p, job, getattr(torch, job["mlp_dtype"][str(p)]))
     t = _mark()
-    layers = entk.layer_ntks(model, x, LAYERS, outputs="diag_mean")
-    kernels = {"full": layers["layer1"] + layers["layer2"], **layers}
-    vals = {name: entk.kernel_eigenpairs(kernels.pop(name), 200)[0].double().numpy() for name in list(kernels)}
+    ntk = entk.NTK(model, x, groups=LAYERS, outputs="diag_mean")
+    vals = {name or "full": ntk.eigenpairs(200, name)[0].double().numpy() for name in (None, *LAYERS)}
     return time.perf_counter() - t, {"vals": vals}
 
 
@@ -203,7 +202,7 @@ def entk_flat(job, p: int):
 
     model, x = _mlp(p, job, getattr(torch, job["mlp_dtype"][str(p)]))
     t = _mark()
-    vals, _, info = entk.top_eigenpairs(model, x, 50, outputs="flatten", return_info=True)
+    vals, _, info = entk.NTK(model, x, outputs="flatten").eigenpairs(50, return_info=True)
     return time.perf_counter() - t, {
         "vals": vals.numpy(),
         "products": info.solver.matvecs,

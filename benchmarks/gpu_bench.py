@@ -43,21 +43,21 @@ def tms_case(device: torch.device):
     x = tms_data(500, 50, 0.9, gen)
     model = TMS(50, 40, generator=gen).double().to(device)
     weights = tms_importance(50, 0.8).to(device) ** 0.5
-    vals, _ = entk.top_eigenpairs(model, x.double().to(device), 80, outputs="flatten", output_weights=weights)
+    vals, _ = entk.NTK(model, x.double().to(device), outputs="flatten", output_weights=weights).eigenpairs(80)
     return vals
 
 
 def mlp_layers_case(device: torch.device):
     model = ModMLP(113, 512, torch.Generator().manual_seed(0)).to(device)
     x = modadd_inputs(113).to(device)
-    layers = entk.layer_ntks(model, x, {"layer1": ["fc1"], "layer2": ["fc2"]}, outputs="diag_mean")
-    kernels = {"full": layers["layer1"] + layers["layer2"], **layers}
-    return torch.cat([entk.kernel_eigenpairs(k, 200)[0] for k in kernels.values()])
+    ntk = entk.NTK(model, x, groups={"layer1": ["fc1"], "layer2": ["fc2"]}, outputs="diag_mean")
+    return torch.cat([ntk.eigenpairs(200, group)[0] for group in (None, "layer1", "layer2")])
 
 
 def mlp_flat_case(device: torch.device):
     model = ModMLP(113, 512, torch.Generator().manual_seed(0)).to(device)
-    vals, _, info = entk.top_eigenpairs(model, modadd_inputs(113).to(device), 50, outputs="flatten", return_info=True)
+    ntk = entk.NTK(model, modadd_inputs(113).to(device), outputs="flatten")
+    vals, _, info = ntk.eigenpairs(50, return_info=True)
     print(f"    solver: {info}")
     return vals
 

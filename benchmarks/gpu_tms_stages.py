@@ -18,10 +18,11 @@ def stages(device: str) -> None:
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
-        kernel = entk.compact_ntk(model, x, outputs="flatten", output_weights=w)
+        ntk = entk.NTK(model, x, outputs="flatten", output_weights=w)
+        kernel = ntk.kernel()
         sync()
         t1 = time.perf_counter()
-        _, _, info = entk.kernel_eigenpairs(kernel, 80, return_info=True)
+        _, _, info = ntk.eigenpairs(80, return_info=True)
         sync()
         t2 = time.perf_counter()
         print(

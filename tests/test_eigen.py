@@ -6,7 +6,8 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 import entk
-from entk.eigen import EigenInfo, choose_method, kernel_eigenpairs, top_eigenpairs, top_eigenpairs_matfree
+from entk import top_eigenpairs
+from entk.eigen import EigenInfo, choose_method, kernel_eigenpairs, top_eigenpairs_matfree
 from entk.matfree import SUB_BLOCK, factor_matvec, ntk_matvec, param_matvec
 from entk.models import TMS
 

@@ -17,10 +17,9 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 from conftest import ROOT
+from entk import compact_ntk, empirical_ntk, layer_ntks, layerwise_ntk, top_eigenpairs
 from entk import workflow as wf
 from entk.config import ConfigError, coerce_numbers, config_errors, load_yaml_strict, replace_sections
-from entk.eigen import top_eigenpairs
-from entk.kernels import compact_ntk, empirical_ntk, layer_ntks, layerwise_ntk
 from entk.matfree import factor_matvec, ntk_matvec, param_matvec
 
 torch.set_default_dtype(torch.float64)

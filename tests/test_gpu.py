@@ -24,18 +24,35 @@ def test_auto_device_is_cuda():
 def test_kernels_products_and_eigenpairs_match_the_cpu():
     cpu, gpu = model_and_data("cpu"), model_and_data("cuda")
     for outputs in ("flatten", "diag_mean"):
-        k_cpu = entk.compact_ntk(*cpu, outputs=outputs).dense()
-        k_gpu = entk.compact_ntk(*gpu, outputs=outputs).dense()
+        k_cpu = entk.NTK(*cpu, outputs=outputs).kernel().dense()
+        k_gpu = entk.NTK(*gpu, outputs=outputs).kernel().dense()
         assert k_gpu.device.type == "cuda"
         assert torch.allclose(k_gpu.cpu(), k_cpu, rtol=1e-10, atol=1e-12 * k_cpu.abs().max())
     u = torch.randn(sum(p.numel() for p in cpu[0].parameters()), 5, dtype=DT)
     assert torch.allclose(param_matvec(*gpu)[0](u.cuda()).cpu(), param_matvec(*cpu)[0](u), rtol=1e-10)
     # P = 2496 > C·N = 2197 here, so the compact kernel is dense and "gram" does not apply.
     for method in ("dense", "matrix_free"):
-        v_cpu, _ = entk.top_eigenpairs(*cpu, 10, method=method)
-        v_gpu, vec_gpu = entk.top_eigenpairs(*gpu, 10, method=method)
+        v_cpu, _ = entk.NTK(*cpu).eigenpairs(10, method=method)
+        v_gpu, vec_gpu = entk.NTK(*gpu).eigenpairs(10, method=method)
         assert vec_gpu.device.type == "cuda"
         assert torch.allclose(v_gpu.cpu(), v_cpu, rtol=1e-8)
+
+
+def test_shared_weights_on_the_structured_path_match_the_cpu():
+    """TMS (W used as Wᵀ and W) on the structured path, computed on CUDA through ``device=``."""
+    from entk.models import TMS, tms_data
+
+    gen = torch.Generator().manual_seed(0)
+    model = TMS(20, 5, generator=gen).to(DT)
+    x = tms_data(30, 20, 0.7, gen).to(DT)
+    w = torch.linspace(0.5, 1.5, 20, dtype=DT)
+    for outputs in ("flatten", "diag_mean", "all_mean"):
+        on_gpu = entk.NTK(model, x, outputs=outputs, output_weights=w, device="cuda")
+        assert on_gpu.paths == {"W": "structured", "b": "structured"}
+        k_gpu = on_gpu.kernel().dense()
+        k_cpu = entk.NTK(model, x, outputs=outputs, output_weights=w).kernel().dense()
+        assert k_gpu.device.type == "cuda" and next(model.parameters()).device.type == "cpu"
+        assert torch.allclose(k_gpu.cpu(), k_cpu, rtol=1e-10, atol=1e-12 * k_cpu.abs().max())
 
 
 def test_view_eigenpairs_of_the_transformer_match_the_cpu():

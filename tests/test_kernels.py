@@ -6,7 +6,8 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 import entk
-from entk import kernels
+from entk import compression, structured
+from entk import kernel as kernel_module
 from entk.models import TMS, ModMLP, modadd_inputs
 
 torch.set_default_dtype(torch.float64)
@@ -381,7 +382,10 @@ class Tied(nn.Module):
 
 
 def structured_layers(model, x):
-    return set(kernels._eligible_sites(model, x, kernels.resolve_params(model, None)))
+    """Modules all of whose parameters take the structured path."""
+    paths = entk.NTK(model, x).paths
+    modules = {name.rpartition(".")[0] for name in paths}
+    return {m for m in modules if all(p == "structured" for n, p in paths.items() if n.rpartition(".")[0] == m)}
 
 
 def test_structured_path_is_taken_exactly_where_exact():
@@ -393,14 +397,17 @@ def test_structured_path_is_taken_exactly_where_exact():
     ]:
         model, x, _ = STRUCTURED[case]
         assert structured_layers(model.double(), x.double() if x.is_floating_point() else x) == layers
+    # Shared and tied weights are read from the operations: each use gets its factors, cross terms exact.
     model, x = CASES["shared_linear"]
-    assert structured_layers(model.double(), x) == {"head"}
+    assert structured_layers(model.double(), x) == {"lin", "head"}
+    # A subclass whose forward scales its input still calls F.linear: structured, with the scaled input.
     doubled = nn.Sequential(Doubled(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
-    assert structured_layers(doubled, torch.randn(4, 3)) == {"2"}
+    assert structured_layers(doubled, torch.randn(4, 3)) == {"0", "2"}
+    # max_norm renormalises the table in place: generic.
     capped = nn.Sequential(nn.Embedding(5, 3, max_norm=1.0), nn.Flatten(), nn.Linear(6, 2)).double()
     assert structured_layers(capped, torch.randint(0, 5, (4, 2))) == {"2"}
     tied, tokens = Tied().double(), torch.randint(0, 5, (5, 3))
-    assert structured_layers(tied, tokens) == set()
+    assert structured_layers(tied, tokens) == {"emb"}
     for model, x in [(doubled, torch.randn(4, 3)), (tied, tokens)]:
         ref = brute_force_ntk(model, x, None, "diag_mean")
         assert rel_err(entk.empirical_ntk(model, x, outputs="diag_mean"), ref) <= 1e-6
@@ -409,14 +416,14 @@ def test_structured_path_is_taken_exactly_where_exact():
 def spy_diag_mean_widths(monkeypatch):
     """Record each diag_mean layer's row width: None where compression was abandoned."""
     widths = []
-    real = kernels._join_rows
+    real = compression.join_rows
 
     def spy(rows, basis):
         h = real(rows, basis)
         widths.append(None if basis is None else h.shape[2])
         return h
 
-    monkeypatch.setattr(kernels, "_join_rows", spy)
+    monkeypatch.setattr(compression, "join_rows", spy)
     return widths
 
 
@@ -437,9 +444,9 @@ def test_diag_mean_compression_on_modmlp(monkeypatch):
     assert widths == [16, 7, 16, 7]
     # In chunks, only the first holds its G; the others project class by class onto the bases.
     calls = []
-    for name in ("_chunk_grads", "_chunk_projections"):
-        real = getattr(kernels, name)
-        monkeypatch.setattr(kernels, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    for name in ("chunk_grads", "chunk_projections"):
+        real = getattr(structured, name)
+        monkeypatch.setattr(structured, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
     chunked = entk.layer_ntks(
         model,
         x,
@@ -448,7 +455,7 @@ def test_diag_mean_compression_on_modmlp(monkeypatch):
         output_weights=w,
         max_memory_gb=2e-5,
     )
-    assert calls.count("_chunk_grads") == 1 and calls.count("_chunk_projections") >= 3
+    assert calls.count("chunk_grads") == 1 and calls.count("chunk_projections") >= 3
     for name, k in chunked.items():
         assert rel_err(k.dense(), got[name].dense()) <= 1e-10, name
 
@@ -462,8 +469,8 @@ def test_tiny_memory_budget_chunks_to_the_same_kernel(case, budget, monkeypatch)
     x = x.double() if x.is_floating_point() else x
     jac = brute_force_jacobian(model, x)
     chunks = []
-    real = kernels._chunk_forward
-    monkeypatch.setattr(kernels, "_chunk_forward", lambda *a: chunks.append(1) or real(*a))
+    real = structured.chunk_forward
+    monkeypatch.setattr(structured, "chunk_forward", lambda *a: chunks.append(1) or real(*a))
     widths = spy_diag_mean_widths(monkeypatch)
     for outputs in entk.OUTPUT_MODES:
         start = len(chunks)
@@ -495,3 +502,20 @@ def test_float32_model_computes_in_float32():
     assert all(k.data.dtype == torch.float32 for k in got.values())
     ref = brute_force_ntk(model.double(), x.double(), None, "diag_mean")
     assert rel_err((got["a"] + got["b"]).dense().double(), ref) <= 1e-5
+
+
+def test_dense_from_a_factor_forms_one_triangle_and_skips_zero_rows(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    f = torch.randn(900, 40, generator=g)
+    f[::3] = 0  # rows of outputs behind a ReLU that is off
+    pairs = []
+    real = kernel_module.fill_symmetric
+
+    def spy(k, rows, pair, block):
+        return real(k, rows, lambda p, q: pairs.append(p.shape[0] * q.shape[0]) or pair(p, q), block)
+
+    monkeypatch.setattr(kernel_module, "fill_symmetric", spy)
+    got = entk.Kernel("factor", f, 900, 1, "flatten").dense()
+    assert torch.equal(got[::3], torch.zeros(300, 900)) and rel_err(got, f @ f.T) <= 1e-14
+    # 600 nonzero rows in blocks of 256: 3 blocks a side, 6 products of the 9, covering 600·601/2 < Σ ≤ 600².
+    assert len(pairs) == 6 and sum(pairs) < 600 * 600

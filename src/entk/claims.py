@@ -13,7 +13,7 @@ from entk.spectrum import cliff, find_cliffs
 COLUMNS = ["claim", "expected", "measured", "pass"]
 
 
-def _row(claim: str, expected: str, measured, passed: bool) -> dict:
+def claim_row(claim: str, expected: str, measured, passed: bool) -> dict:
     text = f"{measured:.4g}" if isinstance(measured, float) else str(measured)
     return {"claim": claim, "expected": expected, "measured": text, "pass": bool(passed)}
 
@@ -34,12 +34,12 @@ def spectrum_claims(
     rows = []
     # Index 0 is an isolated eigenvalue, so each cliff is searched for after what precedes it.
     c1 = cliff(layer1_values[1:])
-    rows.append(_row(f"{prefix}cliff 1 size (layer-1 eNTK, after index 0)", f"= 2(p−1) = {size}", c1, c1 == size))
+    rows.append(claim_row(f"{prefix}cliff 1 size (layer-1 eNTK, after index 0)", f"= 2(p−1) = {size}", c1, c1 == size))
     c2 = cliff(full_values[1 + size :])
-    rows.append(_row(f"{prefix}cliff 2 size (full eNTK, after cliff 1)", f"= 2(p−1) = {size}", c2, c2 == size))
+    rows.append(claim_row(f"{prefix}cliff 2 size (full eNTK, after cliff 1)", f"= 2(p−1) = {size}", c2, c2 == size))
     gap = float(layer1_values[size] / layer1_values[size + 1])
     need = bands["layer1_gap_ratio_min"]
-    rows.append(_row(f"{prefix}layer-1 gap λ{size}/λ{size + 1}", f"≥ {need:g}", gap, gap >= need))
+    rows.append(claim_row(f"{prefix}layer-1 gap λ{size}/λ{size + 1}", f"≥ {need:g}", gap, gap >= need))
     cliff1 = layer1_vectors[:, 1 : 1 + size]
     cliff2 = full_vectors[:, 1 + size : 1 + 2 * size]
     n_fam = size // 2
@@ -52,7 +52,7 @@ def spectrum_claims(
             least = bands[key] * n_fam
             label = {"a": "a", "b": "b", "sum": "a+b", "diff": "a−b"}[v]
             rows.append(
-                _row(
+                claim_row(
                     f"{prefix}{name} overlap with the {label} family (of {n_fam})",
                     f"≥ {least:.2f} (paper {paper[v]} of 28 at p = 29)",
                     value,
@@ -81,7 +81,7 @@ def modadd_claims(
     lo, hi = bands["grok_epoch"]
     grok = grokking_epoch(history, grok_threshold)
     rows.append(
-        _row(
+        claim_row(
             f"grokking epoch (test acc ≥ {grok_threshold:.0%})",
             f"in [{lo}, {hi}] (paper ≈ 90)",
             grok,
@@ -91,7 +91,7 @@ def modadd_claims(
     peak = derivative_peak(curve, "sum")
     within = bands["derivative_peak_within"]
     rows.append(
-        _row(
+        claim_row(
             "sum-overlap derivative peak epoch",
             f"within {within} of grokking",
             peak,
@@ -101,7 +101,7 @@ def modadd_claims(
     best, family, freq = best_family_match({"a": rotated["rot_a"], "b": rotated["rot_b"]})
     share = float(np.mean(best >= bands["rotated_atom_corr"]))
     rows.append(
-        _row(
+        claim_row(
             f"rotated cliff-1 atoms with best correlation ≥ {bands['rotated_atom_corr']:g}",
             f"share ≥ {bands['rotated_clean_share_min']:g}",
             share,
@@ -112,7 +112,7 @@ def modadd_claims(
         present = set(freq[family == idx].tolist())
         missing = sorted(set(range(1, n_fam // 2 + 1)) - present)
         rows.append(
-            _row(
+            claim_row(
                 f"rotated cliff-1: every frequency 1..{n_fam // 2} in the {v}-family",
                 "none missing",
                 f"missing {missing}" if missing else "none missing",
@@ -138,8 +138,10 @@ def tms_cliff_claims(model: str, values: np.ndarray, n_features: int, bands: dic
     top = max(cliffs, key=lambda c: c.score).position if cliffs else None
     found = f"cliffs after {[c.position for c in cliffs]}, most prominent {top}" if cliffs else "no cliff"
     return [
-        _row(f"TMS {model}: un-rescaled gap λ{n}/λ{n + 1}", f"≥ {need:g}", ratio, ratio >= need),
-        _row(f"TMS {model}: detected cliff after n = {n} (un-rescaled)", f"one within {n} ± {tol}", found, bool(near)),
+        claim_row(f"TMS {model}: un-rescaled gap λ{n}/λ{n + 1}", f"≥ {need:g}", ratio, ratio >= need),
+        claim_row(
+            f"TMS {model}: detected cliff after n = {n} (un-rescaled)", f"one within {n} ± {tol}", found, bool(near)
+        ),
     ]
 
 
@@ -159,7 +161,7 @@ def tms_recovery_claims(model: str, vectors: dict[float, np.ndarray], x: np.ndar
     need = bands["tms_recovered_min"]
     per_beta = ", ".join(f"β={beta:g}: {c}" for beta, c in counts.items())
     return [
-        _row(
+        claim_row(
             f"TMS {model}: features with overlap ≥ {threshold:g} with a top-{k} eigenvector (best β)",
             f"≥ {need} of {x.shape[1]}",
             f"{counts[best]} at β={best:g} ({per_beta})",
@@ -177,7 +179,9 @@ def tms_represented_claims(model: str, w: np.ndarray, bands: dict) -> list[dict]
     tol = bands["tms_represented_tolerance"]
     value = represented_features(w)
     return [
-        _row(f"TMS {model}: features with (WᵀW)_ii ≥ 0.75", f"{expected} ± {tol}", value, abs(value - expected) <= tol)
+        claim_row(
+            f"TMS {model}: features with (WᵀW)_ii ≥ 0.75", f"{expected} ± {tol}", value, abs(value - expected) <= tol
+        )
     ]
 
 
@@ -216,7 +220,7 @@ def phase_claims(
     within = bands["phase_peak_within"]
     k = int(phases.loc[phases["layer"] == layer, "k"].iloc[0]) if (phases["layer"] == layer).any() else None
     return [
-        _row(
+        claim_row(
             f"label-free phase detector peak ({layer} eNTK, top-{k} eigenspace vs final)",
             f"within {within} of grokking",
             "no transition" if peak is None else peak,

@@ -26,7 +26,7 @@ k ≪ dim the block solver on the stored kernel wins (the top 200 of a 12769² k
                                          for ``flatten``/``all_mean`` with P < dim the solver runs
                                          on Fᵀ F (``entk.matfree.param_matvec``) and dim → P here
 
-Building the kernel for ``gram``/``dense`` is ``compact_ntk``'s business: it gets the same
+Building the kernel for ``gram``/``dense`` is ``entk.NTK``'s business: it gets the same
 ``max_memory_gb`` for its working memory, which these estimates do not count. Its factor may be
 narrower than r (diag_mean compression), so ``auto`` lets the built kernel's form decide between
 gram and dense; where even dense is estimated not to fit, ``auto`` cannot know that the kernel
@@ -53,17 +53,9 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from entk.checks import guarded
-from entk.kernels import (
-    OUTPUT_MODES,
-    Kernel,
-    _forward_checked,
-    compact_ntk,
-    resolve_max_memory_gb,
-    resolve_params,
-)
+from entk.kernel import Kernel
 from entk.matfree import Matvec, factor_matvec, ntk_matvec, param_matvec
-from entk.spectrum import cliff  # noqa: F401 (entk.eigen.cliff, where it lived before entk.spectrum)
+from entk.memory import resolve_max_memory_gb
 
 METHODS = ("auto", "gram", "dense", "matrix_free")
 # Share of the budget that the kernel–vector products may use for one chunk of samples.
@@ -111,12 +103,12 @@ def fix_signs(vectors: Tensor) -> Tensor:
     return vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
 
 
-def _check_k(k: int, dim: int) -> None:
+def check_k(k: int, dim: int) -> None:
     if not 1 <= k <= dim:
         raise ValueError(f"k must lie in [1, {dim}] (the kernel's dimension), got k = {k}")
 
 
-def _check_method(method: str) -> None:
+def check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
 
@@ -230,7 +222,7 @@ def top_eigenpairs_matfree(
     Converged when ‖K v_i − λ_i v_i‖ ≤ tol·λ_1 for every i < k; otherwise it warns and returns the
     current Ritz pairs. The basis holds at most ``max_basis`` vectors (default 4 blocks) and their images.
     """
-    _check_k(k, dim)
+    check_k(k, dim)
     tol = default_tol(dtype, dim) if tol is None else tol
     b = default_block_size(k, dim) if block_size is None else min(max(block_size, k), dim)
     m = min(dim, 4 * b if max_basis is None else max(max_basis, b + 1))
@@ -331,8 +323,8 @@ def kernel_eigenpairs(
     of F Fᵀ are those of the (r, r) Gram Fᵀ F (paper, Notation). ``tol``, ``max_iter`` and ``seed``
     steer the matrix-free solver only.
     """
-    _check_method(method)
-    _check_k(k, kernel.dim)
+    check_method(method)
+    check_k(k, kernel.dim)
     full_dim, rows = kernel.dim, None
     if kernel.kind == "factor":
         # An exactly zero row of F is a zero row and column of K, where every eigenvector of a nonzero
@@ -373,31 +365,18 @@ def kernel_eigenpairs(
     return (vals, vecs, EigenInfo(chosen, estimates, solver)) if return_info else (vals, vecs)
 
 
-def _model_sizes(model: nn.Module, x: Tensor, params: list[str] | None, outputs: str) -> tuple[int, int, int, int]:
-    """(N samples, C outputs, P selected parameters, bytes per element) of the eNTK of ``model`` on ``x``."""
-    if outputs not in OUTPUT_MODES:
-        raise ValueError(f"unknown outputs mode {outputs!r}; choose one of {OUTPUT_MODES}")
-    named = dict(model.named_parameters())
-    n_params = sum(named[name].numel() for names in resolve_params(model, params).values() for name in names)
-    ref = next(model.parameters())
-    with torch.no_grad():
-        x1 = x[:1].to(device=ref.device, dtype=ref.dtype if x.is_floating_point() else x.dtype)
-        n_outputs = _forward_checked(model, x1).shape[1]
-    return x.shape[0], n_outputs, n_params, ref.element_size()
-
-
-def _matvec_bytes(k: int, size: int, n: int, c: int, n_params: int, itemsize: int, budget: float) -> float:
+def matvec_bytes(k: int, size: int, n: int, c: int, n_params: int, itemsize: int, budget: float) -> float:
     """Bytes the products hold: a block of tangents (b, P), cotangents and outputs (b, N, C), one chunk's share."""
     return itemsize * default_block_size(k, size) * (n_params + 2 * n * c) + _MATVEC_SHARE * budget * 2**30
 
 
-def _on_parameter_side(outputs: str, n_params: int, dim: int) -> bool:
+def on_parameter_side(outputs: str, n_params: int, dim: int) -> bool:
     """Whether the block solver runs on Fᵀ F (P, P) rather than K (dim, dim)."""
     # Same nonzero spectrum; diag_mean's factor is C·P wide, so its parameter side is never smaller.
     return outputs != "diag_mean" and n_params < dim
 
 
-def _matrix_free_eigenpairs(
+def matrix_free_eigenpairs(
     model: nn.Module,
     x: Tensor,
     k: int,
@@ -409,7 +388,7 @@ def _matrix_free_eigenpairs(
     **solver_kw,
 ) -> tuple[Tensor, Tensor, SolverInfo]:
     """Top k by the block solver on whichever side of K = F Fᵀ is smaller: K itself, or Fᵀ F (P, P).
-    ``sizes`` is ``_model_sizes``' (N, C, P, bytes per element)."""
+    ``sizes`` is (N samples, C outputs, P selected parameters, bytes per element)."""
     n, c, n_params, itemsize = sizes
     dim = c * n if outputs == "flatten" else n
     kw = {
@@ -419,9 +398,9 @@ def _matrix_free_eigenpairs(
         "max_memory_gb": _MATVEC_SHARE * budget,
     }
     ref = next(model.parameters())
-    on_params = _on_parameter_side(outputs, n_params, dim)
+    on_params = on_parameter_side(outputs, n_params, dim)
     matvec, size = param_matvec(model, x, **kw) if on_params else (ntk_matvec(model, x, **kw), dim)
-    matvec_bytes = _matvec_bytes(k, size, n, c, n_params, itemsize, budget)
+    held = matvec_bytes(k, size, n, c, n_params, itemsize, budget)
     logger.info(
         "top-%d eNTK eigenpairs by matrix_free on the %s side (%d)", k, "parameter" if on_params else "kernel", size
     )
@@ -434,7 +413,7 @@ def _matrix_free_eigenpairs(
         k,
         dtype=ref.dtype,
         device=ref.device,
-        max_basis=_max_basis(budget, size, k, itemsize, matvec_bytes),
+        max_basis=_max_basis(budget, size, k, itemsize, held),
         **solver_kw,
     )
     if on_params:
@@ -443,63 +422,3 @@ def _matrix_free_eigenpairs(
         vecs = factor_matvec(model, x, **kw)(vecs)
         vecs = fix_signs(vecs / vecs.norm(dim=0).clamp_min(torch.finfo(vecs.dtype).tiny))
     return vals, vecs, solver
-
-
-@guarded
-def top_eigenpairs(
-    model: nn.Module,
-    x: Tensor,
-    k: int,
-    *,
-    params: list[str] | None = None,
-    outputs: str = "flatten",
-    output_weights: Tensor | None = None,
-    method: str = "auto",
-    max_memory_gb: float | None = None,
-    tol: float | None = None,
-    max_iter: int = 200,
-    seed: int = 0,
-    return_info: bool = False,
-) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, EigenInfo]:
-    """Top-k eNTK eigenpairs: eigenvalues descending (k,), eigenvectors (dim, k) in kernel index space [, info].
-
-    ``method`` is "auto" (see the module docstring), "gram", "dense" or "matrix_free"; ``tol``,
-    ``max_iter`` and ``seed`` steer the matrix-free solver only.
-    """
-    _check_method(method)
-    n, c, n_params, itemsize = _model_sizes(model, x, params, outputs)
-    dim, width = (
-        (c * n, n_params) if outputs == "flatten" else (n, c * n_params if outputs == "diag_mean" else n_params)
-    )
-    _check_k(k, dim)
-    budget = resolve_max_memory_gb(max_memory_gb)
-    side = n_params if _on_parameter_side(outputs, n_params, dim) else dim
-    estimates = memory_estimates_gb(
-        dim, width, k, itemsize, _matvec_bytes(k, side, n, c, n_params, itemsize, budget), side
-    )
-    chosen = choose_method(estimates, budget) if method == "auto" else method
-    if chosen != "matrix_free":
-        kernel = compact_ntk(
-            model, x, params=params, outputs=outputs, output_weights=output_weights, max_memory_gb=max_memory_gb
-        )
-        # The kernel's own form decides between gram and dense under "auto".
-        vals, vecs, info = kernel_eigenpairs(
-            kernel, k, method=method, max_memory_gb=budget, tol=tol, max_iter=max_iter, seed=seed, return_info=True
-        )
-        info = EigenInfo(info.method, estimates, info.solver)
-    else:
-        vals, vecs, solver = _matrix_free_eigenpairs(
-            model,
-            x,
-            k,
-            params,
-            outputs,
-            output_weights,
-            budget,
-            (n, c, n_params, itemsize),
-            tol=tol,
-            max_iter=max_iter,
-            seed=seed,
-        )
-        info = EigenInfo("matrix_free", estimates, solver)
-    return (vals, vecs, info) if return_info else (vals, vecs)

@@ -1,6 +1,6 @@
 """Matrix-free eNTK: kernel–vector products without forming K or J.
 
-K = F Fᵀ in every output mode (``entk.kernels``). Two products come from that:
+K = F Fᵀ in every output mode (``entk.kernel``). Two products come from that:
 
 - ``ntk_matvec``    K V = F (Fᵀ V) on vectors of the kernel's side (C·N or N),
 - ``param_matvec``  Fᵀ F U on parameter vectors (P), the Gram side: the same nonzero spectrum, and
@@ -25,13 +25,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp, vmap
 
 from entk.checks import guarded
-from entk.kernels import (
-    OUTPUT_MODES,
-    _check_weights,
-    _forward_checked,
-    resolve_max_memory_gb,
-    resolve_params,
-)
+from entk.kernel import check_outputs, check_weights
+from entk.memory import resolve_max_memory_gb
+from entk.selection import n_outputs, resolve_params, to_model
 
 Matvec = Callable[[Tensor], Tensor]
 Params = dict[str, Tensor]
@@ -106,13 +102,11 @@ def _problem(
     output_weights: Tensor | None,
     max_memory_gb: float | None,
 ) -> _Problem:
-    if outputs not in OUTPUT_MODES:
-        raise ValueError(f"unknown outputs mode {outputs!r}; choose one of {OUTPUT_MODES}")
+    check_outputs(outputs)
     ref = next(model.parameters())
-    x = x.to(device=ref.device, dtype=ref.dtype if x.is_floating_point() else x.dtype)
-    with torch.no_grad():
-        c = _forward_checked(model, x[:1]).shape[1]
-    w = _check_weights(output_weights, c)
+    x = to_model(model, x)
+    c = n_outputs(model, x)
+    w = check_weights(output_weights, c)
     w = torch.ones(c, dtype=ref.dtype, device=ref.device) if w is None else w.to(ref)
     f, primals = _functional(model, [k for names in resolve_params(model, params).values() for k in names])
     per_sample = _bytes_per_sample(f, primals, x) + 2 * c * ref.element_size()
@@ -182,7 +176,7 @@ def ntk_matvec(
 ) -> Matvec:
     """V (dim, b) -> K V (dim, b) for the eNTK of ``outputs`` (dim = C·N class-major, or N), never forming K or J.
 
-    ``max_memory_gb`` (default: ``entk.kernels.resolve_max_memory_gb``) bounds the autograd
+    ``max_memory_gb`` (default: ``entk.memory.resolve_max_memory_gb``) bounds the autograd
     intermediates of one chunk of samples (not the block itself).
     One product costs a vjp and a jvp per vector, C of each for ``diag_mean``.
     """

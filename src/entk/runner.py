@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 import entk
-from entk.kernels import resolve_params
 from entk.kinds import get_kind
+from entk.selection import resolve_params
 from entk.workflow import load_torch
 
 
@@ -210,11 +210,6 @@ def output_weights(exp: dict, spec, n_outputs: int) -> Tensor | None:
     return w
 
 
-def _kernel_bytes(dim: int, width: int, itemsize: int) -> int:
-    """Storage of one compact kernel: a factor (dim, width) or dense (dim, dim), whichever is smaller."""
-    return dim * min(dim, width) * itemsize
-
-
 def view_eigenpairs(
     model: nn.Module,
     x: Tensor,
@@ -224,33 +219,12 @@ def view_eigenpairs(
     k: int,
     max_memory_gb: float | None,
 ) -> dict[str, tuple[Tensor, Tensor]]:
-    """Top-k eigenpairs {group: (values (k,), vectors (D, k))} of each group's kernel.
-
-    While every group's compact kernel fits the memory budget they are built in one pass that
-    shares each module's factors (``entk.layer_ntks``); otherwise each group goes through
-    ``entk.top_eigenpairs``, which picks a matrix-free solver when nothing else fits."""
-    with torch.no_grad():
-        n_outputs = model(x[:1]).shape[1]
-    n = x.shape[0]
-    dim = n * n_outputs if outputs == "flatten" else n
-    itemsize = next(model.parameters()).element_size()
-    params = dict(model.named_parameters())
-    sizes = {g: sum(params[n].numel() for n in _group_param_names(model, names, "")) for g, names in groups.items()}
-    width = {g: s * (n_outputs if outputs == "diag_mean" else 1) for g, s in sizes.items()}
-    need = sum(_kernel_bytes(dim, w, itemsize) for w in width.values())
-    budget = entk.kernels.resolve_max_memory_gb(max_memory_gb) * 2**30
-    k = min(k, dim)
-    if need <= budget:
-        kernels = entk.layer_ntks(
-            model, x, groups, outputs=outputs, output_weights=weights, max_memory_gb=max_memory_gb
-        )
-        return {g: entk.kernel_eigenpairs(kernels.pop(g), k, max_memory_gb=max_memory_gb) for g in groups}
-    return {
-        g: entk.top_eigenpairs(
-            model, x, k, params=names, outputs=outputs, output_weights=weights, max_memory_gb=max_memory_gb
-        )
-        for g, names in groups.items()
-    }
+    """Top-k eigenpairs {group: (values (k,), vectors (D, k))} of each group's kernel, from one
+    ``entk.NTK``: each atom's kernel is computed once for every group that holds it, and groups whose
+    kernels would not fit the budget go matrix-free."""
+    ntk = entk.NTK(model, x, groups=groups, outputs=outputs, output_weights=weights, max_memory_gb=max_memory_gb)
+    k = min(k, ntk.dim)
+    return {g: ntk.eigenpairs(k, g) for g in groups}
 
 
 def eigen_file(

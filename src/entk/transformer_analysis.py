@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from entk.claims import _row
+from entk.claims import claim_row
 from entk.modadd import grokking_epoch
 from entk.rotation import subspace_overlap
 
@@ -209,7 +209,7 @@ def key_frequency_claims(keys_embedding: Sequence[int], keys_ntk: Sequence[int])
     same = sorted(keys_embedding) == sorted(keys_ntk)
     measured = f"W_E {list(keys_embedding)}, W_U eNTK {list(keys_ntk)}"
     claim = "key frequencies: W_E Fourier power = top W_U eNTK modes"
-    return [_row(claim, "the same set (paper: 1, 12)", measured, same)]
+    return [claim_row(claim, "the same set (paper: 1, 12)", measured, same)]
 
 
 def accuracy_claims(history: pd.DataFrame, bands: dict) -> list[dict]:
@@ -218,7 +218,7 @@ def accuracy_claims(history: pd.DataFrame, bands: dict) -> list[dict]:
     early = history.loc[history["epoch"] <= by, "test_acc"]
     best = float(early.max()) if len(early) else float("nan")
     expected = f"≥ {need:.0%} (paper 95 % at 1600, 100 % at 2000)"
-    return [_row(f"best test accuracy by epoch {by}", expected, best, best >= need)]
+    return [claim_row(f"best test accuracy by epoch {by}", expected, best, best >= need)]
 
 
 def unembed_claims(vectors: np.ndarray, families: dict[str, np.ndarray], n_keys: int, bands: dict) -> list[dict]:
@@ -236,7 +236,7 @@ def unembed_claims(vectors: np.ndarray, families: dict[str, np.ndarray], n_keys:
         value = subspace_overlap(vectors[:, group[0] : group[1]], families[fam])
         least = bands[key] * 2 * n_keys
         rows.append(
-            _row(
+            claim_row(
                 f"W_U eNTK modes {group_label(group)} vs the {fam} family (of {2 * n_keys})",
                 f"≥ {least:.2f} (paper {paper})",
                 value,
@@ -251,7 +251,7 @@ def grokking_claims(peak: int, grok: int | None, threshold: float, n_top: int, b
     before, after = bands["transformer_peak_before_grok_max"], bands["transformer_peak_after_grok_max"]
     ok = grok is not None and grok - before <= peak <= grok + after
     return [
-        _row(
+        claim_row(
             f"W_U top-{n_top} sum-overlap derivative peak vs grokking (test acc ≥ {threshold:.0%}, epoch {grok})",
             f"in [grok − {before}, grok + {after}]",
             peak,
@@ -289,7 +289,7 @@ def detector_claims(peak: int | None, grok: int | None, threshold: float, bands:
     before, after = bands["transformer_peak_before_grok_max"], bands["transformer_peak_after_grok_max"]
     ok = peak is not None and grok is not None and grok - before <= peak <= grok + after
     return [
-        _row(
+        claim_row(
             f"label-free phase detector peak (W_U eNTK) vs grokking (test acc ≥ {threshold:.0%}, epoch {grok})",
             f"in [grok − {before}, grok + {after}]",
             "no transition" if peak is None else peak,

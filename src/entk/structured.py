@@ -1,0 +1,317 @@
+"""The structured path: each parameter's kernel from its uses' factors, never a per-sample Jacobian
+by autograd.
+
+For a use (``entk.rules.base.Use``) with act rows U_n (T, a) and output gradients G_nc (T, g) =
+∂(Σ_m f_c(x_m))/∂(use output) at sample n, the per-sample Jacobian on the use's matrix is
+J_nc = Σ_t G_nct ⊗ U_nt, so for a parameter with one use
+
+    K_cd[n, m] = Σ_{t,s} (U_nt · U_ms) (G_nct · G_mds).
+
+G takes one backward pass per class over a chunk of samples (one in all for ``all_mean``). Each
+output mode reduces G to rows H (flatten: G; all_mean: the weighted class mean; diag_mean:
+[G_1 … G_C]/√C, compressed by ``entk.compression``), and the kernel is either the factor
+Σ_t H_at ⊗ U_at when it is no wider than the kernel, or dense, built in symmetric blocks from those
+Jacobian rows or position pair by position pair, whichever costs less.
+
+A parameter with several uses (shared weights: TMS's W and Wᵀ, a tied embedding and readout, a
+block applied twice), or one whose matrix repeats a coordinate, has the sum of its uses' Jacobians:
+its rows are scattered onto the parameter's coordinates and added, which is exactly where the cross
+terms come from, and its kernel is formed from those rows (a factor, or dense in symmetric blocks).
+
+Memory: samples go in chunks and the dense kernel in blocks, both sized to the working-memory
+budget (``entk.memory``); what is held whole is the kernels and each parameter's act sides and
+reduced rows. Samples must not interact inside the forward pass (no batch norm in training mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from entk import compression
+from entk.kernel import Kernel, fill_symmetric
+from entk.memory import block_rows, slices
+from entk.rules.base import Use, act_gram, outer_rows
+from entk.trace import traced_forward
+
+
+@dataclass
+class Factors:
+    """One use's factors over all samples: act side (N, T, a) or ids (N, T), reduced gradient rows
+    h (flatten (C·N, T, g); all_mean (N, T, g); diag_mean (N, T, w) or, for a shared parameter,
+    plain (N, T, C, g)), and the use (its matrix ``pos`` and sides) from the probe."""
+
+    act: Tensor
+    h: Tensor
+    use: Use
+
+
+def _sides(use: Use) -> tuple[int, int, int]:
+    """(positions T, gradient width g, act width a) of a use, per sample."""
+    g = use.pos.shape[0] if use.grad_rows else use.pos.shape[1]
+    return use.act.shape[1], g, use.act_dim if use.act.is_floating_point() else 1
+
+
+def _simple(uses: list[Use], numel: int) -> bool:
+    """A single use whose matrix holds every coordinate once: its rows need no scattering."""
+    return (
+        len(uses) == 1
+        and uses[0].pos.numel() == numel
+        and bool(torch.equal(uses[0].pos.flatten().sort().values, torch.arange(numel, device=uses[0].pos.device)))
+    )
+
+
+def blocks(reference: list[Use], numel: dict[str, int], atom_of: dict[str, int]) -> list[list[int]]:
+    """Indices of the probe's uses computed as one: single-use parameters of one atom that read the same
+    output gradient (a layer's weight and bias) share it, their act sides side by side; every other
+    use is a block of its own."""
+    simple = {n for n in numel if _simple([u for u in reference if u.name == n], numel[n])}
+    found: dict[tuple, list[int]] = {}
+    for i, u in enumerate(reference):
+        shares = u.name in simple and u.grad_rows and u.grad_key is not None and u.act.is_floating_point()
+        key = (id(u.out), u.grad_key, atom_of[u.name]) if shares else ("own", i)
+        found.setdefault(key, []).append(i)
+    return list(found.values())
+
+
+def _merged(uses: list[Use], block: list[int]) -> Use:
+    """One use standing for a block: the first's gradient side, every act side side by side."""
+    if len(block) == 1:
+        return uses[block[0]]
+    act = torch.cat([uses[i].act for i in block], dim=2)
+    return dataclasses.replace(uses[block[0]], act=act, act_dim=act.shape[2])
+
+
+def _class_grads(f: Tensor, outs: list[Tensor], weights: Tensor | None, mean: bool) -> Iterator[list[Tensor | None]]:
+    """Per class c: ∂(w_c Σ_n f_c(x_n))/∂out for each out, one backward each; for ``mean`` one backward
+    of (1/C) Σ_c w_c Σ_n f_c(x_n). Samples are independent, so one gradient holds every sample's."""
+    n, c = f.shape
+    w = torch.ones(c, dtype=f.dtype, device=f.device) if weights is None else weights.to(f)
+    if mean:
+        yield list(torch.autograd.grad((f * w).sum() / c, outs, allow_unused=True))
+        return
+    for k in range(c):
+        # A scalar loss: explicit grad_outputs would import sympy on first use, seconds per process.
+        yield list(torch.autograd.grad(f[:, k].sum() * w[k], outs, retain_graph=k < c - 1, allow_unused=True))
+
+
+def chunk_forward(model: nn.Module, xb: Tensor, params: dict[str, Tensor], reference: list) -> tuple[Tensor, list[Use]]:
+    """Forward pass on samples xb: outputs (n, C) and the uses of ``params``, which must match the probe's."""
+    f, tracer = traced_forward(model, xb, params)
+    uses = [u for u in tracer.uses if u.name in params]
+    if [u.signature() for u in uses] != reference:
+        raise RuntimeError("a parameter was used differently than on the probe samples")
+    return f, uses
+
+
+def _distinct(uses: list[Use]) -> tuple[list[Tensor], list[int]]:
+    outs: dict[int, int] = {}
+    for u in uses:
+        outs.setdefault(id(u.out), len(outs))
+    return list({id(u.out): u.out for u in uses}.values()), [outs[id(u.out)] for u in uses]
+
+
+def chunk_grads(f: Tensor, uses: list[Use], weights: Tensor | None, mean: bool) -> list[Tensor]:
+    """Gradient sides per use, (C, n, T, g) (C = 1 for ``mean``), from one backward pass per class."""
+    outs, which = _distinct(uses)
+    sides = [_sides(u) for u in uses]
+    classes = 1 if mean else f.shape[1]
+    g_all = [f.new_zeros(classes, f.shape[0], t, g) for t, g, _ in sides]
+    for k, grads in enumerate(_class_grads(f, outs, weights, mean)):
+        for i, u in enumerate(uses):
+            if grads[which[i]] is not None:
+                g_all[i][k] = u.to_grad(grads[which[i]])
+    return g_all
+
+
+def chunk_projections(f: Tensor, uses: list[Use], weights: Tensor | None, bases: list[Tensor]) -> list[tuple]:
+    """Like ``chunk_grads`` for diag_mean with known bases, class by class, G never stored:
+    per use (energies ‖R_j‖²_F (g,), rows R_jᵀ V_j (n·T, g, k))."""
+    outs, which = _distinct(uses)
+    acc = []
+    for u, basis in zip(uses, bases, strict=True):
+        t, g, _ = _sides(u)
+        acc.append((f.new_zeros(g), f.new_zeros(f.shape[0] * t, g, basis.shape[2])))
+    for k, grads in enumerate(_class_grads(f, outs, weights, False)):
+        for i, u in enumerate(uses):
+            if grads[which[i]] is not None:
+                compression.project_class(*acc[i], u.to_grad(grads[which[i]]).flatten(0, 1), bases[i][:, k, :])
+    return acc
+
+
+def factors(
+    model: nn.Module,
+    x: Tensor,
+    params: dict[str, Tensor],
+    probe: list[Use],
+    weights: Tensor | None,
+    outputs: str,
+    n_outputs: int,
+    budget: int,
+    groups: list[list[int]] | None = None,
+) -> list[Factors]:
+    """Every block's factors (``blocks``; default one per use), computed over chunks of samples that fit
+    the budget."""
+    groups = [[i] for i in range(len(probe))] if groups is None else groups
+    reference = [_merged(probe, b) for b in groups]
+    elem = x.new_empty(0, dtype=next(iter(params.values())).dtype).element_size()
+    per_sample = sum(t * (3 * n_outputs * g + a) for t, g, a in map(_sides, reference))
+    chunk = max(1, budget // (elem * max(per_sample, 1)))
+    numel = {n: p.numel() for n, p in params.items()}
+    shared = {u.name for u in probe if not _simple([v for v in probe if v.name == u.name], numel[u.name])}
+    compressible = [outputs == "diag_mean" and u.name not in shared and n_outputs > 1 for u in reference]
+    # A small first chunk finds the diag_mean bases (the one step that forms Grams), and later
+    # chunks mostly only project onto them.
+    first = min(chunk, 2 * n_outputs) if any(compressible) else chunk
+    starts = [0, *range(first, x.shape[0], chunk)]
+    ends = [*starts[1:], x.shape[0]]
+    signature = [u.signature() for u in probe]
+    acts: list[list[Tensor]] = [[] for _ in reference]
+    hs: list[list[Tensor]] = [[] for _ in reference]
+    bases = [
+        x.new_zeros(_sides(u)[1], n_outputs, 0, dtype=elem_dtype(params)) if ok else None
+        for u, ok in zip(reference, compressible, strict=True)
+    ]
+    for start, end in zip(starts, ends, strict=True):
+        f, uses = chunk_forward(model, x[start:end], params, signature)
+        uses = [_merged(uses, b) for b in groups]
+        if all(compressible) and all(b is not None and b.shape[2] for b in bases):
+            # Known bases: project class by class; a chunk that leaves them is redone with its G.
+            streamed = chunk_projections(f, uses, weights, bases)
+            if not any(compression.growing(e, r, n_outputs).any() for e, r in streamed):
+                for i, (u, (_, r)) in enumerate(zip(uses, streamed, strict=True)):
+                    acts[i].append(u.act)
+                    hs[i].append(r.reshape(u.act.shape[0], u.act.shape[1], *r.shape[1:]))
+                continue
+            f, uses = chunk_forward(model, x[start:end], params, signature)
+            uses = [_merged(uses, b) for b in groups]
+        for i, (u, g) in enumerate(zip(uses, chunk_grads(f, uses, weights, outputs == "all_mean"), strict=True)):
+            acts[i].append(u.act)
+            if outputs == "flatten":
+                hs[i].append(g)
+            elif outputs == "all_mean":
+                hs[i].append(g[0])
+            elif compressible[i]:
+                hs[i], bases[i] = compression.diag_mean_step(hs[i], bases[i], g)
+            else:
+                hs[i].append(g.permute(1, 2, 0, 3))
+    result = []
+    for i, u in enumerate(reference):
+        if outputs == "flatten":
+            h = torch.cat(hs[i], dim=1).flatten(0, 1)
+        elif outputs == "all_mean" or not compressible[i]:
+            h = torch.cat(hs[i])
+        else:
+            h = compression.join_rows(hs[i], bases[i])
+        if outputs == "diag_mean":
+            h = h / math.sqrt(n_outputs)
+        result.append(Factors(torch.cat(acts[i]), h, u))
+    return result
+
+
+def elem_dtype(params: dict[str, Tensor]) -> torch.dtype:
+    """The dtype the kernels are computed in: the parameters'."""
+    return next(iter(params.values())).dtype
+
+
+# --- From factors to a kernel ---
+
+
+def single_use_kernel(fac: Factors, n: int, c: int, outputs: str, budget: int) -> Kernel:
+    """A single-use parameter's kernel: rows Σ_t h ⊗ u if no wider than the kernel, else dense."""
+    u, h, d_in = fac.act, fac.h, fac.use.act_dim
+    if h.shape[2] * d_in > h.shape[0] and h.shape[2] <= 2048:
+        # A rank ≤ dim / d_in would make the factor form possible: worth one (w, w) Gram to find out.
+        h = compression.compress_width(h, h.shape[0] // d_in)
+    dim, t, w = h.shape
+    width, elems = w * d_in, budget // h.element_size()
+
+    def u_rows(a: slice) -> Tensor:
+        # flatten rows are (class, sample) pairs, class-major.
+        return u[a] if u.shape[0] == dim else u[torch.arange(a.start, a.stop, device=u.device) % n]
+
+    def jac(a: slice) -> Tensor:
+        return outer_rows(u_rows(a), h[a], d_in)
+
+    if width <= dim:
+        f = h.new_empty(dim, width)
+        for a in slices(dim, block_rows(elems, 3 * width + t * (d_in + w), 0, dim)):
+            f[a] = jac(a)
+        return Kernel("factor", f, n, c, outputs)
+    k = h.new_zeros(dim, dim)
+    u_width = d_in if u.is_floating_point() else 1
+    if width <= t * t * (u_width + w):
+        block = block_rows(elems, 3 * width + 2 * t * (d_in + w), 2, dim)
+        return Kernel("dense", fill_symmetric(k, jac, lambda p, q: p @ q.T, block), n, c, outputs)
+
+    def position_pairs(p: tuple[Tensor, Tensor], q: tuple[Tensor, Tensor]) -> Tensor:
+        prod = act_gram(p[0], q[0], h.dtype).mul_(p[1].flatten(0, 1) @ q[1].flatten(0, 1).T)
+        return prod if t == 1 else prod.view(p[1].shape[0], t, q[1].shape[0], t).sum((1, 3))
+
+    block = block_rows(elems, 2 * t * (u_width + w), 3 * t * t, dim)
+    return Kernel("dense", fill_symmetric(k, lambda a: (u_rows(a), h[a]), position_pairs, block), n, c, outputs)
+
+
+def shared_kernel(facs: list[Factors], numel: int, n: int, c: int, outputs: str, budget: int) -> Kernel:
+    """A parameter's kernel from several uses (or one that repeats coordinates): each use's Jacobian
+    rows scattered onto the parameter's coordinates and summed, so the cross terms are exact."""
+    classes = c if outputs == "diag_mean" else 1
+    dim = facs[0].h.shape[0]
+    width = classes * numel
+
+    def rows(a: slice) -> Tensor:
+        out = facs[0].h.new_zeros(a.stop - a.start, width)
+        for fac in facs:
+            act = fac.act if fac.act.shape[0] == dim else fac.act[torch.arange(dim, device=fac.act.device) % n]
+            pos = fac.use.pos.flatten()
+            for k in range(classes):
+                h = fac.h[a, :, k] if outputs == "diag_mean" else fac.h[a]
+                out.index_add_(1, pos + k * numel, outer_rows(act[a], h, fac.use.act_dim, fac.use.grad_rows))
+        return out
+
+    per_row = 2 * width + sum(fac.h[0].numel() + fac.act[0].numel() for fac in facs)
+    if width <= dim:
+        f = facs[0].h.new_empty(dim, width)
+        for a in slices(dim, block_rows(budget // f.element_size(), per_row, 0, dim)):
+            f[a] = rows(a)
+        return Kernel("factor", f, n, c, outputs)
+    block = block_rows(budget // facs[0].h.element_size(), 2 * per_row, 2, dim)
+    k = facs[0].h.new_zeros(dim, dim)
+    return Kernel("dense", fill_symmetric(k, rows, lambda p, q: p @ q.T, block), n, c, outputs)
+
+
+def kernels(
+    model: nn.Module,
+    x: Tensor,
+    names: list[str],
+    probe: list[Use],
+    weights: Tensor | None,
+    outputs: str,
+    n_outputs: int,
+    budget: int,
+    atom_of: dict[str, int] | None = None,
+) -> dict[tuple[str, ...], Kernel]:
+    """{parameters: their exact compact kernel} for the structured parameters ``names``, one pass for
+    all; parameters of one atom (``atom_of``, default each its own) that share an output gradient
+    come as one kernel."""
+    named = dict(model.named_parameters())
+    params = {nm: named[nm] for nm in names}
+    probe = [u for u in probe if u.name in params]
+    atom_of = {nm: i for i, nm in enumerate(names)} if atom_of is None else atom_of
+    groups = blocks(probe, {nm: p.numel() for nm, p in params.items()}, atom_of)
+    facs = factors(model, x, params, probe, weights, outputs, n_outputs, budget, groups)
+    n = x.shape[0]
+    result = {}
+    for nm in names:
+        own = [(b, fac) for b, fac in zip(groups, facs, strict=True) if probe[b[0]].name == nm]
+        if len(own) == 1 and (len(own[0][0]) > 1 or _simple([probe[own[0][0][0]]], params[nm].numel())):
+            block, fac = own[0]
+            result[tuple(probe[i].name for i in block)] = single_use_kernel(fac, n, n_outputs, outputs, budget)
+        elif own:
+            result[(nm,)] = shared_kernel([fac for _, fac in own], params[nm].numel(), n, n_outputs, outputs, budget)
+    return result
