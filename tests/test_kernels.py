@@ -506,7 +506,7 @@ def test_float32_model_computes_in_float32():
 
 def test_dense_from_a_factor_forms_one_triangle_and_skips_zero_rows(monkeypatch):
     g = torch.Generator().manual_seed(3)
-    f = torch.randn(900, 40, generator=g)
+    f = torch.randn(3600, 40, generator=g)
     f[::3] = 0  # rows of outputs behind a ReLU that is off
     pairs = []
     real = kernel_module.fill_symmetric
@@ -515,7 +515,7 @@ def test_dense_from_a_factor_forms_one_triangle_and_skips_zero_rows(monkeypatch)
         return real(k, rows, lambda p, q: pairs.append(p.shape[0] * q.shape[0]) or pair(p, q), block)
 
     monkeypatch.setattr(kernel_module, "fill_symmetric", spy)
-    got = entk.Kernel("factor", f, 900, 1, "flatten").dense()
-    assert torch.equal(got[::3], torch.zeros(300, 900)) and rel_err(got, f @ f.T) <= 1e-14
-    # 600 nonzero rows in blocks of 256: 3 blocks a side, 6 products of the 9, covering 600·601/2 < Σ ≤ 600².
-    assert len(pairs) == 6 and sum(pairs) < 600 * 600
+    got = entk.Kernel("factor", f, 3600, 1, "flatten").dense()
+    assert torch.equal(got[::3], torch.zeros(1200, 3600)) and rel_err(got, f @ f.T) <= 1e-14
+    # 2400 nonzero rows in blocks of 1024: 3 blocks a side, 6 products of the 9, fewer pairs than 2400².
+    assert len(pairs) == 6 and sum(pairs) < 2400 * 2400

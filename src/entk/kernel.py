@@ -137,8 +137,9 @@ def zeros(dim: int, like: Tensor) -> Tensor:
 def fill_symmetric(k: Tensor, rows, pair, block: int) -> Tensor:
     """Add the symmetric matrix with blocks pair(rows(a), rows(b)) to k (dim, dim), forming only b ≥ a."""
     dim = k.shape[0]
-    # Eight or more blocks a side skip most of the mirrored half while each product stays large.
-    size = min(block, max(256, -(-dim // 8)))
+    # Eight or more blocks a side skip most of the mirrored half while each product stays large
+    # (below 1024 rows the overhead of more, smaller products outweighs what they skip).
+    size = min(block, max(1024, -(-dim // 8)))
     spans = [slice(a, min(a + size, dim)) for a in range(0, dim, size)]
     for i, a in enumerate(spans):
         ra = rows(a)

@@ -40,6 +40,10 @@ from entk.rules.base import Use, act_gram, outer_rows
 from entk.trace import traced_forward
 
 
+# Below this many flops of one class's backward pass over a chunk, its fixed cost dominates.
+REPLICATE_FLOPS = 5e7
+
+
 @dataclass
 class Factors:
     """One use's factors over all samples: act side (N, T, a) or ids (N, T), reduced gradient rows
@@ -129,6 +133,34 @@ def chunk_grads(f: Tensor, uses: list[Use], weights: Tensor | None, mean: bool) 
     return g_all
 
 
+def replicated_grads(
+    model: nn.Module,
+    xb: Tensor,
+    params: dict[str, Tensor],
+    signature: list,
+    groups: list[list[int]],
+    weights: Tensor | None,
+    c: int,
+) -> tuple[list[Use], list[Tensor]]:
+    """Blocks' uses on xb (n samples) and gradient sides (C, n, T, g), from one backward pass: the chunk
+    repeated once per class, class-major, copy k differentiating output k. Samples are independent,
+    so this is C passes' worth of gradients for the cost of one pass over C·n rows (worth it where a
+    pass is small and its overhead would dominate)."""
+    n = xb.shape[0]
+    f, uses = chunk_forward(model, xb.repeat(c, *[1] * (xb.ndim - 1)), params, signature)
+    uses = [_merged(uses, b) for b in groups]
+    w = torch.ones(c, dtype=f.dtype, device=f.device) if weights is None else weights.to(f)
+    mask = torch.diag(w)[:, None, :].expand(c, n, c).reshape(c * n, c)
+    outs, which = _distinct(uses)
+    grads = torch.autograd.grad((f * mask).sum(), outs, allow_unused=True)
+    g_all = []
+    for i, u in enumerate(uses):
+        t, g, _ = _sides(u)
+        got = grads[which[i]]
+        g_all.append(f.new_zeros(c, n, t, g) if got is None else u.to_grad(got).reshape(c, n, t, g))
+    return [dataclasses.replace(u, act=u.act[:n]) for u in uses], g_all
+
+
 def chunk_projections(f: Tensor, uses: list[Use], weights: Tensor | None, bases: list[Tensor]) -> list[tuple]:
     """Like ``chunk_grads`` for diag_mean with known bases, class by class, G never stored:
     per use (energies ‖R_j‖²_F (g,), rows R_jᵀ V_j (n·T, g, k))."""
@@ -160,7 +192,8 @@ def factors(
     groups = [[i] for i in range(len(probe))] if groups is None else groups
     reference = [_merged(probe, b) for b in groups]
     elem = x.new_empty(0, dtype=next(iter(params.values())).dtype).element_size()
-    per_sample = sum(t * (3 * n_outputs * g + a) for t, g, a in map(_sides, reference))
+    sides = [_sides(u) for u in reference]
+    per_sample = sum(t * (3 * n_outputs * g + a) for t, g, a in sides)
     chunk = max(1, budget // (elem * max(per_sample, 1)))
     numel = {n: p.numel() for n, p in params.items()}
     shared = {u.name for u in probe if not _simple([v for v in probe if v.name == u.name], numel[u.name])}
@@ -177,10 +210,15 @@ def factors(
         x.new_zeros(_sides(u)[1], n_outputs, 0, dtype=elem_dtype(params)) if ok else None
         for u, ok in zip(reference, compressible, strict=True)
     ]
+    # One backward pass per class has a fixed cost; where a pass is this small, one pass over the chunk
+    # repeated per class (``replicated_grads``, whose activations hold C copies) is cheaper.
+    flops = 2 * sum(t * g * a for t, g, a in sides)
+    copies = 2 * n_outputs * sum(t * (g + a) for t, g, a in sides)
     for start, end in zip(starts, ends, strict=True):
-        f, uses = chunk_forward(model, x[start:end], params, signature)
-        uses = [_merged(uses, b) for b in groups]
+        xb = x[start:end]
         if all(compressible) and all(b is not None and b.shape[2] for b in bases):
+            f, uses = chunk_forward(model, xb, params, signature)
+            uses = [_merged(uses, b) for b in groups]
             # Known bases: project class by class; a chunk that leaves them is redone with its G.
             streamed = chunk_projections(f, uses, weights, bases)
             if not any(compression.growing(e, r, n_outputs).any() for e, r in streamed):
@@ -188,9 +226,15 @@ def factors(
                     acts[i].append(u.act)
                     hs[i].append(r.reshape(u.act.shape[0], u.act.shape[1], *r.shape[1:]))
                 continue
-            f, uses = chunk_forward(model, x[start:end], params, signature)
+        nb = end - start
+        small = nb * flops < REPLICATE_FLOPS and nb * (per_sample + copies) * elem <= budget
+        if small and outputs != "all_mean" and n_outputs > 1:
+            uses, g_list = replicated_grads(model, xb, params, signature, groups, weights, n_outputs)
+        else:
+            f, uses = chunk_forward(model, xb, params, signature)
             uses = [_merged(uses, b) for b in groups]
-        for i, (u, g) in enumerate(zip(uses, chunk_grads(f, uses, weights, outputs == "all_mean"), strict=True)):
+            g_list = chunk_grads(f, uses, weights, outputs == "all_mean")
+        for i, (u, g) in enumerate(zip(uses, g_list, strict=True)):
             acts[i].append(u.act)
             if outputs == "flatten":
                 hs[i].append(g)
@@ -250,10 +294,19 @@ def single_use_kernel(fac: Factors, n: int, c: int, outputs: str, budget: int) -
         return Kernel("dense", fill_symmetric(k, jac, lambda p, q: p @ q.T, block), n, c, outputs)
 
     def position_pairs(p: tuple[Tensor, Tensor], q: tuple[Tensor, Tensor]) -> Tensor:
-        prod = act_gram(p[0], q[0], h.dtype).mul_(p[1].flatten(0, 1) @ q[1].flatten(0, 1).T)
-        return prod if t == 1 else prod.view(p[1].shape[0], t, q[1].shape[0], t).sum((1, 3))
+        # One (t, s) pair at a time: each product is a plain (rows_a, rows_b) matrix, never the
+        # (rows_a·T, rows_b·T) one that would have to be summed over a strided view.
+        # On a diagonal block the (j, i) product is the (i, j) one transposed.
+        same, out = p is q, None
+        for i in range(t):
+            for j in range(i if p is q else 0, t):
+                prod = act_gram(p[0][:, i : i + 1], q[0][:, j : j + 1], h.dtype).mul_(p[1][:, i] @ q[1][:, j].T)
+                if same and j != i:
+                    prod += prod.T.clone()
+                out = prod if out is None else out.add_(prod)
+        return out
 
-    block = block_rows(elems, 2 * t * (u_width + w), 3 * t * t, dim)
+    block = block_rows(elems, 2 * t * (u_width + w), 3, dim)
     return Kernel("dense", fill_symmetric(k, lambda a: (u_rows(a), h[a]), position_pairs, block), n, c, outputs)
 
 
