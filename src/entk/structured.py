@@ -39,7 +39,6 @@ from entk.memory import block_rows, slices
 from entk.rules.base import Use, act_gram, outer_rows
 from entk.trace import traced_forward
 
-
 # Below this many flops of one class's backward pass over a chunk, its fixed cost dominates.
 REPLICATE_FLOPS = 5e7
 
