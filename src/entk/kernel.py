@@ -8,9 +8,9 @@ K = F Fᵀ for some factor F:
 - ``diag_mean`` : F = [J_1 … J_C] / √C                    (N, C·P),  K = (1/C) Σ_c K_cc
 - ``all_mean``  : F = (1/C) Σ_c J_c                       (N, P),    K = (1/C²) Σ_{c,d} K_cd
 
-Against neural-tangents' ``trace_axes``: ``flatten`` is ``trace_axes=()`` laid out class-major,
-``diag_mean`` is ``trace_axes=(-1,)`` divided by C, and ``all_mean`` is the kernel of the scalar
-mean output (1/C) Σ_c f_c, which ``trace_axes`` cannot express. A factor's columns need not be
+Against neural-tangents' ``trace_axes`` (0.6.5, which averages over the traced axis): ``flatten`` is
+``trace_axes=()`` laid out class-major, ``diag_mean`` is ``trace_axes=(-1,)``, and ``all_mean`` is the
+kernel of the scalar mean output (1/C) Σ_c f_c, which ``trace_axes`` cannot express. A factor's columns need not be
 parameters: any F with K = F Fᵀ is exact.
 """
 
