@@ -290,6 +290,8 @@ def entk_transformer(model, tokens) -> dict[str, torch.Tensor]:
 
 
 def run_entk(case: str, d: Path, clock: Clock, extra: dict) -> dict:
+    import entk.ntk  # noqa: F401 (the library's modules load before the clock, as every peer's do)
+
     model, data = _load_torch(d, case)
     notes = ["API: entk.NTK"]
     if case == "mlp":

@@ -41,6 +41,8 @@ from entk.trace import traced_forward
 
 # Below this many flops of one class's backward pass over a chunk, its fixed cost dominates.
 REPLICATE_FLOPS = 5e7
+# Up to this many ids a lookup's dense kernel is assembled id by id (``id_groups``).
+MAX_GROUPED_IDS = 4096
 
 
 @dataclass
@@ -62,11 +64,12 @@ def _sides(use: Use) -> tuple[int, int, int]:
 
 def _simple(uses: list[Use], numel: int) -> bool:
     """A single use whose matrix holds every coordinate once: its rows need no scattering."""
-    return (
-        len(uses) == 1
-        and uses[0].pos.numel() == numel
-        and bool(torch.equal(uses[0].pos.flatten().sort().values, torch.arange(numel, device=uses[0].pos.device)))
-    )
+    if len(uses) != 1 or uses[0].pos.numel() != numel:
+        return False
+    pos = uses[0].pos.flatten()
+    every = torch.arange(numel, device=pos.device)
+    # The parameter itself or its transpose (the usual cases) need no sort.
+    return bool(torch.equal(pos, every) or torch.equal(pos.sort().values, every))
 
 
 def blocks(reference: list[Use], numel: dict[str, int], atom_of: dict[str, int]) -> list[list[int]]:
@@ -265,6 +268,26 @@ def elem_dtype(params: dict[str, Tensor]) -> torch.dtype:
 # --- From factors to a kernel ---
 
 
+def _live(hs: list[Tensor], dim: int) -> Tensor | None:
+    """Kernel rows where some gradient side is nonzero, or None where nearly all are: a row whose
+    gradients all vanish (an output behind a ReLU that is off) is a zero row of every factor."""
+    live = torch.zeros(dim, dtype=torch.bool, device=hs[0].device)
+    for h in hs:
+        live |= h.reshape(dim, -1).ne(0).any(dim=1)
+    count = int(live.sum())
+    return None if count > 0.9 * dim else live.nonzero().squeeze(1)
+
+
+def _factor(rows, hs: list[Tensor], dim: int, width: int, per_row: float, elems: int) -> Tensor:
+    """A factor (dim, width) filled block by block with rows(index tensor), skipping rows known to be zero."""
+    live = _live(hs, dim)
+    f = hs[0].new_empty(dim, width) if live is None else hs[0].new_zeros(dim, width)
+    index = torch.arange(dim, device=f.device) if live is None else live
+    for part in index.split(block_rows(elems, per_row, 0, dim)):
+        f[part] = rows(part)
+    return f
+
+
 def single_use_kernel(fac: Factors, n: int, c: int, outputs: str, budget: int) -> Kernel:
     """A single-use parameter's kernel: rows Σ_t h ⊗ u if no wider than the kernel, else dense."""
     u, h, d_in = fac.act, fac.h, fac.use.act_dim
@@ -274,18 +297,20 @@ def single_use_kernel(fac: Factors, n: int, c: int, outputs: str, budget: int) -
     dim, t, w = h.shape
     width, elems = w * d_in, budget // h.element_size()
 
-    def u_rows(a: slice) -> Tensor:
+    def u_rows(a: slice | Tensor) -> Tensor:
         # flatten rows are (class, sample) pairs, class-major.
-        return u[a] if u.shape[0] == dim else u[torch.arange(a.start, a.stop, device=u.device) % n]
+        if u.shape[0] == dim:
+            return u[a]
+        return u[(a if isinstance(a, Tensor) else torch.arange(a.start, a.stop, device=u.device)) % n]
 
-    def jac(a: slice) -> Tensor:
+    def jac(a: slice | Tensor) -> Tensor:
         return outer_rows(u_rows(a), h[a], d_in)
 
     if width <= dim:
-        f = h.new_empty(dim, width)
-        for a in slices(dim, block_rows(elems, 3 * width + t * (d_in + w), 0, dim)):
-            f[a] = jac(a)
+        f = _factor(jac, [h], dim, width, 3 * width + t * (d_in + w), elems)
         return Kernel("factor", f, n, c, outputs)
+    if not u.is_floating_point() and d_in <= MAX_GROUPED_IDS and dim * width <= elems:
+        return Kernel("dense", id_groups(u_rows(slice(0, dim)), h, d_in), n, c, outputs)
     k = h.new_zeros(dim, dim)
     u_width = d_in if u.is_floating_point() else 1
     if width <= t * t * (u_width + w):
@@ -309,6 +334,20 @@ def single_use_kernel(fac: Factors, n: int, c: int, outputs: str, budget: int) -
     return Kernel("dense", fill_symmetric(k, lambda a: (u_rows(a), h[a]), position_pairs, block), n, c, outputs)
 
 
+def id_groups(ids: Tensor, h: Tensor, vocab: int) -> Tensor:
+    """Dense K = Σ_v S_v S_vᵀ of a lookup use, S_v[r] = Σ_t [ids_rt = v] h_rt: one product per id over
+    the rows that hold it (most ids sit in few rows, so this is far less than all pairs of rows)."""
+    dim, _, w = h.shape
+    s = outer_rows(ids, h, vocab, grad_rows=False).view(dim, vocab, w)
+    k = h.new_zeros(dim, dim)
+    present = s.ne(0).any(dim=2)
+    for v in present.any(dim=0).nonzero().squeeze(1).tolist():
+        r = present[:, v].nonzero().squeeze(1)
+        sv = s[r, v]
+        k.index_put_((r[:, None], r[None, :]), sv @ sv.T, accumulate=True)
+    return k
+
+
 def shared_kernel(facs: list[Factors], numel: int, n: int, c: int, outputs: str, budget: int) -> Kernel:
     """A parameter's kernel from several uses (or one that repeats coordinates): each use's Jacobian
     rows scattered onto the parameter's coordinates and summed, so the cross terms are exact."""
@@ -316,21 +355,20 @@ def shared_kernel(facs: list[Factors], numel: int, n: int, c: int, outputs: str,
     dim = facs[0].h.shape[0]
     width = classes * numel
 
-    def rows(a: slice) -> Tensor:
-        out = facs[0].h.new_zeros(a.stop - a.start, width)
+    def rows(a: slice | Tensor) -> Tensor:
+        index = a if isinstance(a, Tensor) else torch.arange(a.start, a.stop, device=facs[0].h.device)
+        out = facs[0].h.new_zeros(len(index), width)
         for fac in facs:
-            act = fac.act if fac.act.shape[0] == dim else fac.act[torch.arange(dim, device=fac.act.device) % n]
+            act = fac.act[index] if fac.act.shape[0] == dim else fac.act[index % n]
             pos = fac.use.pos.flatten()
             for k in range(classes):
-                h = fac.h[a, :, k] if outputs == "diag_mean" else fac.h[a]
-                out.index_add_(1, pos + k * numel, outer_rows(act[a], h, fac.use.act_dim, fac.use.grad_rows))
+                h = fac.h[index, :, k] if outputs == "diag_mean" else fac.h[index]
+                out.index_add_(1, pos + k * numel, outer_rows(act, h, fac.use.act_dim, fac.use.grad_rows))
         return out
 
     per_row = 2 * width + sum(fac.h[0].numel() + fac.act[0].numel() for fac in facs)
     if width <= dim:
-        f = facs[0].h.new_empty(dim, width)
-        for a in slices(dim, block_rows(budget // f.element_size(), per_row, 0, dim)):
-            f[a] = rows(a)
+        f = _factor(rows, [fac.h for fac in facs], dim, width, per_row, budget // facs[0].h.element_size())
         return Kernel("factor", f, n, c, outputs)
     block = block_rows(budget // facs[0].h.element_size(), 2 * per_row, 2, dim)
     k = facs[0].h.new_zeros(dim, dim)
