@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from entk import compression
 from entk.kernel import Kernel, fill_symmetric
-from entk.memory import block_rows, slices
+from entk.memory import block_rows
 from entk.rules.base import Use, act_gram, outer_rows
 from entk.trace import traced_forward
 
