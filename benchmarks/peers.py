@@ -62,6 +62,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402  (after the thread environment)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tms_bench import _loadavg, _status_kib  # noqa: E402
+from tms_bench import _reset_peak_rss as _reset_peak  # noqa: E402
+
 GiB = 2**30
 SEED = 0
 P_MOD, HIDDEN = 29, 512
@@ -74,29 +78,6 @@ NT_SHORT = {"JACOBIAN_CONTRACTION": "JC", "NTK_VECTOR_PRODUCTS": "VP", "STRUCTUR
 
 
 # ---------------------------------------------------------------------------- process helpers
-
-
-def _status_kib(field_name: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    raise KeyError(field_name)
-
-
-def _reset_peak() -> bool:
-    """VmHWM := current RSS (write 5 to clear_refs, Linux ≥ 4.0); False where refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _loadavg() -> str:
-    with open("/proc/loadavg") as fh:
-        return " ".join(fh.read().split()[:3])
 
 
 def _mem_available() -> float:
