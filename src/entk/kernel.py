@@ -126,12 +126,12 @@ def sum_kernels(kernels: list[Kernel]) -> Kernel:
     return total
 
 
-def zeros(dim: int, like: Tensor) -> Tensor:
-    """A zero (dim, dim) matrix; on the CPU its pages are mapped lazily (calloc), so parts never
-    written cost nothing until read."""
+def zeros(rows: int, cols: int, like: Tensor) -> Tensor:
+    """A zero (rows, cols) matrix like ``like``; on the CPU its pages are mapped lazily (calloc), so
+    parts never written cost nothing until read."""
     if like.device.type == "cpu":
-        return torch.from_numpy(np.zeros((dim, dim), dtype=torch.empty(0, dtype=like.dtype).numpy().dtype))
-    return like.new_zeros(dim, dim)
+        return torch.from_numpy(np.zeros((rows, cols), dtype=torch.empty(0, dtype=like.dtype).numpy().dtype))
+    return like.new_zeros(rows, cols)
 
 
 def fill_symmetric(k: Tensor, rows, pair, block: int) -> Tensor:
@@ -162,7 +162,7 @@ def factor_gram(f: Tensor) -> Tensor:
     count = int(nonzero.sum())
     if count == dim:
         return fill_symmetric(f.new_zeros(dim, dim), lambda a: f[a], lambda p, q: p @ q.T, dim)
-    k = zeros(dim, f)
+    k = zeros(dim, dim, f)
     if count == 0:
         return k
     idx = nonzero.nonzero().squeeze(1)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from entk import compression
-from entk.kernel import Kernel, fill_symmetric
+from entk.kernel import Kernel, fill_symmetric, zeros
 from entk.memory import block_rows
 from entk.rules.base import Use, act_gram, outer_rows
 from entk.trace import traced_forward
@@ -281,7 +281,7 @@ def _live(hs: list[Tensor], dim: int) -> Tensor | None:
 def _factor(rows, hs: list[Tensor], dim: int, width: int, per_row: float, elems: int) -> Tensor:
     """A factor (dim, width) filled block by block with rows(index tensor), skipping rows known to be zero."""
     live = _live(hs, dim)
-    f = hs[0].new_empty(dim, width) if live is None else hs[0].new_zeros(dim, width)
+    f = hs[0].new_empty(dim, width) if live is None else zeros(dim, width, hs[0])
     index = torch.arange(dim, device=f.device) if live is None else live
     for part in index.split(block_rows(elems, per_row, 0, dim)):
         f[part] = rows(part)
