@@ -34,8 +34,3 @@ def block_rows(elems: int, per_row: float, per_pair: float, dim: int) -> int:
     else:
         b = (math.sqrt(per_row**2 + 4 * per_pair * elems) - per_row) / (2 * per_pair)
     return max(1, min(dim, int(b)))
-
-
-def slices(dim: int, block: int) -> list[slice]:
-    """Consecutive slices of at most ``block`` covering range(dim)."""
-    return [slice(a, min(a + block, dim)) for a in range(0, dim, block)]
