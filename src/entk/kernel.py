@@ -47,13 +47,18 @@ def check_weights(weights: Tensor | None, n_outputs: int) -> Tensor | None:
 
 @dataclass(frozen=True)
 class Kernel:
-    """An eNTK in its most compact exact form: ``dense`` (dim, dim) or ``factor`` F (dim, r), K = F Fᵀ."""
+    """An eNTK in its most compact exact form: ``dense`` (dim, dim) or ``factor`` F (dim, r), K = F Fᵀ.
+
+    ``rows``, for a factor, lists the rows that may be nonzero (None: any): outputs whose gradients
+    all vanish (behind a ReLU that is off) are zero rows, never computed, stored lazily, skipped.
+    """
 
     kind: Literal["dense", "factor"]
     data: Tensor
     n_samples: int
     n_outputs: int
     outputs: str
+    rows: Tensor | None = None
 
     @property
     def dim(self) -> int:
@@ -62,17 +67,22 @@ class Kernel:
 
     def dense(self) -> Tensor:
         """The kernel as a dense (dim, dim) matrix (a factor's F Fᵀ, one triangle of products)."""
-        return self.data if self.kind == "dense" else factor_gram(self.data)
+        return self.data if self.kind == "dense" else factor_gram(self.data, self.rows)
 
-    def replace(self, kind: str, data: Tensor) -> Kernel:
+    def replace(self, kind: str, data: Tensor, rows: Tensor | None = None) -> Kernel:
         """The same kernel's metadata with other data."""
-        return Kernel(kind, data, self.n_samples, self.n_outputs, self.outputs)
+        return Kernel(kind, data, self.n_samples, self.n_outputs, self.outputs, rows if kind == "factor" else None)
 
     def __add__(self, other: Kernel) -> Kernel:
         if (self.dim, self.outputs) != (other.dim, other.outputs):
             raise ValueError("kernels of different shapes or output modes cannot be added")
         if self.kind == other.kind == "factor" and self.data.shape[1] + other.data.shape[1] <= self.dim:
-            return self.replace("factor", torch.cat([self.data, other.data], dim=1))
+            if self.rows is None or other.rows is None:
+                return self.replace("factor", torch.cat([self.data, other.data], dim=1))
+            rows = torch.cat([self.rows, other.rows]).unique()
+            f = zeros(self.dim, self.data.shape[1] + other.data.shape[1], self.data)
+            f[rows] = torch.cat([self.data[rows], other.data[rows]], dim=1)
+            return self.replace("factor", f, rows)
         if self.kind == "factor" and other.kind == "dense":
             return other + self
         if other.kind == "dense":
@@ -89,12 +99,12 @@ class Kernel:
             )
         w = check_weights(weights, self.n_outputs).to(self.data).repeat_interleave(self.n_samples)
         if self.kind == "factor":
-            return self.replace("factor", w[:, None] * self.data)
+            return self.replace("factor", w[:, None] * self.data, self.rows)
         return self.replace("dense", w[:, None] * self.data * w[None, :])
 
     def to(self, device: torch.device | str) -> Kernel:
         """The same kernel with its data on ``device``."""
-        return self.replace(self.kind, self.data.to(device))
+        return self.replace(self.kind, self.data.to(device), None if self.rows is None else self.rows.to(device))
 
     def to_numpy_dict(self) -> dict:
         """Arrays and metadata for ``np.savez``."""
@@ -151,21 +161,21 @@ def fill_symmetric(k: Tensor, rows, pair, block: int) -> Tensor:
     return k
 
 
-def factor_gram(f: Tensor) -> Tensor:
-    """F Fᵀ (dim, dim) of a factor F (dim, r): one triangle of products, over F's nonzero rows only.
+def factor_gram(f: Tensor, rows: Tensor | None = None) -> Tensor:
+    """F Fᵀ (dim, dim) of a factor F (dim, r): one triangle of products, over F's nonzero rows only
+    (``rows`` where known, else found).
 
     An exactly zero row of F is a zero row and column of K (outputs behind a ReLU that is off):
     those are never computed, and on the CPU their pages are never written.
     """
     dim = f.shape[0]
-    nonzero = f.ne(0).any(dim=1)
-    count = int(nonzero.sum())
+    idx = f.ne(0).any(dim=1).nonzero().squeeze(1) if rows is None else rows
+    count = len(idx)
     if count == dim:
         return fill_symmetric(f.new_zeros(dim, dim), lambda a: f[a], lambda p, q: p @ q.T, dim)
     k = zeros(dim, dim, f)
     if count == 0:
         return k
-    idx = nonzero.nonzero().squeeze(1)
     sub = f[idx]
     small = fill_symmetric(sub.new_empty(count, count).zero_(), lambda a: sub[a], lambda p, q: p @ q.T, count)
     # Row by row: each written row of k is one contiguous scatter of the nonzero columns.

@@ -278,14 +278,15 @@ def _live(hs: list[Tensor], dim: int) -> Tensor | None:
     return None if count > 0.9 * dim else live.nonzero().squeeze(1)
 
 
-def _factor(rows, hs: list[Tensor], dim: int, width: int, per_row: float, elems: int) -> Tensor:
-    """A factor (dim, width) filled block by block with rows(index tensor), skipping rows known to be zero."""
+def _factor(rows, hs: list[Tensor], dim: int, width: int, per_row: float, elems: int) -> tuple[Tensor, Tensor | None]:
+    """A factor (dim, width) filled block by block with rows(index tensor), skipping rows known to be
+    zero, and the rows that may be nonzero (None: any)."""
     live = _live(hs, dim)
     f = hs[0].new_empty(dim, width) if live is None else zeros(dim, width, hs[0])
     index = torch.arange(dim, device=f.device) if live is None else live
     for part in index.split(block_rows(elems, per_row, 0, dim)):
         f[part] = rows(part)
-    return f
+    return f, live
 
 
 def single_use_kernel(fac: Factors, n: int, c: int, outputs: str, budget: int) -> Kernel:
@@ -307,8 +308,8 @@ def single_use_kernel(fac: Factors, n: int, c: int, outputs: str, budget: int) -
         return outer_rows(u_rows(a), h[a], d_in)
 
     if width <= dim:
-        f = _factor(jac, [h], dim, width, 3 * width + t * (d_in + w), elems)
-        return Kernel("factor", f, n, c, outputs)
+        f, live = _factor(jac, [h], dim, width, 3 * width + t * (d_in + w), elems)
+        return Kernel("factor", f, n, c, outputs, live)
     if not u.is_floating_point() and d_in <= MAX_GROUPED_IDS and dim * width <= elems:
         return Kernel("dense", id_groups(u_rows(slice(0, dim)), h, d_in), n, c, outputs)
     k = h.new_zeros(dim, dim)
@@ -368,8 +369,8 @@ def shared_kernel(facs: list[Factors], numel: int, n: int, c: int, outputs: str,
 
     per_row = 2 * width + sum(fac.h[0].numel() + fac.act[0].numel() for fac in facs)
     if width <= dim:
-        f = _factor(rows, [fac.h for fac in facs], dim, width, per_row, budget // facs[0].h.element_size())
-        return Kernel("factor", f, n, c, outputs)
+        f, live = _factor(rows, [fac.h for fac in facs], dim, width, per_row, budget // facs[0].h.element_size())
+        return Kernel("factor", f, n, c, outputs, live)
     block = block_rows(budget // facs[0].h.element_size(), 2 * per_row, 2, dim)
     k = facs[0].h.new_zeros(dim, dim)
     return Kernel("dense", fill_symmetric(k, rows, lambda p, q: p @ q.T, block), n, c, outputs)
