@@ -511,8 +511,8 @@ def test_dense_from_a_factor_forms_one_triangle_and_skips_zero_rows(monkeypatch)
     pairs = []
     real = kernel_module.fill_symmetric
 
-    def spy(k, rows, pair, block):
-        return real(k, rows, lambda p, q: pairs.append(p.shape[0] * q.shape[0]) or pair(p, q), block)
+    def spy(dim, like, rows, pair, block):
+        return real(dim, like, rows, lambda p, q: pairs.append(p.shape[0] * q.shape[0]) or pair(p, q), block)
 
     monkeypatch.setattr(kernel_module, "fill_symmetric", spy)
     got = entk.Kernel("factor", f, 3600, 1, "flatten").dense()

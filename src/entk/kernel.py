@@ -144,20 +144,23 @@ def zeros(rows: int, cols: int, like: Tensor) -> Tensor:
     return like.new_zeros(rows, cols)
 
 
-def fill_symmetric(k: Tensor, rows, pair, block: int) -> Tensor:
-    """Add the symmetric matrix with blocks pair(rows(a), rows(b)) to k (dim, dim), forming only b ≥ a."""
-    dim = k.shape[0]
+def fill_symmetric(dim: int, like: Tensor, rows, pair, block: int) -> Tensor:
+    """The symmetric (dim, dim) matrix with blocks pair(rows(a), rows(b)), forming only b ≥ a."""
     # Eight or more blocks a side skip most of the mirrored half while each product stays large
     # (below 1024 rows the overhead of more, smaller products outweighs what they skip).
     size = min(block, max(1024, -(-dim // 8)))
     spans = [slice(a, min(a + size, dim)) for a in range(0, dim, size)]
+    if len(spans) == 1:
+        whole = rows(spans[0])
+        return pair(whole, whole)
+    k = like.new_empty(dim, dim)
     for i, a in enumerate(spans):
         ra = rows(a)
         for j, b in enumerate(spans[i:], start=i):
             blk = pair(ra, ra if j == i else rows(b))
-            k[a, b] += blk
+            k[a, b] = blk
             if j != i:
-                k[b, a] += blk.T
+                k[b, a] = blk.T
     return k
 
 
@@ -172,12 +175,12 @@ def factor_gram(f: Tensor, rows: Tensor | None = None) -> Tensor:
     idx = f.ne(0).any(dim=1).nonzero().squeeze(1) if rows is None else rows
     count = len(idx)
     if count == dim:
-        return fill_symmetric(f.new_zeros(dim, dim), lambda a: f[a], lambda p, q: p @ q.T, dim)
+        return fill_symmetric(dim, f, lambda a: f[a], lambda p, q: p @ q.T, dim)
     k = zeros(dim, dim, f)
     if count == 0:
         return k
     sub = f[idx]
-    small = fill_symmetric(sub.new_empty(count, count).zero_(), lambda a: sub[a], lambda p, q: p @ q.T, count)
+    small = fill_symmetric(count, sub, lambda a: sub[a], lambda p, q: p @ q.T, count)
     # Row by row: each written row of k is one contiguous scatter of the nonzero columns.
     k[idx.unsqueeze(1), idx.unsqueeze(0)] = small
     return k

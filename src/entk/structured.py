@@ -312,11 +312,10 @@ def single_use_kernel(fac: Factors, n: int, c: int, outputs: str, budget: int) -
         return Kernel("factor", f, n, c, outputs, live)
     if not u.is_floating_point() and d_in <= MAX_GROUPED_IDS and dim * width <= elems:
         return Kernel("dense", id_groups(u_rows(slice(0, dim)), h, d_in), n, c, outputs)
-    k = h.new_zeros(dim, dim)
     u_width = d_in if u.is_floating_point() else 1
     if width <= t * t * (u_width + w):
         block = block_rows(elems, 3 * width + 2 * t * (d_in + w), 2, dim)
-        return Kernel("dense", fill_symmetric(k, jac, lambda p, q: p @ q.T, block), n, c, outputs)
+        return Kernel("dense", fill_symmetric(dim, h, jac, lambda p, q: p @ q.T, block), n, c, outputs)
 
     def position_pairs(p: tuple[Tensor, Tensor], q: tuple[Tensor, Tensor]) -> Tensor:
         # One (t, s) pair at a time: each product is a plain (rows_a, rows_b) matrix, never the
@@ -332,7 +331,8 @@ def single_use_kernel(fac: Factors, n: int, c: int, outputs: str, budget: int) -
         return out
 
     block = block_rows(elems, 2 * t * (u_width + w), 3, dim)
-    return Kernel("dense", fill_symmetric(k, lambda a: (u_rows(a), h[a]), position_pairs, block), n, c, outputs)
+    pairs = fill_symmetric(dim, h, lambda a: (u_rows(a), h[a]), position_pairs, block)
+    return Kernel("dense", pairs, n, c, outputs)
 
 
 def id_groups(ids: Tensor, h: Tensor, vocab: int) -> Tensor:
@@ -372,8 +372,7 @@ def shared_kernel(facs: list[Factors], numel: int, n: int, c: int, outputs: str,
         f, live = _factor(rows, [fac.h for fac in facs], dim, width, per_row, budget // facs[0].h.element_size())
         return Kernel("factor", f, n, c, outputs, live)
     block = block_rows(budget // facs[0].h.element_size(), 2 * per_row, 2, dim)
-    k = facs[0].h.new_zeros(dim, dim)
-    return Kernel("dense", fill_symmetric(k, rows, lambda p, q: p @ q.T, block), n, c, outputs)
+    return Kernel("dense", fill_symmetric(dim, facs[0].h, rows, lambda p, q: p @ q.T, block), n, c, outputs)
 
 
 def kernels(
