@@ -66,10 +66,12 @@ def _simple(uses: list[Use], numel: int) -> bool:
     """A single use whose matrix holds every coordinate once: its rows need no scattering."""
     if len(uses) != 1 or uses[0].pos.numel() != numel:
         return False
-    pos = uses[0].pos.flatten()
+    pos = uses[0].pos
     every = torch.arange(numel, device=pos.device)
     # The parameter itself or its transpose (the usual cases) need no sort.
-    return bool(torch.equal(pos, every) or torch.equal(pos.sort().values, every))
+    if torch.equal(pos.flatten(), every) or torch.equal(pos.T.flatten(), every):
+        return True
+    return bool(torch.equal(pos.flatten().sort().values, every))
 
 
 def blocks(reference: list[Use], numel: dict[str, int], atom_of: dict[str, int]) -> list[list[int]]:
