@@ -74,11 +74,10 @@ def _simple(uses: list[Use], numel: int) -> bool:
     return bool(torch.equal(pos.flatten().sort().values, every))
 
 
-def blocks(reference: list[Use], numel: dict[str, int], atom_of: dict[str, int]) -> list[list[int]]:
-    """Indices of the probe's uses computed as one: single-use parameters of one atom that read the same
-    output gradient (a layer's weight and bias) share it, their act sides side by side; every other
-    use is a block of its own."""
-    simple = {n for n in numel if _simple([u for u in reference if u.name == n], numel[n])}
+def blocks(reference: list[Use], simple: set[str], atom_of: dict[str, int]) -> list[list[int]]:
+    """Indices of the probe's uses computed as one: ``simple`` parameters (``_simple``) of one atom that
+    read the same output gradient (a layer's weight and bias) share it, their act sides side by side;
+    every other use is a block of its own."""
     found: dict[tuple, list[int]] = {}
     for i, u in enumerate(reference):
         shares = u.name in simple and u.grad_rows and u.grad_key is not None and u.act.is_floating_point()
@@ -108,13 +107,16 @@ def _class_grads(f: Tensor, outs: list[Tensor], weights: Tensor | None, mean: bo
         yield list(torch.autograd.grad(f[:, k].sum() * w[k], outs, retain_graph=k < c - 1, allow_unused=True))
 
 
-def chunk_forward(model: nn.Module, xb: Tensor, params: dict[str, Tensor], reference: list) -> tuple[Tensor, list[Use]]:
-    """Forward pass on samples xb: outputs (n, C) and the uses of ``params``, which must match the probe's."""
+def chunk_forward(
+    model: nn.Module, xb: Tensor, params: dict[str, Tensor], reference: list, groups: list[list[int]]
+) -> tuple[Tensor, list[Use]]:
+    """Forward pass on samples xb: outputs (n, C) and one use per block of ``groups`` (``blocks``); the
+    uses of ``params`` must match the probe's signatures ``reference``."""
     f, tracer = traced_forward(model, xb, params)
     uses = [u for u in tracer.uses if u.name in params]
     if [u.signature() for u in uses] != reference:
         raise RuntimeError("a parameter was used differently than on the probe samples")
-    return f, uses
+    return f, [_merged(uses, b) for b in groups]
 
 
 def _distinct(uses: list[Use]) -> tuple[list[Tensor], list[int]]:
@@ -151,8 +153,7 @@ def replicated_grads(
     so this is C passes' worth of gradients for the cost of one pass over C·n rows (worth it where a
     pass is small and its overhead would dominate)."""
     n = xb.shape[0]
-    f, uses = chunk_forward(model, xb.repeat(c, *[1] * (xb.ndim - 1)), params, signature)
-    uses = [_merged(uses, b) for b in groups]
+    f, uses = chunk_forward(model, xb.repeat(c, *[1] * (xb.ndim - 1)), params, signature, groups)
     w = torch.ones(c, dtype=f.dtype, device=f.device) if weights is None else weights.to(f)
     mask = torch.diag(w)[:, None, :].expand(c, n, c).reshape(c * n, c)
     outs, which = _distinct(uses)
@@ -189,19 +190,18 @@ def factors(
     outputs: str,
     n_outputs: int,
     budget: int,
-    groups: list[list[int]] | None = None,
+    groups: list[list[int]],
+    simple: set[str],
 ) -> list[Factors]:
-    """Every block's factors (``blocks``; default one per use), computed over chunks of samples that fit
-    the budget."""
-    groups = [[i] for i in range(len(probe))] if groups is None else groups
+    """Every block's factors (``blocks``), computed over chunks of samples that fit the budget; only
+    ``simple`` parameters' rows can be compressed."""
     reference = [_merged(probe, b) for b in groups]
-    elem = x.new_empty(0, dtype=next(iter(params.values())).dtype).element_size()
+    dtype = next(iter(params.values())).dtype
+    elem = torch.empty(0, dtype=dtype).element_size()
     sides = [_sides(u) for u in reference]
     per_sample = sum(t * (3 * n_outputs * g + a) for t, g, a in sides)
     chunk = max(1, budget // (elem * max(per_sample, 1)))
-    numel = {n: p.numel() for n, p in params.items()}
-    shared = {u.name for u in probe if not _simple([v for v in probe if v.name == u.name], numel[u.name])}
-    compressible = [outputs == "diag_mean" and u.name not in shared and n_outputs > 1 for u in reference]
+    compressible = [outputs == "diag_mean" and u.name in simple and n_outputs > 1 for u in reference]
     # A small first chunk finds the diag_mean bases (the one step that forms Grams), and later
     # chunks mostly only project onto them.
     first = min(chunk, 2 * n_outputs) if any(compressible) else chunk
@@ -211,7 +211,7 @@ def factors(
     acts: list[list[Tensor]] = [[] for _ in reference]
     hs: list[list[Tensor]] = [[] for _ in reference]
     bases = [
-        x.new_zeros(_sides(u)[1], n_outputs, 0, dtype=elem_dtype(params)) if ok else None
+        x.new_zeros(_sides(u)[1], n_outputs, 0, dtype=dtype) if ok else None
         for u, ok in zip(reference, compressible, strict=True)
     ]
     # One backward pass per class has a fixed cost; where a pass is this small, one pass over the chunk
@@ -221,8 +221,7 @@ def factors(
     for start, end in zip(starts, ends, strict=True):
         xb = x[start:end]
         if all(compressible) and all(b is not None and b.shape[2] for b in bases):
-            f, uses = chunk_forward(model, xb, params, signature)
-            uses = [_merged(uses, b) for b in groups]
+            f, uses = chunk_forward(model, xb, params, signature, groups)
             # Known bases: project class by class; a chunk that leaves them is redone with its G.
             streamed = chunk_projections(f, uses, weights, bases)
             if not any(compression.growing(e, r, n_outputs).any() for e, r in streamed):
@@ -235,8 +234,7 @@ def factors(
         if small and outputs != "all_mean" and n_outputs > 1:
             uses, g_list = replicated_grads(model, xb, params, signature, groups, weights, n_outputs)
         else:
-            f, uses = chunk_forward(model, xb, params, signature)
-            uses = [_merged(uses, b) for b in groups]
+            f, uses = chunk_forward(model, xb, params, signature, groups)
             g_list = chunk_grads(f, uses, weights, outputs == "all_mean")
         for i, (u, g) in enumerate(zip(uses, g_list, strict=True)):
             acts[i].append(u.act)
@@ -260,11 +258,6 @@ def factors(
             h = h / math.sqrt(n_outputs)
         result.append(Factors(torch.cat(acts[i]), h, u))
     return result
-
-
-def elem_dtype(params: dict[str, Tensor]) -> torch.dtype:
-    """The dtype the kernels are computed in: the parameters'."""
-    return next(iter(params.values())).dtype
 
 
 # --- From factors to a kernel ---
@@ -395,14 +388,15 @@ def kernels(
     params = {nm: named[nm] for nm in names}
     probe = [u for u in probe if u.name in params]
     atom_of = {nm: i for i, nm in enumerate(names)} if atom_of is None else atom_of
-    groups = blocks(probe, {nm: p.numel() for nm, p in params.items()}, atom_of)
-    facs = factors(model, x, params, probe, weights, outputs, n_outputs, budget, groups)
+    simple = {nm for nm, p in params.items() if _simple([u for u in probe if u.name == nm], p.numel())}
+    groups = blocks(probe, simple, atom_of)
+    facs = factors(model, x, params, probe, weights, outputs, n_outputs, budget, groups, simple)
     n = x.shape[0]
     result = {}
     for nm in names:
         own = [(b, fac) for b, fac in zip(groups, facs, strict=True) if probe[b[0]].name == nm]
-        if len(own) == 1 and (len(own[0][0]) > 1 or _simple([probe[own[0][0][0]]], params[nm].numel())):
-            block, fac = own[0]
+        if nm in simple and own:
+            ((block, fac),) = own
             result[tuple(probe[i].name for i in block)] = single_use_kernel(fac, n, n_outputs, outputs, budget)
         elif own:
             result[(nm,)] = shared_kernel([fac for _, fac in own], params[nm].numel(), n, n_outputs, outputs, budget)
