@@ -354,7 +354,7 @@ def kernel_eigenpairs(
     elif chosen == "dense":
         vals, vecs = _dense_eigenpairs(kernel.dense(), k)
     else:
-        matvec = (lambda v: f @ (f.T @ v)) if kernel.kind == "factor" else (lambda v: f @ v)
+        matvec = kernel.matvec()
         m = _max_basis(budget, kernel.dim, k, itemsize, itemsize * b * width)
         vals, vecs, solver = top_eigenpairs_matfree(
             matvec, kernel.dim, k, tol=tol, max_iter=max_iter, seed=seed, dtype=f.dtype, device=f.device, max_basis=m

@@ -69,6 +69,13 @@ class Kernel:
         """The kernel as a dense (dim, dim) matrix (a factor's F Fᵀ, one triangle of products)."""
         return self.data if self.kind == "dense" else factor_gram(self.data, self.rows)
 
+    def matvec(self):
+        """V (dim, b) → K V from the stored form (F (Fᵀ V) for a factor), V taken to the data's dtype and device."""
+        f = self.data
+        if self.kind == "factor":
+            return lambda v: f @ (f.T @ v.to(f))
+        return lambda v: f @ v.to(f)
+
     def replace(self, kind: str, data: Tensor, rows: Tensor | None = None) -> Kernel:
         """The same kernel's metadata with other data."""
         return Kernel(kind, data, self.n_samples, self.n_outputs, self.outputs, rows if kind == "factor" else None)

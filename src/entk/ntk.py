@@ -125,10 +125,13 @@ class NTK:
 
     # --- kernels ---
 
-    def _width(self, names: list[str]) -> int:
+    def _numel(self, names: list[str]) -> int:
         params = dict(self.model.named_parameters())
-        size = sum(params[n].numel() for n in names)
-        return size * (self.n_outputs if self.outputs == "diag_mean" else 1)
+        return sum(params[n].numel() for n in names)
+
+    def _width(self, names: list[str]) -> int:
+        """Width of the factor F of these parameters' kernel: P, or C·P for diag_mean."""
+        return self._numel(names) * (self.n_outputs if self.outputs == "diag_mean" else 1)
 
     def _storage(self, atoms_: list[tuple[str, ...]]) -> int:
         """Bytes of the compact kernels of these atoms, a factor or dense whichever is smaller."""
@@ -219,9 +222,8 @@ class NTK:
         check_method(method)
         check_k(k, self.dim)
         names = self.names_of(group)
-        params = dict(self.model.named_parameters())
-        n_params = sum(params[n].numel() for n in names)
-        itemsize = params[names[0]].element_size()
+        n_params = self._numel(names)
+        itemsize = dict(self.model.named_parameters())[names[0]].element_size()
         side = n_params if on_parameter_side(self.outputs, n_params, self.dim) else self.dim
         mv = matvec_bytes(k, side, self.n_samples, self.n_outputs, n_params, itemsize, self.max_memory_gb)
         estimates = memory_estimates_gb(self.dim, self._width(names), k, itemsize, mv, side)
@@ -261,11 +263,7 @@ class NTK:
         """V (dim, b) → K V for a group's eNTK: from its kernel if computed, else matrix-free."""
         names = self.names_of(group)
         if tuple(names) in self._kernels:
-            kernel = self._kernels[tuple(names)]
-            f = kernel.data
-            if kernel.kind == "factor":
-                return lambda v: f @ (f.T @ v.to(f))
-            return lambda v: f @ v.to(f)
+            return self._kernels[tuple(names)].matvec()
         return ntk_matvec(
             self.model,
             self.x,
