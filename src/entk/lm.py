@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,32 @@ def base_model(model: nn.Module) -> nn.Module:
             "(load it with AutoModelForCausalLM)"
         )
     return inner
+
+
+def load_causal_lm(source, *, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A causal LM from a local Hugging Face directory (``config.json`` + weights, ``local_files_only``)
+    or from a config (a ``PretrainedConfig``: random weights), with eager attention, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    if isinstance(source, str | Path):
+        model = AutoModelForCausalLM.from_pretrained(
+            source, local_files_only=True, attn_implementation="eager", dtype=dtype
+        )
+    else:
+        source._attn_implementation = "eager"
+        model = AutoModelForCausalLM.from_config(source, dtype=dtype)
+    return model.eval()
+
+
+def module_roles(model: nn.Module) -> dict[str, list[str]]:
+    """Module names by role, one per block in order: {"mlp_out": [...], "attn_out": [...], "embedding": [name]}."""
+    names = [n for n, _ in model.named_modules()]
+    embedding = next(n for n, m in model.named_modules() if m is model.get_input_embeddings())
+    return {
+        "mlp_out": [n for n in names if n.endswith("mlp.down_proj")],
+        "attn_out": [n for n in names if n.endswith("self_attn.o_proj")],
+        "embedding": [embedding],
+    }
 
 
 def unembedding(model: nn.Module) -> Tensor:
