@@ -106,12 +106,22 @@ def save_torch(path: str | os.PathLike, obj) -> None:
     (``torch.save`` to a path names the archive inside after the file; through a buffer it is
     always "archive".)
     """
+    write_bytes(path, torch_bytes(obj))
+
+
+def torch_bytes(obj) -> bytes:
+    """What ``torch.save`` writes for ``obj`` (through a buffer: the archive inside is always "archive")."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Bytes written to ``path`` all-or-nothing."""
     with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+        tmp.write_bytes(data)
 
 
 # Metadata that would make two saves of one figure differ: creation dates (PDF, SVG, PS).
@@ -148,14 +158,63 @@ def _exists(path, what: str) -> None:
         raise UnreadableFileError(f"{path}: the {what} is missing; rerun snakemake to build it")
 
 
-def load_torch(path: str | os.PathLike, what: str = "checkpoint", **kwargs):
-    """``torch.load(path, weights_only=False, **kwargs)``; a bad file raises ``UnreadableFileError``."""
+# Plain values a recipe's state may hold besides tensors (numpy scalars in a history, e.g.
+# np.float64 from a metric): allowed by name, so a torch file never runs code when it is loaded.
+def _numpy_globals() -> list:
+    scalar_types = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.float16, np.float32, np.float64)
+    return [np._core.multiarray.scalar, np.dtype, *(type(np.dtype(t)) for t in scalar_types)]
+
+
+def unsafe_globals(source) -> list[str]:
+    """The Python objects (``module.name``) a torch file (path or file object) would build by running
+    code when unpickled, beyond tensors, plain types and numpy scalars; empty for a safe file."""
     import torch
 
-    _exists(path, what)
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_globals()}
+    return [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(source) if g not in allowed]
+
+
+SHOWN_GLOBALS = 5
+
+
+def _not_loaded(path, names: list[str]) -> str:
+    """Why a torch file that needs code to unpickle is refused, and what to save instead."""
+    if any(n.startswith("torch.nn.modules.") for n in names):
+        return (
+            f"{path} is a whole pickled model (torch.save(model)), which is not loaded: unpickling it would run "
+            "code. Save the weights instead: torch.save(model.state_dict(), path)"
+        )
+    shown = ", ".join(names[:SHOWN_GLOBALS]) + (", …" if len(names) > SHOWN_GLOBALS else "")
+    return (
+        f"{path} holds Python objects ({shown}) that are not loaded: unpickling them could run code. "
+        "Save only tensors and plain types (dict, list, str, int, float), e.g. model.state_dict()"
+    )
+
+
+def load_torch(path: str | os.PathLike, what: str = "checkpoint", *, yours: bool = False, **kwargs):
+    """``torch.load(path, weights_only=True, **kwargs)``: tensors, plain types and numpy scalars only,
+    so a file planted among the results cannot run code. A bad file raises ``UnreadableFileError``
+    naming it; ``yours`` marks a file of the user's, which the workflow cannot rebuild."""
+    import torch
+
+    if not Path(path).is_file():
+        fix = "check the path in the config" if yours else "rerun snakemake to build it"
+        raise UnreadableFileError(f"{path}: the {what} is missing; {fix}")
+    if kwargs.pop("weights_only", True) is not True:
+        raise ValueError("load_torch never unpickles code: weights_only must be True")
     try:
-        return torch.load(path, **{"weights_only": False, **kwargs})
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, weights_only=True, **kwargs)
     except Exception as e:  # torch raises OSError, RuntimeError, pickle and zip errors alike
+        try:
+            names = unsafe_globals(path)
+        except Exception:  # a file too damaged to list its objects is reported as corrupt below
+            names = []
+        if names:
+            raise UnreadableFileError(_not_loaded(path, names)) from None
+        if yours:
+            why = f"truncated or corrupt: {type(e).__name__}: {e}"
+            raise UnreadableFileError(f"{path} is not a readable {what} ({why}); save it again") from e
         raise _unreadable(path, what, f"truncated or corrupt: {type(e).__name__}: {e}") from e
 
 
@@ -270,30 +329,48 @@ class ResumableCheckpoints:
             shutil.copyfile(self._side(epoch), out)
 
     def save(self, epoch: int, state: dict) -> None:
-        """Write the checkpoint of ``epoch`` (state plus meta) and publish it to its output path."""
-        save_torch(self._side(epoch), {**state, "meta": self.meta})
+        """Write the checkpoint of ``epoch`` (state plus meta) and publish it to its output path; a state
+        that only code could load back (``unsafe_globals``) is refused as it is saved, not on resume."""
+        data = torch_bytes({**state, "meta": self.meta})
+        names = unsafe_globals(io.BytesIO(data))
+        if names:
+            raise ValueError(
+                f"the state saved at step {epoch} holds Python objects ({', '.join(names[:SHOWN_GLOBALS])}) that "
+                "a resume would not load, as unpickling them could run code; save only tensors and plain types "
+                "(model.state_dict(), optimizer.state_dict(), numbers, lists, dicts)"
+            )
+        write_bytes(self._side(epoch), data)
         self._publish(epoch)
 
     def load(self, epoch: int) -> dict:
         """The side checkpoint of ``epoch`` as saved."""
-        import torch
-
-        return torch.load(self._side(epoch), weights_only=False)
+        return load_torch(self._side(epoch), what="side checkpoint")
 
     def latest(self) -> dict | None:
         """The newest side checkpoint with matching meta (earlier ones re-published), or None."""
         found = sorted(e for e in self.paths if self._side(e).exists())
         if not found:
             return None
-        state = load_torch(self._side(found[-1]), what="side checkpoint")
+        try:
+            state = load_torch(self._side(found[-1]), what="side checkpoint")
+        except UnreadableFileError as e:
+            raise UnreadableFileError(f"{e}. To start the training over, delete {self.side}") from None
         if state.get("meta") != self.meta:
-            print(f"ignoring checkpoints in {self.side}: written with other settings; starting over")
+            saved = state.get("meta", {})
+            changed = sorted(k for k in self.meta.keys() | saved.keys() if saved.get(k) != self.meta.get(k))
+            print(
+                f"ignoring checkpoints in {self.side}: written with other settings; starting over (changed: {changed})"
+            )
             self.finish()
             return None
         for epoch in found:
             self._publish(epoch)
         print(f"resuming from the checkpoint of epoch {found[-1]} in {self.side}")
         return state
+
+    def missing(self) -> list[int]:
+        """The steps without a side checkpoint (a recipe that returned without saving them)."""
+        return [e for e in self.paths if not self._side(e).exists()]
 
     def finish(self) -> None:
         """Drop the side folder once every output is in place."""

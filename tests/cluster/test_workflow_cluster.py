@@ -265,8 +265,8 @@ def assert_same_final_checkpoint(workdir: Path, reference: Path) -> None:
     import torch
 
     name = "results/mlp/checkpoints.pt"
-    got = torch.load(workdir / name, weights_only=False)
-    want = torch.load(reference / name, weights_only=False)
+    got = torch.load(workdir / name, weights_only=True)
+    want = torch.load(reference / name, weights_only=True)
     assert got["steps"] == want["steps"] == SLOW_EPOCHS, got["steps"]
     last = SLOW_EPOCHS[-1]
     assert_same_state(got["states"][last], want["states"][last], f"states[{last}]")  # tensor by tensor
