@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -53,14 +54,23 @@ def _describe(error) -> str:
         hint = error.schema.get("description") or " or ".join(_alternative(s) for s in error.schema["oneOf"])
         return f"config key '{key}': {error.instance!r} is not valid here: {hint.strip()}"
     if "propertyNames" in error.schema_path:
-        return f"config key '{key}': name {error.instance!r} may only use letters, digits, '_', '-' and '.'"
+        return (
+            f"config key '{key}': name {error.instance!r} may only use letters, digits, '_', '-' and '.', and may "
+            "not start with '.' (experiment and view names are folders under results/)"
+        )
+    if error.validator == "type" and key == "experiments":
+        return (
+            f"config key 'experiments' is a {type(error.instance).__name__}, not a map of experiment ids to entries; "
+            "write each entry under its id (experiments:\n  my_id:\n    model: ...) instead of as a list item"
+        )
     return f"config key '{key}': {error.message}"
 
 
 def _kind_settings(config: dict, schema: dict):
     """(experiment id, entry, the settings schema of its kind) for every entry of a registered kind
     whose settings are a map (anything else is for the main schema check to report)."""
-    for exp_id, entry in (config.get("experiments") or {}).items():
+    experiments = config.get("experiments")
+    for exp_id, entry in experiments.items() if isinstance(experiments, dict) else ():
         if not isinstance(entry, dict) or not isinstance(entry.get("settings", {}), dict):
             continue
         sub = schema.get("$defs", {}).get(f"{entry.get('kind')}_settings")
@@ -244,6 +254,18 @@ def load_yaml_strict(path: str | Path) -> dict:
     return data
 
 
+def _check_experiments_map(path: str | Path, data: dict) -> None:
+    """``ConfigError`` naming the file and line when a file's ``experiments`` is not a map of ids."""
+    if "experiments" not in data or isinstance(data["experiments"], dict):
+        return
+    node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    line = next(k.start_mark.line + 1 for k, _ in node.value if k.value == "experiments")
+    raise ConfigError(
+        f"{path}:{line}: 'experiments' is a {type(data['experiments']).__name__}, not a map of experiment ids to "
+        "entries; write each entry under its id (experiments:\n  my_id:\n    model: ...) instead of as a list item"
+    )
+
+
 def _merge(base: dict, update: dict) -> dict:
     """Snakemake's merge of config maps: nested maps merge key by key, anything else is replaced."""
     out = dict(base)
@@ -382,6 +404,8 @@ def settle_config(config: dict, files: Iterable[str | Path], overrides: dict, sc
     """
     files = list(files)
     loaded = [load_yaml_strict(f) for f in files]
+    for f, data in zip(files, loaded, strict=True):
+        _check_experiments_map(f, data)
     replace_sections(config, files, keys=("experiments", "paper"), overrides=overrides)
     defining = [data for data in loaded if "experiments" in data]
     if defining and "paper" not in defining[-1] and "paper" not in (overrides or {}):
@@ -393,3 +417,19 @@ def settle_config(config: dict, files: Iterable[str | Path], overrides: dict, sc
         if "settings" in entry:
             entry["settings"] = coerce_numbers(entry["settings"], sub)
     return config
+
+
+def main(paths: list[str]) -> int:
+    """``python -m entk.config FILE...``: check config files as the workflow reads them (syntax errors and
+    duplicate keys with file:line); Snakemake's own reading of --configfile names no line."""
+    for path in paths:
+        try:
+            load_yaml_strict(path)
+        except (ConfigError, OSError) as e:
+            print(e, file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

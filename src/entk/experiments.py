@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from dataclasses import dataclass, field
 
 from entk.kinds import KINDS, get_kind
@@ -23,6 +24,15 @@ VIEW_DEFAULTS = {
     "features": None,
 }
 LAYER_KEYWORDS = ("all", "per_tensor", "per_module")
+
+
+class Untracked:
+    """Data a job reads from its rule's params without Snakemake recording it: Snakemake records (and
+    reruns a job on a change of) params of builtin types only. The train job checks every view before
+    training; a changed view must rerun its eigen job, not the training."""
+
+    def __init__(self, value):
+        self.value = value
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,12 @@ class Experiment:
         }
 
 
+def natural_key(path: str) -> list:
+    """Sort key that orders numbers in a name as numbers: step_2 before step_10 (text order would
+    put step_10 first and label the files with the wrong steps)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
 def _where(exp_id: str, *keys: str) -> str:
     return "config key '" + ".".join(("experiments", exp_id, *keys)) + "'"
 
@@ -114,8 +130,11 @@ def _steps_of_weights(exp_id: str, entry: dict, kind, settings: dict, basedir: s
     if isinstance(spec, str):
         # Paths stay as the user wrote them (relative to the working directory), as Snakemake expects.
         files = sorted(
-            os.path.relpath(f, basedir) if not os.path.isabs(spec) else f
-            for f in glob.glob(os.path.join(basedir, spec))
+            (
+                os.path.relpath(f, basedir) if not os.path.isabs(spec) else f
+                for f in glob.glob(os.path.join(basedir, spec))
+            ),
+            key=natural_key,
         )
         if not files:
             errors.append(
@@ -228,6 +247,12 @@ def resolve_experiment(exp_id: str, entry: dict, config: dict, basedir: str, err
             errors.append(
                 f"{_where(exp_id, 'views', view.name, 'output_weights')}: {{importance: β}} needs a kind with output "
                 "importances (tms); give a list of weights or a .npy file instead"
+            )
+        weights = view.output_weights
+        if isinstance(weights, list) and weights and not any(weights):
+            errors.append(
+                f"{_where(exp_id, 'views', view.name, 'output_weights')}: every weight is zero, so the kernel would "
+                "be zero; give at least one positive weight"
             )
         if view.features and not os.path.isfile(os.path.join(basedir, view.features)):
             errors.append(f"{_where(exp_id, 'views', view.name, 'features')}: {view.features} does not exist")
