@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import numbers
 import warnings
 
 import torch
@@ -55,7 +56,7 @@ from torch import Tensor, nn
 
 from entk.kernel import Kernel
 from entk.matfree import Matvec, factor_matvec, ntk_matvec, param_matvec
-from entk.memory import resolve_max_memory_gb
+from entk.memory import check_fits, resolve_max_memory_gb
 
 METHODS = ("auto", "gram", "dense", "matrix_free")
 # Share of the budget that the kernel–vector products may use for one chunk of samples.
@@ -104,6 +105,9 @@ def fix_signs(vectors: Tensor) -> Tensor:
 
 
 def check_k(k: int, dim: int) -> None:
+    """Raise ``ValueError`` unless k is a whole number of eigenpairs in [1, dim]."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"k must be a whole number of eigenpairs, got {k!r}")
     if not 1 <= k <= dim:
         raise ValueError(f"k must lie in [1, {dim}] (the kernel's dimension), got k = {k}")
 
@@ -342,6 +346,8 @@ def kernel_eigenpairs(
         estimates["gram"] = math.inf
     costs = cost_estimates(kernel.dim, width, k, kernel.kind)
     chosen = choose_method(estimates, budget, costs) if method == "auto" else method
+    if math.isfinite(estimates[chosen]):  # inf: gram does not apply, said below
+        check_fits(estimates[chosen], f"the top {k} eigenpairs by {chosen} (kernel dim {kernel.dim})", f.device)
     logger.info("top-%d eigenpairs of a %s kernel (dim %d) by %s; GB %s", k, kernel.kind, kernel.dim, chosen, estimates)
     solver = None
     if chosen == "gram":

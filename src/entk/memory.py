@@ -3,6 +3,8 @@
 The budget is the ``max_memory_gb`` keyword, else $ENTK_MAX_MEMORY_GB, else 4 GB. What is held
 whole (the kernels themselves, each layer's reduced factors) is not counted against it; what is
 built piece by piece (chunks of samples, blocks of a dense kernel, the solver's basis) is sized to it.
+Neither may exceed the machine: a budget above its memory is refused, and so is a plan whose
+estimate does not fit (``check_fits``), before anything is allocated.
 """
 
 from __future__ import annotations
@@ -14,12 +16,59 @@ DEFAULT_MAX_MEMORY_GB = 4.0
 MAX_MEMORY_ENV = "ENTK_MAX_MEMORY_GB"
 
 
+def _from_environment() -> float:
+    raw = os.environ.get(MAX_MEMORY_ENV)
+    if raw is None:
+        return DEFAULT_MAX_MEMORY_GB
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(
+            f"${MAX_MEMORY_ENV}={raw!r} is not a number; set it to a budget in GB (e.g. 8) or unset it"
+        ) from None
+
+
 def resolve_max_memory_gb(max_memory_gb: float | None) -> float:
-    """The memory budget in GB: the keyword, else $ENTK_MAX_MEMORY_GB, else 4."""
-    value = max_memory_gb if max_memory_gb is not None else float(os.environ.get(MAX_MEMORY_ENV, DEFAULT_MAX_MEMORY_GB))
-    if not value > 0:
-        raise ValueError(f"max_memory_gb must be positive, got {value}")
+    """The memory budget in GB: the keyword, else $ENTK_MAX_MEMORY_GB, else 4; a positive finite
+    number no larger than the machine's memory (``physical_memory_gb``)."""
+    explicit = max_memory_gb is not None or MAX_MEMORY_ENV in os.environ
+    value = max_memory_gb if max_memory_gb is not None else _from_environment()
+    source = "the keyword" if max_memory_gb is not None else f"${MAX_MEMORY_ENV}"
+    if not 0 < value < math.inf:
+        raise ValueError(f"max_memory_gb must be positive and finite (a number of GB), got {value} from {source}")
+    machine = physical_memory_gb()
+    if explicit and value > machine:
+        raise ValueError(
+            f"max_memory_gb = {value:g} GB (from {source}) exceeds this machine's memory ({machine:.1f} GB); "
+            "set a budget it can hold"
+        )
     return value
+
+
+def physical_memory_gb(device=None) -> float:
+    """Memory of the machine in GB: a CUDA device's own, else the RAM (or the process's cgroup limit if lower)."""
+    if device is not None and getattr(device, "type", str(device).split(":")[0]) == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(device).total_memory / 2**30
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        with open("/sys/fs/cgroup/memory.max") as fh:
+            limit = fh.read().strip()
+        total = min(total, int(limit)) if limit.isdigit() else total
+    except OSError:
+        pass
+    return total / 2**30
+
+
+def check_fits(needed_gb: float, what: str, device=None) -> None:
+    """Raise ``MemoryError`` before allocating when ``what`` needs more than the machine has."""
+    machine = physical_memory_gb(device)
+    if needed_gb > machine:
+        raise MemoryError(
+            f"{what} needs about {needed_gb:.1f} GB, more than this machine's {machine:.1f} GB whatever "
+            "max_memory_gb says; use fewer samples, fewer parameters or a smaller top-k, or method='matrix_free'"
+        )
 
 
 def budget_bytes(max_memory_gb: float | None) -> int:

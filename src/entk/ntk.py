@@ -19,13 +19,22 @@ matrix-free instead (``entk.matfree``).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from entk import generic, structured
-from entk.checks import check_inputs, check_model, check_output_weights, eval_mode, guarded
+from entk.checks import (
+    analysed_model,
+    check_inputs,
+    check_model,
+    check_output_weights,
+    eval_mode,
+    finite_outputs,
+    guarded,
+)
 from entk.eigen import (
     EigenInfo,
     check_k,
@@ -39,8 +48,8 @@ from entk.eigen import (
 )
 from entk.kernel import Kernel, check_outputs, check_weights, sum_kernels
 from entk.matfree import ntk_matvec
-from entk.memory import budget_bytes, resolve_max_memory_gb
-from entk.selection import GroupSpec, atoms, layer_groups, n_outputs, selected_names, to_model
+from entk.memory import budget_bytes, check_fits, resolve_max_memory_gb
+from entk.selection import GroupSpec, atoms, layer_groups, selected_names, to_model
 from entk.trace import plan
 
 Group = str | list[str] | None
@@ -56,7 +65,9 @@ class NTK:
     max_memory_gb  working-memory budget (``entk.memory``): chunks, blocks, the solver's basis
     device         compute there (a copy of the model is moved; the caller's model stays put)
 
-    The model runs in eval mode for every computation and its modes are restored afterwards.
+    The model runs in eval mode for every computation and its modes are restored afterwards. A forward
+    that returns a tuple or a mapping is analysed at its first element or its "logits"
+    (``entk.checks.analysed_model``).
     """
 
     def __init__(
@@ -78,13 +89,14 @@ class NTK:
         check_output_weights(output_weights)
         if device is not None and torch.device(device) != next(model.parameters()).device:
             model = copy.deepcopy(model).to(device)
-        self.model, self.outputs = model, outputs
         self.max_memory_gb = resolve_max_memory_gb(max_memory_gb)
         self.x = to_model(model, x)
+        with eval_mode(model):
+            model = analysed_model(model, self.x[:1])
+            self.n_outputs = finite_outputs(model, self.x)
+        self.model, self.outputs = model, outputs
         self.names = selected_names(model, params)
         self.groups = layer_groups(model, groups, self.names)
-        with eval_mode(model):
-            self.n_outputs = n_outputs(model, self.x)
         weights = check_weights(output_weights, self.n_outputs)
         ref = next(model.parameters())
         self.weights = None if weights is None else weights.to(device=ref.device, dtype=ref.dtype)
@@ -141,6 +153,9 @@ class NTK:
     def _compute(self, atoms_: list[tuple[str, ...]]) -> dict[tuple[str, ...], Kernel]:
         """The kernels of these atoms, in one pass over the samples for all of them."""
         names = [n for a in atoms_ for n in a]
+        check_fits(
+            self._storage(atoms_) / 2**30, f"the kernels of {len(names)} parameter(s) (dim {self.dim})", self.x.device
+        )
         on_structured, reference = self._planned()
         budget = budget_bytes(self.max_memory_gb)
         fast = [n for n in names if n in on_structured]
@@ -229,6 +244,10 @@ class NTK:
         estimates = memory_estimates_gb(self.dim, self._width(names), k, itemsize, mv, side)
         built = tuple(names) in self._kernels
         chosen = method if method != "auto" else ("built" if built else choose_method(estimates, self.max_memory_gb))
+        if chosen != "built" and math.isfinite(estimates[chosen]):
+            kernel_gb = 0 if built or chosen == "matrix_free" else self._storage([tuple(names)]) / 2**30
+            need = estimates[chosen] + kernel_gb
+            check_fits(need, f"the top {k} eigenpairs by {chosen} (kernel dim {self.dim})", self.x.device)
         if chosen != "matrix_free":
             vals, vecs, info = kernel_eigenpairs(
                 self.kernel(group),
