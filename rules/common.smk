@@ -3,6 +3,7 @@ import re
 from snakemake.utils import validate
 
 from entk.config import check_config, settle_config
+from entk.experiments import Untracked
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 settle_config(
@@ -38,6 +39,13 @@ wildcard_constraints:
 def experiment_params(wildcards):
     """The experiment as plain data for its jobs."""
     return EXPERIMENTS[wildcards.experiment].params()
+
+
+def experiment_views(wildcards):
+    """Every view of the experiment as plain data, which its train job checks before training; untracked,
+    so that a changed view reruns its eigen job but not the training."""
+    views = EXPERIMENTS[wildcards.experiment].views.values()
+    return Untracked([v.params() for v in views])
 
 
 def view_params(wildcards):

@@ -19,6 +19,7 @@ rule train:
         runtime=60,
     params:
         exp=experiment_params,
+        views=experiment_views,
         seed=config["seed"],
         device=config.get("device", "auto"),
     script:

@@ -1,12 +1,15 @@
 """Rule eigen: top-k eigenpairs of every layer group's eNTK at each checkpoint a view analyses,
-in one eigen file (README, "The eigen file")."""
+in one eigen file (README, "The eigen file"). The model, the probe inputs and the view are checked
+first (entk.preflight): for checkpoints of the user's own, this is the experiment's first job."""
 
-from entk import runner
+from entk import preflight, runner
 from entk import workflow as wf
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     wf.set_threads(sm.threads)
     device = wf.resolve_device(sm.params.device)
-    arrays = runner.eigen_file(sm.params.exp, sm.params.view, list(sm.input.checkpoints), sm.params.seed, device)
+    exp, view = sm.params.exp, sm.params.view
+    preflight.check_experiment(exp, [view], sm.params.seed, device)
+    arrays = runner.eigen_file(exp, view, list(sm.input.checkpoints), sm.params.seed, device)
     wf.save_npz(sm.output.eigen, **arrays)

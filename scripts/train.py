@@ -1,10 +1,11 @@
 """Rule train: train an experiment's model with its recipe (the kind's, or the user's); all its
-checkpoints in one file and the training history. A rerun after the job was killed resumes from
-its latest checkpoint."""
+checkpoints in one file and the training history. The model, the probe inputs and every view are
+checked before training (entk.preflight), the recipe's contract as it runs. A rerun after the job
+was killed resumes from its latest checkpoint unless the settings or the recipe's code changed."""
 
 from pathlib import Path
 
-from entk import runner
+from entk import preflight, runner
 from entk import workflow as wf
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -12,6 +13,7 @@ with wf.logged(sm.log[0]):
     wf.set_threads(sm.threads)
     exp, seed = sm.params.exp, sm.params.seed
     device = wf.resolve_device(sm.params.device)
+    preflight.check_experiment(exp, sm.params.views.value, seed, device)
     meta = {
         "kind": exp["kind"],
         "model": exp["model"],
@@ -20,7 +22,14 @@ with wf.logged(sm.log[0]):
         "seed_key": exp["seed_key"],
         "weights": exp["weights"],
     }
-    store = wf.ResumableCheckpoints(dict.fromkeys(exp["steps"]), Path(sm.output.checkpoints).parent / "resume", meta)
+    side = Path(sm.output.checkpoints).parent / "resume"
+    store = wf.ResumableCheckpoints(dict.fromkeys(exp["steps"]), side, {**meta, "code": preflight.code_digest(exp)})
+    recipe = (
+        f"{runner.config_key(exp, 'weights', 'train')}: {exp['weights']['train']}"
+        if exp["kind"] is None
+        else exp["kind"]
+    )
+    checkpoints = preflight.RecipeCheckpoints(store, exp["steps"], runner.build_model(exp), recipe)
     train = runner.train_function(exp)
     history = train(
         exp["settings"],
@@ -28,10 +37,11 @@ with wf.logged(sm.log[0]):
         exp["seed_key"],
         device=device,
         checkpoint_steps=exp["steps"],
-        save_checkpoint=store.save,
+        save_checkpoint=checkpoints,
         resume=store.latest(),
         log=print,
     )
+    history = checkpoints.finish(history)
     states = {step: store.load(step)["model"] for step in exp["steps"]}
     wf.save_torch(sm.output.checkpoints, {**meta, "steps": exp["steps"], "states": states})
     wf.save_csv(sm.output.history, history)

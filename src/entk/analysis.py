@@ -119,12 +119,14 @@ def load_eigen(path: str | Path) -> EigenFile:
 
 
 def _cliff_rule(find_cliffs: CliffRule | None) -> CliffRule:
-    """The cliff detector: the caller's, else entk.spectrum.find_cliffs (the one place it is named)."""
-    if find_cliffs is not None:
-        return find_cliffs
-    from entk.spectrum import find_cliffs as rule
+    """The cliff detector: the caller's, else entk.spectrum.find_cliffs (the one place it is named).
 
-    return rule
+    A spectrum of zeros (a group whose parameters do not change the outputs, e.g. an unused module)
+    has no cliffs: it is reported as such while the other groups go on."""
+    if find_cliffs is None:
+        from entk.spectrum import find_cliffs
+    rule = find_cliffs
+    return lambda values: [] if not np.any(values) else rule(values)
 
 
 def spectra_table(eig: EigenFile, experiment: str, view: str) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 import entk
+from entk.checks import analysed_model, check_inputs
 from entk.kinds import get_kind
 from entk.selection import resolve_params
 from entk.workflow import load_torch
@@ -41,12 +42,28 @@ def load_function(spec: str, what: str) -> Callable:
     return fn
 
 
-def _call_with_settings(fn: Callable, settings: dict):
-    """Call ``fn`` with the settings it names (all of them if it takes **kwargs)."""
+def config_key(exp: dict, *keys: str) -> str:
+    """'config key 'experiments.<id>.<keys>'' for messages about an experiment's entry."""
+    return "config key '" + ".".join(("experiments", str(exp.get("id")), *keys)) + "'"
+
+
+def _call_with_settings(fn: Callable, settings: dict, where: str = ""):
+    """Call ``fn`` with the settings it names (all of them if it takes **kwargs); an error raised in it
+    is re-raised naming ``where`` (the config key and the function) above the function's own traceback."""
     sig = inspect.signature(fn)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return fn(**settings)
-    return fn(**{k: v for k, v in settings.items() if k in sig.parameters})
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    given = settings if takes_all else {k: v for k, v in settings.items() if k in sig.parameters}
+    try:
+        return fn(**given)
+    except Exception as e:
+        raise UserFunctionError(
+            f"{where or fn.__name__} raised {type(e).__name__}: {e} (called with settings {sorted(given)}); "
+            "fix the function (its traceback is above)"
+        ) from e
+
+
+class UserFunctionError(RuntimeError):
+    """A function of the user's (model, inputs, recipe) raised; the message names it and its config key."""
 
 
 def build_model(exp: dict) -> nn.Module:
@@ -54,26 +71,45 @@ def build_model(exp: dict) -> nn.Module:
     if exp["kind"] is not None:
         model = get_kind(exp["kind"]).function("build")(exp["settings"])
     else:
-        model = _call_with_settings(load_function(exp["model"], "model"), exp["settings"])
+        where = f"{config_key(exp, 'model')}: {exp['model']}"
+        model = _call_with_settings(load_function(exp["model"], "model"), exp["settings"], where)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model {exp['model'] or exp['kind']} returned {type(model).__name__}, not a torch.nn.Module")
+        raise TypeError(
+            f"{config_key(exp, 'model')}: {exp['model'] or exp['kind']} returned {type(model).__name__}, not a "
+            "torch.nn.Module; return the model itself"
+        )
     return model
 
 
 def probe_inputs(exp: dict, seed: int) -> Tensor:
     """The experiment's probe inputs (N, ...): the kind's own, a .pt/.npy file, or file.py:function."""
-    spec = exp["inputs"]
+    spec, where = exp["inputs"], f"{config_key(exp, 'inputs')}: {exp['inputs']}"
     if spec == "kind":
         x = get_kind(exp["kind"]).function("inputs")(exp["settings"], seed, exp["seed_key"])
     elif spec.endswith(".npy"):
-        x = torch.from_numpy(np.load(spec, allow_pickle=False))
+        try:
+            x = torch.from_numpy(np.load(spec, allow_pickle=False))
+        except (ValueError, OSError) as e:
+            raise ValueError(f"{where} is not a numeric .npy array ({e}); save one with np.save(path, x)") from None
     elif spec.endswith(".pt"):
-        x = torch.load(spec, map_location="cpu", weights_only=True)
+        x = load_torch(spec, what="probe inputs", yours=True, map_location="cpu")
     else:
-        x = _call_with_settings(load_function(spec, "inputs"), exp["settings"])
-        x = torch.as_tensor(x)
+        x = _call_with_settings(load_function(spec, "inputs"), exp["settings"], where)
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{where} returned {type(x).__name__}, not a tensor (N, ...): {e}") from None
+    if isinstance(x, dict):
+        raise ValueError(
+            f"{where} holds a dict (keys {sorted(map(str, x))[:5]}), not a tensor; save the probe inputs themselves, "
+            "torch.save(x, path) with x of shape (N, ...)"
+        )
     if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"inputs {spec}: need a tensor of shape (N, ...) with N ≥ 1, got {getattr(x, 'shape', x)!r}")
+        raise ValueError(f"{where}: need a tensor of shape (N, ...) with N ≥ 1, got {getattr(x, 'shape', x)!r}")
+    try:
+        check_inputs(x)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     return x
 
 
@@ -100,21 +136,21 @@ def checkpoint_states(paths: list[str], steps: list[int]) -> Iterator[tuple[int,
     """(step, state_dict) of each analysed step: from the workflow's bundle (one path) or from the
     user's files (one per step, in ``steps`` order of the experiment)."""
     if len(paths) == 1 and paths[0].endswith("checkpoints.pt"):
-        bundle = load_torch(paths[0], what="checkpoint bundle", map_location="cpu", weights_only=True)
+        bundle = load_torch(paths[0], what="checkpoint bundle", map_location="cpu")
         for step in steps:
             yield step, bundle["states"][step]
         return
     if len(paths) != len(steps):
         raise ValueError(f"{len(paths)} checkpoint files for {len(steps)} steps: give one step per file")
     for step, path in zip(steps, paths, strict=True):
-        yield step, _state_dict_of(load_torch(path, what="checkpoint", map_location="cpu", weights_only=True), path)
+        yield step, _state_dict_of(load_torch(path, what="checkpoint", yours=True, map_location="cpu"), path)
 
 
 def from_bundle(path: str, step: int | None = None) -> tuple[nn.Module, Tensor, dict]:
     """A model trained by the workflow, rebuilt from its checkpoint bundle alone
     (``results/<experiment>/checkpoints.pt``): (model at ``step`` (default the last), its probe
     inputs (N, ...), the bundle's meta: kind, settings, seed, seed_key)."""
-    bundle = load_torch(path, what="checkpoint bundle", map_location="cpu", weights_only=True)
+    bundle = load_torch(path, what="checkpoint bundle", map_location="cpu")
     exp = {
         "kind": bundle["kind"],
         "model": bundle["model"],
@@ -131,12 +167,26 @@ def from_bundle(path: str, step: int | None = None) -> tuple[nn.Module, Tensor, 
     return model, probe_inputs(exp, bundle["seed"]), meta
 
 
-def load_state(model: nn.Module, state: dict, where: str) -> None:
-    """``load_state_dict`` whose error names the checkpoint and lists missing and unexpected keys."""
-    missing, unexpected = model.state_dict().keys() - state.keys(), state.keys() - model.state_dict().keys()
+def state_mismatch(model: nn.Module, state: dict) -> str:
+    """What keeps ``state`` from loading into ``model`` (missing or unexpected keys, other shapes), or ""."""
+    own = model.state_dict()
+    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
     if missing or unexpected:
+        return f"missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}"
+    shapes = [
+        f"{k} {tuple(state[k].shape)} for {tuple(v.shape)}"
+        for k, v in own.items()
+        if not isinstance(state[k], Tensor) or state[k].shape != v.shape
+    ]
+    return f"other shapes: {', '.join(shapes[:5])}" if shapes else ""
+
+
+def load_state(model: nn.Module, state: dict, where: str) -> None:
+    """``load_state_dict`` whose error names the checkpoint and lists missing and unexpected keys or shapes."""
+    mismatch = state_mismatch(model, state)
+    if mismatch:
         raise ValueError(
-            f"{where} does not fit the model: missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}; "
+            f"{where} does not fit the model: {mismatch}; "
             "check the model's settings against the ones the checkpoint was trained with"
         )
     model.load_state_dict(state)
@@ -154,7 +204,9 @@ class AtPosition(nn.Module):
 
 
 def positioned(model: nn.Module, x: Tensor, position: int | None) -> tuple[nn.Module, str]:
-    """The model whose outputs are (N, C), and the prefix its parameter names gained."""
+    """The model whose outputs are (N, C), and the prefix its parameter names gained. A forward that
+    returns a tuple or a mapping is analysed at its first element or its "logits" (``analysed_model``)."""
+    model = analysed_model(model, x[:1])
     with torch.no_grad():
         out = model(x[:1])
     if position is None:
@@ -223,6 +275,7 @@ def view_eigenpairs(
     ``entk.NTK``: each atom's kernel is computed once for every group that holds it, and groups whose
     kernels would not fit the budget go matrix-free."""
     ntk = entk.NTK(model, x, groups=groups, outputs=outputs, output_weights=weights, max_memory_gb=max_memory_gb)
+    # A top_k above the kernel's size keeps them all; the eigen job's log says so (entk.preflight).
     k = min(k, ntk.dim)
     return {g: ntk.eigenpairs(k, g) for g in groups}
 
@@ -261,7 +314,14 @@ def eigen_file(
         steps.append(step)
         last_state = state
         top = ", ".join(f"{g} λ1 {v[-1][0]:.4g}" for g, v in values.items())
-        log(f"step {step}: {len(groups)} kernel(s) top {view['top_k']}: {top} ({time.perf_counter() - start:.1f} s)")
+        k = len(next(iter(values.values()))[-1])
+        log(f"step {step}: {len(groups)} kernel(s) top {k}: {top} ({time.perf_counter() - start:.1f} s)")
+        zero = [g for g, v in values.items() if not v[-1].any()]
+        if zero:
+            log(
+                f"step {step}: every eigenvalue of group(s) {zero} is zero: their parameters do not change the "
+                "outputs on these inputs (unused, or behind a dead path); reported with no cliffs"
+            )
     out = {
         "steps": np.asarray(steps, dtype=np.int64),
         "groups": np.asarray(list(groups)),
