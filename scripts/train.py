@@ -13,7 +13,7 @@ with wf.logged(sm.log[0]):
     wf.set_threads(sm.threads)
     exp, seed = sm.params.exp, sm.params.seed
     device = wf.resolve_device(sm.params.device)
-    preflight.check_experiment(exp, sm.params.views.value, seed, device)
+    shapes = preflight.check_experiment(exp, sm.params.views.value, seed, device)
     meta = {
         "kind": exp["kind"],
         "model": exp["model"],
@@ -29,7 +29,7 @@ with wf.logged(sm.log[0]):
         if exp["kind"] is None
         else exp["kind"]
     )
-    checkpoints = preflight.RecipeCheckpoints(store, exp["steps"], runner.build_model(exp), recipe)
+    checkpoints = preflight.RecipeCheckpoints(store, exp["steps"], shapes, recipe)
     train = runner.train_function(exp)
     history = train(
         exp["settings"],

@@ -262,14 +262,20 @@ def test_k_must_be_a_whole_number():
     assert kernel_eigenpairs(kernel, np.int64(2))[0].shape == (2,)
 
 
-@pytest.mark.parametrize(
-    "weights, message", [([-1.0, 1.0], r"negative at outputs 0"), ([0.0, 0.0], r"every output weight is zero")]
-)
-def test_output_weights_must_be_nonnegative_and_not_all_zero(user_dir, weights, message):
-    with pytest.raises(ValueError, match=message):
-        NTK(mlp(), x_probe(), output_weights=torch.tensor(weights))
-    with pytest.raises(ConfigError, match=r"output_weights"):
-        check_config(user_config(output_weights=weights), SCHEMA, ".")
+def test_output_weights_must_be_nonnegative_and_not_all_zero(bad_dir):
+    with pytest.raises(ValueError, match=r"every output weight is zero"):
+        NTK(mlp(), x_probe(), output_weights=torch.tensor([0.0, 0.0]))
+    for weights in ([-1.0, 1.0], [0.0, 0.0]):
+        with pytest.raises(ConfigError, match=r"output_weights"):
+            check_config(
+                user_config(output_weights=weights, weights={"train": "model.py:train", "steps": [0]}), SCHEMA, "."
+            )
+    np.save(bad_dir / "negative.npy", np.array([1.0, -2.0]))
+    with pytest.raises(
+        ValueError, match=r"'experiments.u.views.v.output_weights': weights of outputs \[1\] are negative"
+    ):
+        train_job(GOOD, {"v": {"output_weights": "negative.npy"}})
+    assert not (bad_dir / "recipe_called").exists()
 
 
 # --- 5. Memory: the budget and the plan against the machine ---
@@ -316,7 +322,7 @@ def test_a_zero_spectrum_has_no_cliffs_while_the_other_groups_go_on():
     rule = lambda values: [SimpleNamespace(position=3, ratio=800.0, score=20.0)]  # noqa: E731
     cliffs = cliffs_table(eig, find_cliffs=rule)
     assert set(cliffs["layer"]) == {"full", "used"}
-    assert set(localisation_table(eig, find_cliffs=rule)["layer"]) == {"used", "unused"}
+    assert set(localisation_table(eig, find_cliffs=rule)["layer"]) == {"used"}
     assert set(phase_table(eig, find_cliffs=rule)["layer"]) == {"full", "used"}
 
 

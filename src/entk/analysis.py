@@ -201,7 +201,7 @@ def localisation_table(eig: EigenFile, k: int | None = None, find_cliffs: CliffR
     eigenvectors (D, k) of each; 1 when the layer's leading eigenspace is the full kernel's, 0 when
     orthogonal to it. k: given, else every cliff position of the full kernel's spectrum at that step
     (one row each: which layer holds which cliff; steps whose full spectrum has no cliff are left
-    out). Columns: step, layer, full, k, localisation.
+    out; so are groups whose spectrum is zero there). Columns: step, layer, full, k, localisation.
     """
     columns = ["step", "layer", "full", "k", "localisation"]
     full = full_group(eig)
@@ -214,8 +214,8 @@ def localisation_table(eig: EigenFile, k: int | None = None, find_cliffs: CliffR
         for kt in ks:
             q_full = eig.vectors[full][t, :, :kt]
             for g in eig.groups:
-                if g == full or eig.vectors[g].shape[2] < kt:
-                    continue  # a group that stores fewer eigenvectors has no top-k to compare
+                if g == full or eig.vectors[g].shape[2] < kt or not eig.values[g][t].any():
+                    continue  # fewer eigenvectors have no top-k to compare; a zero kernel's are arbitrary
                 rows.append((int(step), g, full, kt, normalised_overlap(eig.vectors[g][t, :, :kt], q_full)))
     return pd.DataFrame(rows, columns=columns)
 

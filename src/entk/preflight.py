@@ -86,6 +86,9 @@ def check_view(exp: dict, view: dict, net: nn.Module, x: Tensor, log: Callable[[
     try:
         weights = runner.output_weights(exp, view["output_weights"], n_outputs)
         check_output_weights(weights)
+        negative = [] if weights is None else (weights < 0).nonzero().flatten().tolist()
+        if negative:
+            raise ValueError(f"weights of outputs {negative[:5]} are negative; give weights ≥ 0 (0 drops an output)")
     except (ValueError, OSError) as e:
         raise ValueError(f"{key('output_weights')}: {e}") from None
     dim = x.shape[0] * (n_outputs if view["outputs"] == "flatten" else 1)
@@ -105,9 +108,10 @@ def check_view(exp: dict, view: dict, net: nn.Module, x: Tensor, log: Callable[[
 
 def check_experiment(
     exp: dict, views: list[dict], seed: int, device: torch.device, log: Callable[[str], None] = print
-) -> None:
+) -> dict[str, tuple[int, ...]]:
     """Build the model, load the probe inputs, run one forward pass on the first of them and check
-    every view against it; any problem raises before work starts, naming its config key and file."""
+    every view against it; any problem raises before work starts, naming its config key and file.
+    Returns the model's ``state_shapes``, what each checkpoint of it must hold."""
     dtype = {"float32": torch.float32, "float64": torch.float64}[exp["dtype"]]
     net = runner.build_model(exp).to(device, dtype)
     check_model(net)
@@ -117,6 +121,7 @@ def check_experiment(
     for view in views:
         check_view(exp, view, net, x, log)
     log(f"checked before any work: the model, {x.shape[0]} probe inputs and {len(views)} view(s)")
+    return runner.state_shapes(net)
 
 
 def code_digest(exp: dict) -> str:
@@ -143,8 +148,8 @@ class RecipeCheckpoints:
     configured ones and a state that is not a dict holding the model's ``state_dict`` under "model";
     ``finish`` refuses a return without every step saved or without a history."""
 
-    def __init__(self, store, steps: list[int], model: nn.Module, recipe: str):
-        self.store, self.steps, self.model, self.recipe = store, list(steps), model, recipe
+    def __init__(self, store, steps: list[int], shapes: dict[str, tuple[int, ...]], recipe: str):
+        self.store, self.steps, self.shapes, self.recipe = store, list(steps), shapes, recipe
 
     def __call__(self, step: int, state: dict) -> None:
         if step not in self.steps:
@@ -158,7 +163,7 @@ class RecipeCheckpoints:
                 f"{self.recipe} saved {got} at step {step}; save a dict holding the model's weights under "
                 "'model': save_checkpoint(step, {'model': model.state_dict(), ...})"
             )
-        mismatch = runner.state_mismatch(self.model, state["model"])
+        mismatch = runner.state_mismatch(self.shapes, state["model"])
         if mismatch:
             raise ValueError(
                 f"{self.recipe} saved at step {step} a 'model' state that does not fit the experiment's model "

@@ -167,23 +167,28 @@ def from_bundle(path: str, step: int | None = None) -> tuple[nn.Module, Tensor, 
     return model, probe_inputs(exp, bundle["seed"]), meta
 
 
-def state_mismatch(model: nn.Module, state: dict) -> str:
-    """What keeps ``state`` from loading into ``model`` (missing or unexpected keys, other shapes), or ""."""
-    own = model.state_dict()
-    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
+def state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """{state_dict key: shape} of a model: what a checkpoint of it must hold."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def state_mismatch(shapes: dict[str, tuple[int, ...]], state: dict) -> str:
+    """What keeps ``state`` from loading into a model of these ``state_shapes`` (missing or unexpected
+    keys, other shapes), or ""."""
+    missing, unexpected = shapes.keys() - state.keys(), state.keys() - shapes.keys()
     if missing or unexpected:
         return f"missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}"
-    shapes = [
-        f"{k} {tuple(state[k].shape)} for {tuple(v.shape)}"
-        for k, v in own.items()
-        if not isinstance(state[k], Tensor) or state[k].shape != v.shape
+    other = [
+        f"{k} {tuple(getattr(state[k], 'shape', ()))} for {shape}"
+        for k, shape in shapes.items()
+        if not isinstance(state[k], Tensor) or tuple(state[k].shape) != shape
     ]
-    return f"other shapes: {', '.join(shapes[:5])}" if shapes else ""
+    return f"other shapes: {', '.join(other[:5])}" if other else ""
 
 
 def load_state(model: nn.Module, state: dict, where: str) -> None:
     """``load_state_dict`` whose error names the checkpoint and lists missing and unexpected keys or shapes."""
-    mismatch = state_mismatch(model, state)
+    mismatch = state_mismatch(state_shapes(model), state)
     if mismatch:
         raise ValueError(
             f"{where} does not fit the model: {mismatch}; "
