@@ -180,6 +180,10 @@ def test_phase_peak_at_planted_rotation(tmp_path):
     np.testing.assert_allclose(mov["overlap_next"].loc[[50, 60]], 0.5, atol=1e-12)
     np.testing.assert_allclose(mov["overlap_next"].drop([50, 60, 100]), 1, atol=1e-12)
     assert np.isnan(mov["overlap_next"].loc[100])
+    # Central differences over 20 steps: 0.5 at 50 and 70, 1 at 60.
+    np.testing.assert_allclose(
+        mov["d_overlap_final"], np.select([steps == 60, np.isin(steps, [50, 70])], [0.05, 0.025])
+    )
     assert phase_peak(tab, "moving") == 60
     # Eigenvalues double between steps 50 and 60: |Δ log λ| = ln 2 over the two 10-step intervals around them.
     expected = np.where(np.isin(steps, [50, 60]), np.log(2) / 20, 0)
@@ -194,6 +198,19 @@ def test_phase_peak_uneven_steps(tmp_path):
     steps = np.array([0, 1, 2, 5, 7, 9, 20, 50])
     tab = phase_table(load_eigen(rotating_file(tmp_path, steps, switch=7)), k=4)
     assert phase_peak(tab, "moving") == 7
+
+
+def test_phase_derivatives_use_the_step_spacing(tmp_path):
+    # overlap_final (0, 0, 0.5, 1, 1) and log λ rising by ln 2 at the switch, on intervals 10, 30, 20, 40.
+    # np.gradient's second-order rule, by hand: f'_i = (h₋² f_i+1 + (h₊² − h₋²) f_i − h₊² f_i−1) / (h₋ h₊ (h₋ + h₊))
+    # with h₋ = s_i − s_i−1, h₊ = s_i+1 − s_i; one-sided differences at the ends.
+    steps = np.array([0, 10, 40, 60, 100])
+    tab = phase_table(load_eigen(rotating_file(tmp_path, steps, switch=40)), k=4)
+    mov = tab[tab.layer == "moving"]
+    np.testing.assert_allclose(mov["d_overlap_final"], [0, 1 / 240, 13 / 600, 1 / 60, 0], atol=1e-12)
+    ln2 = np.log(2)
+    np.testing.assert_allclose(mov["spectrum_change"], [0, ln2 / 120, ln2 / 75, 0, 0], atol=1e-12)
+    assert phase_peak(tab, "moving") == 40
 
 
 def test_phase_needs_two_checkpoints(layered, tmp_path):
@@ -302,3 +319,37 @@ def test_plot_phases_marks_peak(tmp_path, _close_figures):
     assert "moving (k = 4): peak 60" in legend and "fixed (k = 4): no transition" in legend
     assert 60.0 in _vlines(fig.axes[1])
     fig.savefig(tmp_path / "phases.png", dpi=50)
+
+
+def test_spectrum_over_checkpoints_draws_each_spectrum_and_the_gap_ratios(tmp_path, _close_figures):
+    steps = np.array([0, 10, 40, 60, 100])
+    eig = load_eigen(rotating_file(tmp_path, steps, switch=40))
+    fig = plot_spectrum_over_checkpoints(eig, "moving")
+    ax_l, ax_h = fig.axes[:2]
+    lam = eig.values["moving"]
+    for t, line in enumerate(ax_l.get_lines()):
+        np.testing.assert_array_equal(line.get_ydata(), lam[t])
+    (mesh,) = ax_h.collections
+    gaps = [[np.log10(row[i] / row[i + 1]) for i in range(row.size - 1)] for row in lam]
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(len(steps), -1), gaps, rtol=1e-12)
+    # Rows span halfway to the neighbouring checkpoints: uneven steps are drawn to scale.
+    edges = np.unique(mesh.get_coordinates()[:, :, 1])
+    np.testing.assert_allclose(edges, [-5, 5, 25, 50, 80, 120])
+
+
+def test_plot_phases_draws_the_table(tmp_path, _close_figures):
+    steps = np.array([0, 10, 40, 60, 100])
+    tab = phase_table(load_eigen(rotating_file(tmp_path, steps, switch=40)), k=4)
+    fig = plot_phases(tab)
+    ax_ov, ax_d, ax_s = fig.axes
+    for i, layer in enumerate(("moving", "fixed")):
+        rows = tab[tab.layer == layer]
+        final, following = [ln for ln in ax_ov.get_lines() if len(ln.get_xdata()) == len(steps)][2 * i : 2 * i + 2]
+        np.testing.assert_array_equal(final.get_ydata(), rows["overlap_final"])
+        np.testing.assert_array_equal(following.get_ydata(), rows["overlap_next"])
+        (deriv,) = [ln for ln in ax_d.get_lines() if ln.get_label().startswith(f"{layer} (k = 4)")]
+        np.testing.assert_array_equal(deriv.get_xdata(), steps)
+        np.testing.assert_array_equal(deriv.get_ydata(), rows["d_overlap_final"])
+    change = ax_s.get_lines()[0].get_ydata()
+    expected = tab.loc[tab.layer == "moving", "spectrum_change"].to_numpy()
+    np.testing.assert_array_equal(change, np.where(expected > 0, expected, np.nan))

@@ -15,14 +15,22 @@ SIZE = 2 * (P - 1)
 BANDS = yaml.safe_load((ROOT / "config.yaml").read_text())["claims"]
 
 
+def filler(p, rng, n):
+    """n orthonormal columns (p², n) orthogonal to the constant and to all four Fourier families."""
+    fam = fourier_families(p)
+    known, _ = np.linalg.qr(np.hstack([np.ones((p * p, 1)), *fam.values()]))
+    x = rng.standard_normal((p * p, n))
+    return np.linalg.qr(x - known @ (known.T @ x))[0]
+
+
 def planted_vectors(p, rng, cliff1=("a", "b"), cliff2=("sum", "diff"), mix=True):
     """Eigenvectors (p², 4(p−1)+2): index 0 constant, cliff 1 and cliff 2 spanned by the families
-    (mixed by random rotations within each cliff), then random orthogonal filler."""
+    (mixed by random rotations within each cliff; None: by no family), then random orthogonal filler."""
     fam = fourier_families(p)
     d = p * p
     blocks = [np.full((d, 1), 1 / p)]
     for names in (cliff1, cliff2):
-        block = np.hstack([fam[n] for n in names])
+        block = filler(p, rng, 2 * (p - 1)) if names is None else np.hstack([fam[n] for n in names])
         if mix:
             q, _ = np.linalg.qr(rng.standard_normal((block.shape[1], block.shape[1])))
             block = block @ q
@@ -109,3 +117,32 @@ def test_modadd_claims_fail_when_structure_is_missing():
     assert "grokking epoch (test acc ≥ 50%)" in failed
     assert "sum-overlap derivative peak epoch" in failed
     assert any(c.startswith("cliff 1 size") for c in failed)
+
+
+def test_modadd_claims_read_each_cliff_from_its_own_kernel():
+    # Layer 1 holds cliff 1 only, the full kernel cliff 2 only (the other slot holds no family), and the
+    # full kernel's λ_size/λ_size+1 = 2 is no layer-1 gap: a claim read from the other kernel fails.
+    rng = np.random.default_rng(4)
+    layer1 = planted_vectors(P, rng, cliff2=None)
+    full = planted_vectors(P, rng, cliff1=None)
+    values_l1 = cliff_values(P, layer1=True)
+    values_full = np.concatenate([[100.0], np.linspace(10, 8, SIZE), np.linspace(4, 3.2, SIZE), [0.01]])
+    table = claims_for(layer1, full, values_l1, values_full).set_index("claim")
+    assert table["pass"].all(), format_scorecard(table.reset_index())
+    measured = table["measured"]
+    assert measured["cliff 1 size (layer-1 eNTK, after index 0)"] == str(SIZE)
+    assert measured["cliff 2 size (full eNTK, after cliff 1)"] == str(SIZE)
+    assert float(measured[f"layer-1 gap λ{SIZE}/λ{SIZE + 1}"]) == pytest.approx(8 / 0.5)
+    for name in (
+        "cliff-1 overlap with the a family",
+        "cliff-1 overlap with the b family",
+        "cliff-2 overlap with the a+b family",
+        "cliff-2 overlap with the a−b family",
+    ):
+        assert float(measured[f"{name} (of {P - 1})"]) == pytest.approx(P - 1, abs=1e-6), name
+    swapped = claims_for(layer1, layer1, values_full, values_l1).set_index("claim")
+    failed = set(swapped.index[~swapped["pass"]])
+    assert {f"cliff-2 overlap with the a+b family (of {P - 1})", f"layer-1 gap λ{SIZE}/λ{SIZE + 1}"} <= failed
+    assert "cliff 1 size (layer-1 eNTK, after index 0)" in failed
+    both_full = claims_for(full, full, values_l1, values_full).set_index("claim")
+    assert f"cliff-1 overlap with the a family (of {P - 1})" in set(both_full.index[~both_full["pass"]])

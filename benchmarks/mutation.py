@@ -1,0 +1,182 @@
+"""Mutation run (not in CI): plant small bugs in the claim-bearing analyses and list the ones no test notices.
+
+For each module of ``MODULES`` (entk.analysis, spectrum, rotation, claims) mutmut (pinned in
+requirements-dev.txt) mutates that module alone in a scratch copy of the working tree and runs only the
+module's fast tests (``-m "not slow"``; of those, only the tests that call the mutated function), one
+mutant at a time, each under mutmut's CPU-time limit (``TIMEOUT_MULTIPLIER`` × the tests' clean time).
+The report lists the counts per module and every surviving mutant's diff; a survivor listed in
+``EQUIVALENT`` (same function, same line before and after) is counted as equivalent, with the reason
+it cannot change a result.
+
+    python benchmarks/mutation.py                      # all four modules → benchmarks/MUTATION.md
+    python benchmarks/mutation.py spectrum --report /tmp/m.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = {
+    "analysis": ["tests/test_analysis.py"],
+    "spectrum": ["tests/test_spectrum.py", "tests/test_tms_claims.py"],
+    "rotation": ["tests/test_rotation.py", "tests/test_modadd.py"],
+    "claims": ["tests/test_modadd.py", "tests/test_tms_claims.py", "tests/test_claims.py"],
+}
+TIMEOUT_MULTIPLIER = 10.0
+# (module, function, line before, line after) → why the mutant cannot change any result.
+EQUIVALENT: dict[tuple[str, str, str, str], str] = {}
+
+
+def scratch_copy(dest: Path) -> None:
+    """Copy the tracked and untracked-but-not-ignored files of the working tree to dest."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        src = ROOT / name.decode()
+        if src.is_file():
+            target = dest / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+
+
+def mutmut_config(module: str, tests: list[str], top_level: list[str]) -> str:
+    """setup.cfg for one module: mutate src/entk/{module}.py only, run its fast tests only."""
+
+    def lines(values: list[str]) -> str:
+        return "".join(f"\n    {v}" for v in values)
+
+    return (
+        "[mutmut]\n"
+        "source_paths = src\n"
+        f"only_mutate = src/entk/{module}.py\n"
+        f"pytest_add_cli_args ={lines(['-m', 'not slow', '-p', 'no:cacheprovider', '-q'])}\n"
+        f"pytest_add_cli_args_test_selection ={lines(tests)}\n"
+        f"also_copy ={lines(top_level)}\n"
+        f"timeout_multiplier = {TIMEOUT_MULTIPLIER}\n"
+        "use_git_change_detection = false\n"
+    )
+
+
+def mutmut(args: list[str], cwd: Path, log) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts mutants/src first itself
+    env["HF_HUB_OFFLINE"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-m", "mutmut", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    log.write(f"$ mutmut {' '.join(args)}\n{done.stdout}\n{done.stderr}\n")
+    log.flush()
+    return done.stdout
+
+
+def changed_lines(diff: str) -> tuple[str, str]:
+    """The first removed and the first added source line of a mutant's diff, stripped."""
+    before = next((line[1:].strip() for line in diff.splitlines() if re.match(r"-(?!--)", line)), "")
+    after = next((line[1:].strip() for line in diff.splitlines() if re.match(r"\+(?!\+\+)", line)), "")
+    return before, after
+
+
+def function_of(mutant: str, module: str) -> str:
+    """entk.analysis.x_phase_table__mutmut_12 → phase_table (methods: xǁClassǁmethod → Class.method)."""
+    name = mutant.removeprefix(f"entk.{module}.").rsplit("__mutmut_", 1)[0]
+    return name.removeprefix("x_").removeprefix("xǁ").replace("ǁ", ".")
+
+
+def run_module(module: str, tests: list[str], work: Path, log) -> dict:
+    """Mutate one module in its own scratch copy; counts per status and the survivors' diffs."""
+    tree = work / module
+    scratch_copy(tree)
+    top_level = sorted(p.name for p in tree.iterdir() if p.name not in ("src", "tests"))
+    missing = [t for t in tests if not (tree / t).exists()]
+    tests = [t for t in tests if t not in missing]
+    (tree / "setup.cfg").write_text(mutmut_config(module, tests, top_level))
+    mutmut(["run", "--max-children", "1"], tree, log)
+    status = {}
+    for line in mutmut(["results", "--all", "true"], tree, log).splitlines():
+        name, _, state = line.strip().rpartition(": ")
+        if name.startswith(f"entk.{module}."):
+            status[name] = state
+    survivors = []
+    for name in sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious")):
+        diff = mutmut(["show", name], tree, log).split("\n", 1)[-1].strip()
+        key = (module, function_of(name, module), *changed_lines(diff))
+        survivors.append((name, status[name], diff, EQUIVALENT.get(key)))
+    counts: dict[str, int] = {}
+    for state in status.values():
+        counts[state] = counts.get(state, 0) + 1
+    return {"tests": tests, "missing": missing, "counts": counts, "survivors": survivors}
+
+
+def report(results: dict[str, dict], started: datetime.datetime, finished: datetime.datetime) -> str:
+    import mutmut as tool
+
+    out = [
+        "# Mutation run: entk.analysis, spectrum, rotation, claims",
+        "",
+        f"- Date: {started:%Y-%m-%d %H:%M}–{finished:%H:%M} UTC; `python benchmarks/mutation.py` "
+        f"(mutmut {getattr(tool, '__version__', '?')}, one mutant at a time, CPU-time limit "
+        f"{TIMEOUT_MULTIPLIER:g} × the tests' clean time).",
+        f"- Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        "shared with other jobs, so the timings are not a benchmark.",
+        "- Tests: per module only its fast tests below (`-m \"not slow\"`), of those only the ones that call "
+        "the mutated function. A surviving mutant is a bug no fast test of its module would notice; an "
+        "equivalent one cannot change any result (reason given).",
+        "",
+        "| module | tests | mutants | killed | timeout | survived | equivalent | no tests |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for module, r in results.items():
+        c = r["counts"]
+        equivalent = sum(1 for s in r["survivors"] if s[3])
+        survived = sum(1 for s in r["survivors"] if not s[3])
+        out.append(
+            f"| {module} | {', '.join(Path(t).name for t in r['tests'])} | {sum(c.values())} | "
+            f"{c.get('killed', 0)} | {c.get('timeout', 0)} | {survived} | {equivalent} | {c.get('no tests', 0)} |"
+        )
+    for module, r in results.items():
+        out += ["", f"## {module}", ""]
+        if r["missing"]:
+            out.append(f"Test files not found (left out): {', '.join(r['missing'])}.\n")
+        if not r["survivors"]:
+            out.append("No survivors.")
+        for name, state, diff, reason in r["survivors"]:
+            verdict = f"equivalent: {reason}" if reason else state
+            out += [f"### `{name}` ({verdict})", "", "```diff", diff, "```", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", choices=list(MODULES), default=list(MODULES))
+    parser.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "MUTATION.md")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copies (their path is printed)")
+    args = parser.parse_args()
+    started = datetime.datetime.now(datetime.UTC)
+    work = Path(tempfile.mkdtemp(prefix="entk-mutation-"))
+    print(f"scratch copies and mutmut's log under {work}", flush=True)
+    results = {}
+    with open(work / "mutmut.log", "w") as log:
+        for module in args.modules:
+            results[module] = run_module(module, MODULES[module], work, log)
+            print(module, results[module]["counts"], flush=True)
+    args.report.write_text(report(results, started, datetime.datetime.now(datetime.UTC)))
+    print(f"report: {args.report}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""What the Transformer figures draw (entk.transformer_plots), read back from the artists: no torch."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from entk.transformer_plots import fig_transformer, fig_transformer_layers
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_layers_heatmap_shows_each_overlap_over_its_maximum():
+    rows = [
+        (tensor, group, family, overlap, of)
+        for group, of in (("1–5", 4.0), ("6–20", 8.0))
+        for tensor, scale in (("W_U", 1.0), ("W_E", 0.5))
+        for family, overlap in (("sum", 3.0 * scale), ("diff", 1.0 * scale), ("axis_sum", 0.0))
+    ]
+    table = pd.DataFrame(rows, columns=["tensor", "group", "family", "overlap", "of"])
+    fig = fig_transformer_layers(table, [3, 7])
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    for ax, of in zip(heatmaps, (4.0, 8.0), strict=True):
+        shares = np.asarray(ax.images[0].get_array())
+        np.testing.assert_allclose(shares, np.array([[3.0, 1.0, 0.0], [1.5, 0.5, 0.0]]) / of)
+        assert [t.get_text() for t in ax.texts] == ["3.00", "1.00", "0.00", "1.50", "0.50", "0.00"]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["a+b", "a−b", "axis-sum"]
+    assert fig.get_suptitle().endswith("at key frequencies 3, 7")
+
+
+def test_grokking_figure_draws_accuracy_overlap_and_derivative():
+    history = pd.DataFrame({"epoch": [0, 20, 40], "train_acc": [0.1, 1.0, 1.0], "test_acc": [0.0, 0.2, 0.9]})
+    curve = pd.DataFrame({"epoch": [0, 20, 40], "overlap": [0.0, 2.0, 4.0], "of": 4, "d_overlap": [0.1, 0.15, 0.1]})
+    fig = fig_transformer(history, curve, peak=20, grok=40, threshold=0.5)
+    acc_ax, ov_ax, d_ax = fig.axes
+    drawn = {ln.get_label(): ln.get_ydata() for ax in (acc_ax, ov_ax, d_ax) for ln in ax.get_lines()}
+    np.testing.assert_array_equal(drawn["train"], history["train_acc"])
+    np.testing.assert_array_equal(drawn["test"], history["test_acc"])
+    np.testing.assert_array_equal(drawn["overlap, top 5 (left)"], curve["overlap"])
+    np.testing.assert_array_equal(drawn["d overlap / d epoch (right)"], curve["d_overlap"])
+    assert ov_ax.get_ylabel() == "overlap with a+b (of 4)"
