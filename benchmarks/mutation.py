@@ -131,7 +131,7 @@ def report(results: dict[str, dict], started: datetime.datetime, finished: datet
         f"{TIMEOUT_MULTIPLIER:g} × the tests' clean time).",
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         "shared with other jobs, so the timings are not a benchmark.",
-        "- Tests: per module only its fast tests below (`-m \"not slow\"`), of those only the ones that call "
+        '- Tests: per module only its fast tests below (`-m "not slow"`), of those only the ones that call '
         "the mutated function. A surviving mutant is a bug no fast test of its module would notice; an "
         "equivalent one cannot change any result (reason given).",
         "",

@@ -14,8 +14,7 @@ from entk.claims import (
 
 N_FEATURES, N_POINTS, K = 50, 40, 80
 BANDS = {
-    "tms_gap_ratio_min": 1.5,
-    "tms_cliff_tolerance": 2,
+    "tms_cliff_tolerance": 0,
     "tms_recovery_overlap": 0.9,
     "tms_recovered_min": 26,
     "tms_represented": {"m10_S0.3": 10, "m10_S0.9": 21, "m40_S0.9": 42},
@@ -76,8 +75,9 @@ def test_cliff_after_n_passes_even_behind_a_larger_ratio():
     [
         ({}, False, False),  # no cliff at all
         ({44: 3.0}, False, False),  # a cliff, but after 44
-        ({51: 3.0}, False, True),  # within the tolerance, yet λ50/λ51 is no cliff
-        ({50: 1.4}, False, True),  # detected, but the ratio is below the band
+        ({51: 3.0}, False, False),  # one mode too many: no cliff after n
+        ({50: 1.4}, True, True),  # a small cliff, still above the detector's least ratio
+        ({50: 1.2}, False, False),  # below it: no cliff
     ],
 )
 def test_cliff_claims_fail_where_the_spectrum_disagrees(cliffs, gap_passes, detected_passes):
@@ -85,12 +85,28 @@ def test_cliff_claims_fail_where_the_spectrum_disagrees(cliffs, gap_passes, dete
     assert [row["pass"] for row in rows] == [gap_passes, detected_passes]
 
 
+def test_bands_come_from_the_detector_and_the_tolerance():
+    values = spectrum({51: 3.0})
+    gap, found = tms_cliff_claims("m", values, N_FEATURES, {**BANDS, "tms_cliff_tolerance": 1})
+    assert found["pass"] and found["expected"] == "one within 50 ± 1"
+    assert not gap["pass"] and gap["expected"] == "≥ 1.25 (the cliff detector's min_ratio)"
+    # Without detector settings the detector's own defaults apply, to the gap and to the detection.
+    default = {"tms_cliff_tolerance": 0}
+    gap, found = tms_cliff_claims("m", spectrum({50: 1.3}), N_FEATURES, default)
+    assert gap["pass"] and float(gap["measured"]) == pytest.approx(1.3, rel=1e-3)
+    assert found["pass"] and found["expected"] == "one after n = 50"
+    gap, found = tms_cliff_claims(
+        "m", spectrum({50: 1.3}), N_FEATURES, {**default, "cliff_detector": {"min_ratio": 1.4}}
+    )
+    assert not gap["pass"] and gap["expected"] == "≥ 1.4 (the cliff detector's min_ratio)" and not found["pass"]
+
+
 def test_detector_settings_come_from_the_bands():
     values = spectrum({50: 1.8})
     strict = {**BANDS, "cliff_detector": {"min_ratio": 2.0}}
     assert tms_cliff_claims("m", values, N_FEATURES, BANDS)[1]["pass"]
-    row = tms_cliff_claims("m", values, N_FEATURES, strict)[1]
-    assert not row["pass"] and row["measured"] == "no cliff"
+    gap, row = tms_cliff_claims("m", values, N_FEATURES, strict)
+    assert not row["pass"] and row["measured"] == "no cliff" and not gap["pass"]
     with pytest.raises(ValueError, match="more than 50 eigenvalues"):
         tms_cliff_claims("m", values[:50], N_FEATURES, BANDS)
 
