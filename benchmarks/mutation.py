@@ -4,9 +4,11 @@ For each module of ``MODULES`` (entk.analysis, spectrum, rotation, claims) mutmu
 requirements-dev.txt) mutates that module alone in a scratch copy of the working tree and runs only the
 module's fast tests (``-m "not slow"``; of those, only the tests that call the mutated function), one
 mutant at a time, each under mutmut's CPU-time limit (``TIMEOUT_MULTIPLIER`` × the tests' clean time).
-The report lists the counts per module and every surviving mutant's diff; a survivor listed in
-``EQUIVALENT`` (same function, same line before and after) is counted as equivalent, with the reason
-it cannot change a result.
+The report lists the counts per module and every surviving mutant's diff. A survivor listed in
+``KNOWN`` (same function, same line before and after) is counted as what it is listed as, with the
+reason: "equivalent" (no input gives a different result) or "no claim value" (it changes only the
+text of an error message, or a result on inputs the workflow never passes); every other survivor is
+a bug no fast test would notice.
 
     python benchmarks/mutation.py                      # all four modules → benchmarks/MUTATION.md
     python benchmarks/mutation.py spectrum --report /tmp/m.md
@@ -30,11 +32,12 @@ MODULES = {
     "analysis": ["tests/test_analysis.py"],
     "spectrum": ["tests/test_spectrum.py", "tests/test_tms_claims.py"],
     "rotation": ["tests/test_rotation.py", "tests/test_modadd.py"],
-    "claims": ["tests/test_modadd.py", "tests/test_tms_claims.py", "tests/test_claims.py"],
+    "claims": ["tests/test_modadd.py", "tests/test_tms_claims.py"],
 }
 TIMEOUT_MULTIPLIER = 10.0
-# (module, function, line before, line after) → why the mutant cannot change any result.
-EQUIVALENT: dict[tuple[str, str, str, str], str] = {}
+EQUIVALENT, NO_CLAIM = "equivalent", "no claim value"
+# (module, function, line before, line after) → (EQUIVALENT or NO_CLAIM, why).
+KNOWN: dict[tuple[str, str, str, str], tuple[str, str]] = {}
 
 
 def scratch_copy(dest: Path) -> None:
@@ -95,6 +98,17 @@ def function_of(mutant: str, module: str) -> str:
     return name.removeprefix("x_").removeprefix("xǁ").replace("ǁ", ".")
 
 
+def diffs(names: list[str], module: str, tree: Path) -> list[str]:
+    """Each mutant's diff, from one process (``mutmut show`` would start one per mutant)."""
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom mutmut.mutation.diff_apply import get_diff_for_mutant\n"
+        f"for name in sys.argv[1:]:\n    print(get_diff_for_mutant(name, path=Path('src/entk/{module}.py')))\n"
+        "    print('\\0')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *names], cwd=tree, capture_output=True, text=True, check=True)
+    return [d.strip() for d in out.stdout.split("\0")[: len(names)]]
+
+
 def run_module(module: str, tests: list[str], work: Path, log) -> dict:
     """Mutate one module in its own scratch copy; counts per status and the survivors' diffs."""
     tree = work / module
@@ -109,11 +123,11 @@ def run_module(module: str, tests: list[str], work: Path, log) -> dict:
         name, _, state = line.strip().rpartition(": ")
         if name.startswith(f"entk.{module}."):
             status[name] = state
+    names = sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious"))
     survivors = []
-    for name in sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious")):
-        diff = mutmut(["show", name], tree, log).split("\n", 1)[-1].strip()
+    for name, diff in zip(names, diffs(names, module, tree), strict=True):
         key = (module, function_of(name, module), *changed_lines(diff))
-        survivors.append((name, status[name], diff, EQUIVALENT.get(key)))
+        survivors.append((name, status[name], diff, KNOWN.get(key)))
     counts: dict[str, int] = {}
     for state in status.values():
         counts[state] = counts.get(state, 0) + 1
@@ -132,19 +146,20 @@ def report(results: dict[str, dict], started: datetime.datetime, finished: datet
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         "shared with other jobs, so the timings are not a benchmark.",
         '- Tests: per module only its fast tests below (`-m "not slow"`), of those only the ones that call '
-        "the mutated function. A surviving mutant is a bug no fast test of its module would notice; an "
-        "equivalent one cannot change any result (reason given).",
+        "the mutated function. Survived: a bug no fast test of its module would notice; "
+        f"{EQUIVALENT}: no input gives a different result; {NO_CLAIM}: only an error message's text, or a result on "
+        "inputs the workflow never passes, changes (reason given for each).",
         "",
-        "| module | tests | mutants | killed | timeout | survived | equivalent | no tests |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| module | tests | mutants | killed | timeout | survived | {EQUIVALENT} | {NO_CLAIM} | no tests |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for module, r in results.items():
         c = r["counts"]
-        equivalent = sum(1 for s in r["survivors"] if s[3])
-        survived = sum(1 for s in r["survivors"] if not s[3])
+        kinds = [s[3][0] if s[3] else "survived" for s in r["survivors"] if s[1] == "survived"]
         out.append(
             f"| {module} | {', '.join(Path(t).name for t in r['tests'])} | {sum(c.values())} | "
-            f"{c.get('killed', 0)} | {c.get('timeout', 0)} | {survived} | {equivalent} | {c.get('no tests', 0)} |"
+            f"{c.get('killed', 0)} | {c.get('timeout', 0)} | {kinds.count('survived')} | "
+            f"{kinds.count(EQUIVALENT)} | {kinds.count(NO_CLAIM)} | {c.get('no tests', 0)} |"
         )
     for module, r in results.items():
         out += ["", f"## {module}", ""]
@@ -152,8 +167,8 @@ def report(results: dict[str, dict], started: datetime.datetime, finished: datet
             out.append(f"Test files not found (left out): {', '.join(r['missing'])}.\n")
         if not r["survivors"]:
             out.append("No survivors.")
-        for name, state, diff, reason in r["survivors"]:
-            verdict = f"equivalent: {reason}" if reason else state
+        for name, state, diff, known in r["survivors"]:
+            verdict = f"{known[0]}: {known[1]}" if known else state
             out += [f"### `{name}` ({verdict})", "", "```diff", diff, "```", ""]
     return "\n".join(out).rstrip() + "\n"
 

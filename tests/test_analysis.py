@@ -22,6 +22,7 @@ from entk.analysis import (
     spectra_table,
 )
 from entk.experiment_plots import plot_phases, plot_spectra, plot_spectrum_over_checkpoints
+from entk.workflow import UnreadableFileError
 
 N = 30
 RNG = np.random.default_rng(0)
@@ -52,7 +53,7 @@ def spectrum(k: int, cliffs: tuple[int, ...] = (3, 6)) -> np.ndarray:
     return np.cumprod(np.r_[100.0, gaps])
 
 
-def write_eigen(path, steps, groups: dict, outputs="diag_mean", n_outputs=1, n_samples=N, drop=None):
+def write_eigen(path, steps, groups: dict, outputs="diag_mean", n_outputs=1, n_samples=N, drop=None, steps_as=None):
     """Save an eigen file in the contract's format; groups: name → (values (T, k), vectors (T, D, k), params)."""
     data = {
         "steps": np.asarray(steps, dtype=np.int64),
@@ -64,6 +65,8 @@ def write_eigen(path, steps, groups: dict, outputs="diag_mean", n_outputs=1, n_s
     }
     for g, (lam, vec, params) in groups.items():
         data[f"values/{g}"], data[f"vectors/{g}"], data[f"params/{g}"] = lam, vec, np.array(params)
+    if steps_as is not None:
+        data["steps"] = steps_as
     data.pop(drop, None)
     np.savez(path, **data)
     return path
@@ -120,6 +123,32 @@ def test_load_eigen_checks_shapes(tmp_path, steps, lam, vec, outputs, match):
     path = write_eigen(tmp_path / "x.npz", steps, {"g": (lam, vec, ["W"])}, outputs=outputs, n_outputs=2)
     with pytest.raises(ValueError, match=match):
         load_eigen(path)
+
+
+@pytest.mark.parametrize(
+    "steps, match",
+    [
+        (np.array([0.0, 1.0]), r"key 'steps' must be a non-empty 1-D integer array, got float64 \(2,\)"),
+        (np.zeros((0,), dtype=np.int64), r"key 'steps' must be a non-empty 1-D integer array, got int64 \(0,\)"),
+        (np.array([0, 1, 1]), r"key 'steps' must be strictly ascending, got \[0, 1, 1\]"),
+    ],
+)
+def test_load_eigen_checks_steps(tmp_path, steps, match):
+    t = max(len(steps), 1)
+    lam, vec = np.stack([spectrum(4)] * t), np.stack([np.eye(N)[:, :4]] * t)
+    with pytest.raises(ValueError, match=match):
+        load_eigen(write_eigen(tmp_path / "x.npz", [0], {"g": (lam, vec, ["W"])}, steps_as=steps))
+
+
+def test_load_eigen_keeps_steps_integer_and_inputs(tmp_path):
+    lam, vec = np.stack([spectrum(4)] * 2), np.stack([np.eye(N)[:, :4]] * 2)
+    eig = load_eigen(write_eigen(tmp_path / "x.npz", [0, 7], {"g": (lam, vec, ["W"])}))
+    assert eig.steps.dtype == np.int64 and eig.inputs.shape == (N, 1) and eig.inputs[5, 0] == 5
+    with pytest.raises(ValueError, match=r"key 'values/g' has shape \(4,\), expected \(T, k\) with T = 2"):
+        load_eigen(write_eigen(tmp_path / "y.npz", [0, 7], {"g": (spectrum(4), vec, ["W"])}))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "x.npz").read_bytes()[:100])
+    with pytest.raises(UnreadableFileError, match="is not a readable eigen file"):
+        load_eigen(tmp_path / "cut.npz")
 
 
 def test_spectra_table(layered):
@@ -353,3 +382,61 @@ def test_plot_phases_draws_the_table(tmp_path, _close_figures):
     change = ax_s.get_lines()[0].get_ydata()
     expected = tab.loc[tab.layer == "moving", "spectrum_change"].to_numpy()
     np.testing.assert_array_equal(change, np.where(expected > 0, expected, np.nan))
+
+
+def test_tables_take_the_callers_cliff_rule_and_the_default_otherwise(tmp_path):
+    # A rule that reports two fixed cliffs out of order: numbered by position, each starting after the last.
+    def fixed(values):
+        return [Cliff(5, 1.5, 2.0), Cliff(2, 3.0, 4.0)]
+
+    basis = centred_basis(N)
+    lam = spectrum(8, cliffs=(3,))[None]
+    eig = load_eigen(write_eigen(tmp_path / "x.npz", [4], {"g": (lam, basis[None, :, :8], ["W"])}))
+    tab = cliffs_table(eig, find_cliffs=fixed)
+    assert list(tab.columns) == ["experiment", "view", "step", "layer", "cliff", "position", "first", "ratio", "score"]
+    assert tab[["experiment", "view", "step", "layer"]].drop_duplicates().values.tolist() == [["", "", 4, "g"]]
+    assert tab[["cliff", "position", "first", "ratio", "score"]].values.tolist() == [
+        [1, 2, 1, 3.0, 4.0],
+        [2, 5, 3, 1.5, 2.0],
+    ]
+    features = basis[:, [0, 3]]
+    over = feature_overlap_table(eig, features, names=["f0", "f3"], find_cliffs=fixed)
+    assert list(over.columns) == ["step", "layer", "cliff", "first", "position", "feature", "overlap", "dim"]
+    over = over.set_index(["cliff", "feature"])
+    assert over.loc[(1, "f0"), "overlap"] == pytest.approx(1) and over.loc[(2, "f3"), "overlap"] == pytest.approx(1)
+    assert over.loc[(2, "f0"), ["step", "layer", "first", "position", "dim"]].tolist() == [4, "g", 3, 5, 1]
+    # No rule given: entk.spectrum.find_cliffs, which sees the factor-10 gap after 3 only.
+    from entk.spectrum import find_cliffs
+
+    assert [c.position for c in find_cliffs(lam[0])] == [3]
+    assert cliffs_table(eig)["position"].tolist() == [3]
+    assert feature_overlap_table(eig, features)["position"].unique().tolist() == [3]
+
+
+def test_feature_overlap_of_a_many_output_mean_kernel_is_not_lifted(tmp_path):
+    # diag_mean of C = 3 outputs: D = N rows, features as they are (no class blocks).
+    basis = centred_basis(N)
+    eig = load_eigen(
+        write_eigen(tmp_path / "x.npz", [0], {"g": (spectrum(8)[None], basis[None, :, :8], ["W"])}, n_outputs=3)
+    )
+    tab = feature_overlap_table(eig, basis[:, [1]], names=["f"], find_cliffs=ratio_cliffs).set_index("cliff")
+    assert tab.loc[1, "dim"].tolist() == [1, 1] and tab.loc[1, "overlap"].tolist() == pytest.approx([1, 1])
+
+
+@pytest.mark.parametrize(
+    "features, match",
+    [
+        (np.linspace(0, 1, N), "1-D features must be non-negative integer labels"),
+        (np.arange(N) - 1, "1-D features must be non-negative integer labels"),
+        (np.ones((N + 1, 2)), r"features must be \(N, F\) or labels \(N,\) with N = 30, got shape \(31, 2\)"),
+        (np.ones((N, 2, 1)), r"got shape \(30, 2, 1\)"),
+    ],
+)
+def test_bad_features_are_named(tmp_path, features, match):
+    eig = load_eigen(
+        write_eigen(tmp_path / "x.npz", [0], {"g": (spectrum(8)[None], centred_basis(N)[None, :, :8], ["W"])})
+    )
+    with pytest.raises(ValueError, match=match):
+        feature_overlap_table(eig, features, find_cliffs=ratio_cliffs)
+    with pytest.raises(ValueError, match="3 names for 2 features"):
+        feature_overlap_table(eig, np.ones((N, 2)), names=["a", "b", "c"], find_cliffs=ratio_cliffs)
