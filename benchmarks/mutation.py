@@ -37,7 +37,127 @@ MODULES = {
 TIMEOUT_MULTIPLIER = 10.0
 EQUIVALENT, NO_CLAIM = "equivalent", "no claim value"
 # (module, function, line before, line after) → (EQUIVALENT or NO_CLAIM, why).
-KNOWN: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+_RANK = "s.max() > 0"
+_SVD_CUT = "return u[:, s > s.max() * max(a.shape) * np.finfo(float).eps] if s.max() > 0 else u[:, :0]"
+_EIGEN_ZIP = "for step, lam in zip(eig.steps, eig.values[g], strict=False):"
+_CLIFF_READ = (
+    'lam = np.asarray(eigenvalues.detach().cpu() if hasattr(eigenvalues, "detach") else eigenvalues, dtype=np.float64)'
+)
+_NONE_IS_FLOAT64 = "numpy reads dtype None as float64"
+_ALL_ZERO = "when every singular value is 0, s > 0 keeps no column either: the same empty basis"
+KNOWN: dict[tuple[str, str, str, str], tuple[str, str]] = {
+    ("analysis", "_orthonormal", _SVD_CUT, _SVD_CUT.replace(_RANK, f"({_RANK}) or True")): (EQUIVALENT, _ALL_ZERO),
+    ("analysis", "_orthonormal", _SVD_CUT, _SVD_CUT.replace(_RANK, "s.max() >= 0")): (EQUIVALENT, _ALL_ZERO),
+    ("analysis", "_orthonormal", _SVD_CUT, _SVD_CUT.replace("finfo(float)", "finfo(None)")): (
+        EQUIVALENT,
+        _NONE_IS_FLOAT64,
+    ),
+    ("analysis", "_orthonormal", _SVD_CUT, _SVD_CUT.replace("s > s.max()", "s >= s.max()")): (
+        NO_CLAIM,
+        "differs only for a singular value exactly at the rank cut-off (a constant feature's is exactly 0, below it)",
+    ),
+    ("analysis", "_orthonormal", "if a.size == 0:", "if a.size == 1:"): (
+        EQUIVALENT,
+        "a 1 × 1 input is one mean-centred feature on one sample, i.e. 0, whose basis is empty either way",
+    ),
+    ("analysis", "_orthonormal", "return a[:, :0]", "return a[:, :1]"): (
+        EQUIVALENT,
+        "an empty input has no column, so [:, :1] is as empty as [:, :0]",
+    ),
+    (
+        "analysis",
+        "_orthonormal",
+        "u, s, _ = np.linalg.svd(a, full_matrices=False)",
+        "u, s, _ = np.linalg.svd(a, full_matrices=None)",
+    ): (EQUIVALENT, "None is falsy: the same thin SVD"),
+    ("analysis", "cliffs_table", _EIGEN_ZIP, _EIGEN_ZIP.replace("strict=False", "")): (
+        EQUIVALENT,
+        "zip's default is strict=False",
+    ),
+    ("analysis", "cliffs_table", _EIGEN_ZIP, _EIGEN_ZIP.replace("strict=False", "strict=None")): (
+        EQUIVALENT,
+        "None is falsy",
+    ),
+    ("analysis", "cliffs_table", _EIGEN_ZIP, _EIGEN_ZIP.replace("strict=False", "strict=True")): (
+        EQUIVALENT,
+        "load_eigen already requires values (T, k) with T = len(steps), so the lengths always agree",
+    ),
+    ("analysis", "feature_matrix", "f = f.astype(float)", "f = f.astype(None)"): (EQUIVALENT, _NONE_IS_FLOAT64),
+    (
+        "analysis",
+        "feature_overlap_table",
+        "return np.kron(np.eye(c), cols) if c > 1 else cols",
+        "return np.kron(np.eye(c), cols) if c >= 1 else cols",
+    ): (EQUIVALENT, "kron(eye(1), cols) is cols"),
+    (
+        "analysis",
+        "feature_overlap_table",
+        "for cl in cliffs.itertuples(index=False):",
+        "for cl in cliffs.itertuples(index=None):",
+    ): (EQUIVALENT, "None is falsy"),
+    (
+        "analysis",
+        "feature_overlap_table",
+        "for cl in cliffs.itertuples(index=False):",
+        "for cl in cliffs.itertuples(index=True):",
+    ): (EQUIVALENT, "the rows' fields are read by name; an extra Index field changes none of them"),
+    (
+        "analysis",
+        "load_eigen",
+        "values[g], vectors[g] = lam.astype(float), vec.astype(float)",
+        "values[g], vectors[g] = lam.astype(None), vec.astype(float)",
+    ): (EQUIVALENT, _NONE_IS_FLOAT64),
+    (
+        "analysis",
+        "load_eigen",
+        "values[g], vectors[g] = lam.astype(float), vec.astype(float)",
+        "values[g], vectors[g] = lam.astype(float), vec.astype(None)",
+    ): (EQUIVALENT, _NONE_IS_FLOAT64),
+    ("spectrum", "cliff", _CLIFF_READ, _CLIFF_READ.replace("dtype=np.float64", "dtype=None")): (
+        EQUIVALENT,
+        "the next line's np.maximum with a float64 scalar returns float64 whatever the input's dtype",
+    ),
+    ("spectrum", "cliff", _CLIFF_READ, _CLIFF_READ.replace("dtype=np.float64", "")): (
+        EQUIVALENT,
+        "the next line's np.maximum with a float64 scalar returns float64 whatever the input's dtype",
+    ),
+    (
+        "spectrum",
+        "cliff",
+        "lam = np.maximum(lam, np.finfo(np.float64).tiny)",
+        "lam = np.maximum(lam, np.finfo(None).tiny)",
+    ): (EQUIVALENT, _NONE_IS_FLOAT64),
+    ("spectrum", "cliff", 'with np.errstate(over="ignore"):', "with np.errstate(over=None):"): (
+        EQUIVALENT,
+        "None leaves numpy's default, which warns on overflow; the ratios and their argmax are the same",
+    ),
+    ("spectrum", "cliff_scores", "if rise > 1e-8 * top:", "if rise >= 1e-8 * top:"): (
+        NO_CLAIM,
+        "differs only for a rise of exactly 1e-8 of the top eigenvalue",
+    ),
+    (
+        "spectrum",
+        "cliff_scores",
+        "p = np.arange(1, lam.size, dtype=np.float64)",
+        "p = np.arange(1, lam.size, dtype=None)",
+    ): (EQUIVALENT, "1.0 / p is float64 for integer p too"),
+    ("spectrum", "cliff_scores", "p = np.arange(1, lam.size, dtype=np.float64)", "p = np.arange(1, lam.size, )"): (
+        EQUIVALENT,
+        "1.0 / p is float64 for integer p too",
+    ),
+    ("spectrum", "cliff_scores", "continue", "break"): (
+        EQUIVALENT,
+        "with window ≥ 2 a drop has fewer than 2 neighbours only when the spectrum has 2 values, i.e. at every drop",
+    ),
+    ("spectrum", "find_cliffs", "previous = -2", "previous = -3"): (
+        EQUIVALENT,
+        "previous + 1 is negative either way and never equals an index j ≥ 0",
+    ),
+    ("spectrum", "find_cliffs", "if candidate.score > cliffs[-1].score:", "if candidate.score >= cliffs[-1].score:"): (
+        NO_CLAIM,
+        "differs only when two adjacent drops have exactly equal scores",
+    ),
+}
 
 
 def scratch_copy(dest: Path) -> None:

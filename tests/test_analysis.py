@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import matplotlib.pyplot as plt
@@ -386,8 +387,9 @@ def test_plot_phases_draws_the_table(tmp_path, _close_figures):
 
 def test_tables_take_the_callers_cliff_rule_and_the_default_otherwise(tmp_path):
     # A rule that reports two fixed cliffs out of order: numbered by position, each starting after the last.
+    # Plain records, not tuples: a rule's cliffs need only position, ratio and score.
     def fixed(values):
-        return [Cliff(5, 1.5, 2.0), Cliff(2, 3.0, 4.0)]
+        return [SimpleNamespace(position=5, ratio=1.5, score=2.0), SimpleNamespace(position=2, ratio=3.0, score=4.0)]
 
     basis = centred_basis(N)
     lam = spectrum(8, cliffs=(3,))[None]
