@@ -32,7 +32,7 @@ MODULES = {
     "analysis": ["tests/test_analysis.py"],
     "spectrum": ["tests/test_spectrum.py", "tests/test_tms_claims.py"],
     "rotation": ["tests/test_rotation.py", "tests/test_modadd.py"],
-    "claims": ["tests/test_modadd.py", "tests/test_tms_claims.py"],
+    "claims": ["tests/test_claims.py", "tests/test_modadd.py", "tests/test_tms_claims.py"],
 }
 TIMEOUT_MULTIPLIER = 10.0
 EQUIVALENT, NO_CLAIM = "equivalent", "no claim value"

@@ -146,3 +146,47 @@ def test_modadd_claims_read_each_cliff_from_its_own_kernel():
     assert "cliff 1 size (layer-1 eNTK, after index 0)" in failed
     both_full = claims_for(full, full, values_l1, values_full).set_index("claim")
     assert f"cliff-1 overlap with the a family (of {P - 1})" in set(both_full.index[~both_full["pass"]])
+
+
+@pytest.mark.parametrize(
+    "grok, peak, grok_passes, peak_passes",
+    [
+        (70, 50, True, True),
+        (110, 90, True, True),
+        (69, 40, False, False),
+        (111, 90, False, False),
+        (90, 60, True, False),
+    ],
+)
+def test_modadd_claims_at_the_edges_of_their_bands(grok, peak, grok_passes, peak_passes):
+    # config: grokking in [70, 110]; the derivative's peak within 20 epochs of it (edges included).
+    rng = np.random.default_rng(5)
+    vecs = planted_vectors(P, rng)
+    table = claims_for(vecs, vecs, cliff_values(P, layer1=True), cliff_values(P), grok=grok, peak=peak)
+    table = table.set_index("claim")
+    grok_row, peak_row = table.loc["grokking epoch (test acc ≥ 50%)"], table.loc["sum-overlap derivative peak epoch"]
+    assert (grok_row["pass"], grok_row["measured"], grok_row["expected"]) == (
+        grok_passes,
+        str(grok),
+        "in [70, 110] (paper ≈ 90)",
+    )
+    assert (peak_row["pass"], peak_row["measured"], peak_row["expected"]) == (
+        peak_passes,
+        str(peak),
+        "within 20 of grokking",
+    )
+
+
+def test_rotated_atoms_name_the_missing_frequencies():
+    # Cliff 1 holds the a and a+b families (no b): every b frequency is missing, the a+b atoms are not clean.
+    rng = np.random.default_rng(6)
+    vecs = planted_vectors(P, rng)
+    fam = fourier_families(P)
+    vecs[:, 1 : 1 + SIZE] = np.hstack([fam["a"], fam["sum"]])
+    table = claims_for(vecs, vecs, cliff_values(P, layer1=True), cliff_values(P)).set_index("claim")
+    a_row = table.loc["rotated cliff-1: every frequency 1..6 in the a-family"]
+    b_row = table.loc["rotated cliff-1: every frequency 1..6 in the b-family"]
+    assert a_row["pass"] and a_row["measured"] == "none missing" and a_row["expected"] == "none missing"
+    assert not b_row["pass"] and b_row["measured"] == "missing [1, 2, 3, 4, 5, 6]"
+    share = table.loc["rotated cliff-1 atoms with best correlation ≥ 0.9"]
+    assert share["expected"] == "share ≥ 0.9" and not share["pass"] and float(share["measured"]) < 0.9
