@@ -196,7 +196,7 @@ def reference_spectra():
     yield np.concatenate([np.linspace(10, 8, 12), [0.0, -1e-15]]) * 1e6  # a rank, far from unit scale
     yield np.array([4.0, 3.9, 1.0, 0.97])  # three drops: every score has exactly two neighbours
     yield np.concatenate([np.full(6, 5.0), [1.0, 0.99, 0.98, 0.5, 0.49]])  # ties: the MAD floor
-    yield np.concatenate([[9.0, 8.9, 8.8, 2.0], 1.9 * 0.99 ** np.arange(10)])  # a cliff after 4
+    yield np.concatenate([[9.0, 8.9, 8.8, 8.7, 2.0], 1.9 * 0.99 ** np.arange(10)])  # a cliff after 4
 
 
 @pytest.mark.parametrize("settings", [{}, {"window": 2}, {"window": 3, "min_spread": 0.5, "floor": 1e-3}])
@@ -233,6 +233,18 @@ def test_the_documented_defaults():
         name: p.default for name, p in inspect.signature(cliff_scores).parameters.items() if p.default is not p.empty
     }
     assert scores_defaults == {"window": 10, "min_spread": 0.1, "floor": 1e-12}
+    # A power law λ_i = 1/i has a_p = 1 at every drop and MAD 0, so its spread is min_spread = 0.1; an extra
+    # factor f after 3 adds log f / log(4/3) to a_3. With log f = 0.85 log(4/3) the score is 8.5 by hand and
+    # the ratio (4/3)·f ≈ 1.70: a cliff at the default min_score 8, none at 9.
+    power = 1 / np.arange(1, 31)
+    power[3:] /= np.exp(0.85 * np.log(4 / 3))
+    (found,) = find_cliffs(power)
+    assert (
+        found.position == 3
+        and found.score == pytest.approx(8.5)
+        and found.ratio == pytest.approx(4 / 3 * (4 / 3) ** 0.85)
+    )
+    assert find_cliffs(power, min_score=9.0) == []
     lam = next(reference_spectra())
     assert detect_cliff(lam, window=3, min_score=3.0) == max(
         find_cliffs(lam, window=3, min_score=3.0), key=lambda c: c.score
@@ -247,11 +259,12 @@ def test_thresholds_are_inclusive():
 
 
 def test_the_most_prominent_of_several_cliffs():
-    lam = np.concatenate([np.full(5, 100.0), np.full(10, 10.0), np.full(10, 9.0), np.full(10, 0.5)])
+    # Ratios 100, 2 and 1.25 after 5, 15 and 25 on flat plateaus: the first scores highest, not the last.
+    lam = np.concatenate([np.full(5, 100.0), np.full(10, 1.0), np.full(10, 0.5), np.full(10, 0.4)])
     found = find_cliffs(lam, min_ratio=1.05)
     assert positions(found) == [5, 15, 25]
-    assert detect_cliff(lam, min_ratio=1.05) == max(found, key=lambda c: c.score)
-    assert detect_cliff(lam, min_ratio=1.05) != found[0] and detect_cliff(lam, min_ratio=20.0) is None
+    assert detect_cliff(lam, min_ratio=1.05) == max(found, key=lambda c: c.score) == found[0]
+    assert detect_cliff(lam, min_ratio=200.0) is None
 
 
 class TensorLike:
@@ -283,7 +296,7 @@ def test_tensors_are_read_through_numpy():
 
 def test_short_spectra_and_bad_settings():
     assert find_cliffs([2.0, 1.0]) == [] and cliff([2.0, 1.0]) == 1
-    with pytest.raises(ValueError, match="at least two eigenvalues"):
+    with pytest.raises(ValueError, match="^a cliff needs at least two eigenvalues$"):
         cliff([2.0])
     with pytest.raises(ValueError, match=r"window must be at least 2 drops on each side, got 1"):
         cliff_scores(np.arange(10.0, 0, -1), window=1)
@@ -292,7 +305,7 @@ def test_short_spectra_and_bad_settings():
         find_cliffs([3.0, np.nan, 1.0])
     with pytest.raises(ValueError, match=r"λ rises by 1 at index 2 "):
         find_cliffs([3.0, 2.0, 3.0, 1.0])
-    with pytest.raises(ValueError, match="every eigenvalue is zero: a spectrum without scale has no cliffs"):
+    with pytest.raises(ValueError, match="^every eigenvalue is zero: a spectrum without scale has no cliffs$"):
         find_cliffs([0.0, 0.0])
     # Sorting noise within 1e-8 of the top is accepted, relative to the spectrum's scale.
     assert positions(find_cliffs(np.concatenate([[1e6, 1e6 - 1, 1e6 - 1 + 1e-3], np.full(20, 1e3)]))) == [3]
