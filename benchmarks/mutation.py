@@ -113,6 +113,18 @@ KNOWN: dict[tuple[str, str, str, str], tuple[str, str]] = {
         "values[g], vectors[g] = lam.astype(float), vec.astype(float)",
         "values[g], vectors[g] = lam.astype(float), vec.astype(None)",
     ): (EQUIVALENT, _NONE_IS_FLOAT64),
+    (
+        "rotation",
+        "_orthonormal_columns",
+        "u, s, _ = np.linalg.svd(x, full_matrices=False)",
+        "u, s, _ = np.linalg.svd(x, full_matrices=None)",
+    ): (EQUIVALENT, "None is falsy: the same thin SVD"),
+    (
+        "rotation",
+        "_orthonormal_columns",
+        "if s[-1] <= max(d, k) * np.finfo(np.float64).eps * s[0]:",
+        "if s[-1] <= max(d, k) * np.finfo(None).eps * s[0]:",
+    ): (EQUIVALENT, _NONE_IS_FLOAT64),
     ("spectrum", "cliff", _CLIFF_READ, _CLIFF_READ.replace("dtype=np.float64", "dtype=None")): (
         EQUIVALENT,
         "the next line's np.maximum with a float64 scalar returns float64 whatever the input's dtype",
