@@ -190,3 +190,63 @@ def test_rotated_atoms_name_the_missing_frequencies():
     assert not b_row["pass"] and b_row["measured"] == "missing [1, 2, 3, 4, 5, 6]"
     share = table.loc["rotated cliff-1 atoms with best correlation ≥ 0.9"]
     assert share["expected"] == "share ≥ 0.9" and not share["pass"] and float(share["measured"]) < 0.9
+
+
+def test_modadd_claims_count_exactly_each_cliffs_columns():
+    # One a-column swapped just past cliff 1 (layer 1) and one a+b column just past cliff 2 (full kernel):
+    # each overlap is then 11 of 12, and a slice one column too wide would count 12.
+    rng = np.random.default_rng(7)
+    layer1 = planted_vectors(P, rng, mix=False)
+    layer1[:, [1, 1 + SIZE]] = layer1[:, [1 + SIZE, 1]]
+    full = planted_vectors(P, rng, mix=False)
+    full[:, [1 + SIZE, 1 + 2 * SIZE]] = full[:, [1 + 2 * SIZE, 1 + SIZE]]
+    table = claims_for(layer1, full, cliff_values(P, layer1=True), cliff_values(P)).set_index("claim")
+    assert float(table.loc["cliff-1 overlap with the a family (of 12)", "measured"]) == pytest.approx(11)
+    assert float(table.loc["cliff-1 overlap with the b family (of 12)", "measured"]) == pytest.approx(12)
+    assert float(table.loc["cliff-2 overlap with the a+b family (of 12)", "measured"]) == pytest.approx(11)
+    assert float(table.loc["cliff-2 overlap with the a−b family (of 12)", "measured"]) == pytest.approx(12)
+    expected = table["expected"]
+    assert expected["cliff 1 size (layer-1 eNTK, after index 0)"] == "= 2(p−1) = 24"
+    assert expected["cliff 2 size (full eNTK, after cliff 1)"] == "= 2(p−1) = 24"
+    assert expected["layer-1 gap λ24/λ25"] == "≥ 5"
+    # The band is the paper's share of the family times its size 12: 0.964 · 12 = 11.57 and 0.85 · 12 = 10.20.
+    assert expected["cliff-1 overlap with the a family (of 12)"] == "≥ 11.57 (paper 27.9 of 28 at p = 29)"
+    assert expected["cliff-1 overlap with the b family (of 12)"] == "≥ 11.57 (paper 27.9 of 28 at p = 29)"
+    assert expected["cliff-2 overlap with the a+b family (of 12)"] == "≥ 10.20 (paper 26.47 of 28 at p = 29)"
+    assert expected["cliff-2 overlap with the a−b family (of 12)"] == "≥ 10.20 (paper 25.21 of 28 at p = 29)"
+    assert not table.loc["cliff-1 overlap with the a family (of 12)", "pass"]
+    assert table.loc["cliff-2 overlap with the a+b family (of 12)", "pass"]
+
+
+def test_modadd_claims_at_exact_band_values():
+    # A layer-1 gap of exactly 10 / 2 = 5 (the band) passes; so does a clean share exactly at its band.
+    rng = np.random.default_rng(8)
+    vecs = planted_vectors(P, rng)
+    values_l1 = np.concatenate([[100.0], np.linspace(20, 10, SIZE), np.geomspace(2, 1.2, SIZE + 1)])
+    table = claims_for(vecs, vecs, values_l1, cliff_values(P)).set_index("claim")
+    assert table.loc["layer-1 gap λ24/λ25", "measured"] == "5" and table.loc["layer-1 gap λ24/λ25", "pass"]
+    fam = fourier_families(P)
+    vecs[:, 1 : 1 + SIZE] = np.hstack([fam["a"], fam["sum"]])
+    share = "rotated cliff-1 atoms with best correlation ≥ 0.9"
+    measured = float(claims_for(vecs, vecs, values_l1, cliff_values(P)).set_index("claim").loc[share, "measured"])
+    clean = round(measured * SIZE)
+    at_band = {**BANDS, "rotated_clean_share_min": clean / SIZE}
+    epochs = np.arange(0, 201, 10)
+    curve = pd.DataFrame({"epoch": epochs, "d_sum": -np.abs(epochs - 80), "d_diff": 0.0})
+    rotated = {f"rot_{k[-1]}": v for k, v in cliff1_maps(vecs, P).items() if k.startswith("rot")}
+    rows = modadd_claims(P, values_l1, vecs, cliff_values(P), vecs, history(85), curve, rotated, at_band, 0.5)
+    assert scorecard(rows).set_index("claim").loc[share, "pass"]
+
+
+def test_grokking_is_read_at_the_configured_accuracy():
+    rng = np.random.default_rng(9)
+    vecs = planted_vectors(P, rng)
+    epochs = np.arange(0, 201, 10)
+    curve = pd.DataFrame({"epoch": epochs, "d_sum": -np.abs(epochs - 120), "d_diff": 0.0})
+    rotated = {f"rot_{k[-1]}": v for k, v in cliff1_maps(vecs, P).items() if k.startswith("rot")}
+    values_l1, values_full = cliff_values(P, layer1=True), cliff_values(P)
+    rows = modadd_claims(P, values_l1, vecs, values_full, vecs, history(70), curve, rotated, BANDS, 0.9)
+    row = scorecard(rows).set_index("claim").loc["grokking epoch (test acc ≥ 90%)"]
+    # history(70): test accuracy (epoch − 20) / 100 reaches 0.9 at epoch 110, the band's upper edge.
+    assert row["measured"] == "110" and row["pass"]
+    assert scorecard(rows).set_index("claim").loc["sum-overlap derivative peak epoch", "pass"]

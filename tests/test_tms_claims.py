@@ -138,3 +138,45 @@ def test_model_claims_make_one_scorecard():
     rows = tms_model_claims("m10_S0.3", spectrum({50: 20.0}), {1.0: vectors(x, 40)}, x, w, BANDS)
     table = scorecard(rows)
     assert len(table) == 4 and table["pass"].all(), format_scorecard(table)
+
+
+def test_gap_at_exactly_the_detectors_least_ratio_passes():
+    values = np.concatenate([np.full(N_FEATURES, 100.0), np.full(K - N_FEATURES, 80.0)])  # λ50/λ51 = 1.25 exactly
+    gap, found = tms_cliff_claims("m", values, N_FEATURES, BANDS)
+    assert gap["pass"] and gap["measured"] == "1.25" and found["pass"]
+
+
+def test_recovery_reads_every_column_at_the_bands_threshold():
+    x = data()
+    clean = vectors(x, 30)
+    late = np.hstack([clean[:, 30:], clean[:, :30]])  # the 30 clean columns after column 50 of 80
+    (row,) = tms_recovery_claims("m", {1.0: late}, x, BANDS)
+    assert row["measured"] == "30 at β=1 (β=1: 30)" and row["pass"]
+    assert row["claim"] == "TMS m: features with overlap ≥ 0.9 with a top-80 eigenvector (best β)"
+    assert row["expected"] == "≥ 26 of 50"
+    (row,) = tms_recovery_claims("m", {1.0: vectors(x, 26)}, x, BANDS)
+    assert row["pass"] and row["measured"].startswith("26 at")  # the band's edge counts
+    # 0.92 of one indicator and 0.39 of the next: recovered at threshold 0.9, not at 0.95.
+    tilted = vectors(x, 26)
+    tilted[:, 0] = 0.92 * indicator(x, 0) + np.sqrt(1 - 0.92**2) * indicator(x, 1)
+    assert tms_recovery_claims("m", {1.0: tilted}, x, BANDS)[0]["measured"].startswith("26 at")
+    strict = {**BANDS, "tms_recovery_overlap": 0.95}
+    (row,) = tms_recovery_claims("m", {1.0: tilted}, x, strict)
+    assert row["measured"].startswith("25 at") and not row["pass"] and "overlap ≥ 0.95" in row["claim"]
+    with pytest.raises(ValueError, match="^feature recovery needs the eigenvectors of at least one β$"):
+        tms_recovery_claims("m", {}, x, BANDS)
+
+
+def test_represented_rows_name_the_model_and_the_band():
+    w = np.full((10, N_FEATURES), np.sqrt(0.5 / 10))
+    w[:, :13] = np.sqrt(1.0 / 10)  # 13 = the paper's 10 + the tolerance 3: inside the band
+    (row,) = tms_represented_claims("m10_S0.3", w, BANDS)
+    assert row == {
+        "claim": "TMS m10_S0.3: features with (WᵀW)_ii ≥ 0.75",
+        "expected": "10 ± 3",
+        "measured": "13",
+        "pass": True,
+    }
+    x = data()
+    rows = tms_model_claims("m10_S0.3", spectrum({50: 20.0}), {1.0: vectors(x, 40)}, x, w, BANDS)
+    assert [r["claim"].split(":")[0] for r in rows] == ["TMS m10_S0.3"] * 4
