@@ -43,6 +43,9 @@ _EIGEN_ZIP = "for step, lam in zip(eig.steps, eig.values[g], strict=False):"
 _CLIFF_READ = (
     'lam = np.asarray(eigenvalues.detach().cpu() if hasattr(eigenvalues, "detach") else eigenvalues, dtype=np.float64)'
 )
+_ATOMS = 'best, family, freq = best_family_match({"a": rotated["rot_a"], "b": rotated["rot_b"]})'
+_RECOVERED = "beta: recovered_features(feature_indicator_map(v, x), top=v.shape[1], threshold=threshold)"
+_CLEAN = 'share = float(np.mean(best >= bands["rotated_atom_corr"]))'
 _NONE_IS_FLOAT64 = "numpy reads dtype None as float64"
 _ALL_ZERO = "when every singular value is 0, s > 0 keeps no column either: the same empty basis"
 KNOWN: dict[tuple[str, str, str, str], tuple[str, str]] = {
@@ -113,6 +116,29 @@ KNOWN: dict[tuple[str, str, str, str], tuple[str, str]] = {
         "values[g], vectors[g] = lam.astype(float), vec.astype(float)",
         "values[g], vectors[g] = lam.astype(float), vec.astype(None)",
     ): (EQUIVALENT, _NONE_IS_FLOAT64),
+    ("claims", "modadd_claims", 'peak = derivative_peak(curve, "sum")', "peak = derivative_peak(curve, )"): (
+        EQUIVALENT,
+        'derivative_peak\'s default family is "sum"',
+    ),
+    **{
+        ("claims", "modadd_claims", _ATOMS, _ATOMS.replace(old, new)): (
+            EQUIVALENT,
+            "best_family_match reports a family by its place in the dict, never by its key",
+        )
+        for old, new in (('"a"', '"XXaXX"'), ('"a"', '"A"'), ('"b"', '"XXbXX"'), ('"b"', '"B"'))
+    },
+    ("claims", "tms_recovery_claims", _RECOVERED, _RECOVERED.replace("top=v.shape[1]", "top=None")): (
+        EQUIVALENT,
+        "overlap[:, :None] is every column, as overlap[:, :k] is",
+    ),
+    ("claims", "spectrum_claims", "value >= least,", "value > least,"): (
+        NO_CLAIM,
+        "differs only for a family overlap exactly equal to its band",
+    ),
+    ("claims", "modadd_claims", _CLEAN, _CLEAN.replace(">=", ">")): (
+        NO_CLAIM,
+        "differs only for an atom's correlation exactly equal to rotated_atom_corr",
+    ),
     (
         "rotation",
         "_orthonormal_columns",
