@@ -46,6 +46,8 @@ _CLIFF_READ = (
 _ATOMS = 'best, family, freq = best_family_match({"a": rotated["rot_a"], "b": rotated["rot_b"]})'
 _RECOVERED = "beta: recovered_features(feature_indicator_map(v, x), top=v.shape[1], threshold=threshold)"
 _CLEAN = 'share = float(np.mean(best >= bands["rotated_atom_corr"]))'
+_LOG_LAM = "log_lam = np.log(np.clip(eig.values[g][:, :kg], np.finfo(float).tiny, None))"
+_LOC_RULE = "rule = None if k is not None else _cliff_rule(find_cliffs)"
 _NONE_IS_FLOAT64 = "numpy reads dtype None as float64"
 _ALL_ZERO = "when every singular value is 0, s > 0 keeps no column either: the same empty basis"
 KNOWN: dict[tuple[str, str, str, str], tuple[str, str]] = {
@@ -86,6 +88,29 @@ KNOWN: dict[tuple[str, str, str, str], tuple[str, str]] = {
         "load_eigen already requires values (T, k) with T = len(steps), so the lengths always agree",
     ),
     ("analysis", "feature_matrix", "f = f.astype(float)", "f = f.astype(None)"): (EQUIVALENT, _NONE_IS_FLOAT64),
+    ("analysis", "phase_table", "steps = eig.steps.astype(float)", "steps = eig.steps.astype(None)"): (
+        EQUIVALENT,
+        _NONE_IS_FLOAT64,
+    ),
+    ("analysis", "phase_table", _LOG_LAM, _LOG_LAM.replace("finfo(float)", "finfo(None)")): (
+        EQUIVALENT,
+        _NONE_IS_FLOAT64,
+    ),
+    (
+        "analysis",
+        "localisation_table",
+        _LOC_RULE,
+        _LOC_RULE.replace("if k is not None", "if (k is not None) and False"),
+    ): (
+        EQUIVALENT,
+        "the rule is read only when k is None",
+    ),
+    (
+        "analysis",
+        "feature_overlap_table",
+        "return np.kron(np.eye(c), cols) if c > 1 else cols",
+        "return np.kron(np.eye(c), cols) if (c > 1) or True else cols",
+    ): (EQUIVALENT, "kron(eye(1), cols) is cols"),
     (
         "analysis",
         "feature_overlap_table",

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 from entk.analysis import (
@@ -158,6 +159,8 @@ def test_spectra_table(layered):
     assert len(tab) == 3 * 2 * 8 and set(tab["experiment"]) == {"exp"} and set(tab["view"]) == {"view"}
     row = tab[(tab.layer == "full") & (tab.step == 100) & (tab["index"] == 4)]
     assert row["eigenvalue"].item() == pytest.approx(2 * spectrum(8)[3])
+    assert list(tab.columns) == ["experiment", "view", "step", "layer", "index", "eigenvalue"]
+    assert tab.index.tolist() == list(range(len(tab)))
     wide = tab[tab.layer == "l2"].pivot(index="step", columns="index", values="eigenvalue")
     np.testing.assert_allclose(wide.to_numpy(), eig.values["l2"])
 
@@ -428,7 +431,7 @@ def test_feature_overlap_of_a_many_output_mean_kernel_is_not_lifted(tmp_path):
 @pytest.mark.parametrize(
     "features, match",
     [
-        (np.linspace(0, 1, N), "1-D features must be non-negative integer labels"),
+        (np.linspace(0, 1, N), r"^1-D features must be non-negative integer labels \(one-hot encoded here\)$"),
         (np.arange(N) - 1, "1-D features must be non-negative integer labels"),
         (np.ones((N + 1, 2)), r"features must be \(N, F\) or labels \(N,\) with N = 30, got shape \(31, 2\)"),
         (np.ones((N, 2, 1)), r"got shape \(30, 2, 1\)"),
@@ -442,3 +445,65 @@ def test_bad_features_are_named(tmp_path, features, match):
         feature_overlap_table(eig, features, find_cliffs=ratio_cliffs)
     with pytest.raises(ValueError, match="3 names for 2 features"):
         feature_overlap_table(eig, np.ones((N, 2)), names=["a", "b", "c"], find_cliffs=ratio_cliffs)
+
+
+def test_localisation_of_groups_holding_exactly_k_and_its_columns(layered, tmp_path):
+    tab = localisation_table(load_eigen(layered), k=8)  # l1 and l2 store 8 eigenvectors: exactly enough
+    assert list(tab.columns) == ["step", "layer", "full", "k", "localisation"]
+    assert sorted(set(tab["layer"])) == ["l1", "l2"] and set(tab["full"]) == {"full"}
+    lam, vec = spectrum(4)[None], np.eye(N)[None, :, :4]
+    path = write_eigen(tmp_path / "x.npz", [0], {"a": (lam, vec, ["W1"]), "b": (lam, vec, ["W2"])})
+    assert list(localisation_table(load_eigen(path), k=2).columns) == ["step", "layer", "full", "k", "localisation"]
+
+
+def test_the_callers_cliff_rule_sets_localisation_and_phase_k(layered):
+    def after_two(values):
+        return [SimpleNamespace(position=2, ratio=2.0, score=1.0)]
+
+    eig = load_eigen(layered)
+    assert set(localisation_table(eig, find_cliffs=after_two)["k"]) == {2}
+    assert phase_k(eig, after_two) == {"full": 2, "l1": 2, "l2": 2}
+    assert set(phase_table(eig, find_cliffs=after_two)["k"]) == {2}
+
+
+def test_phase_k_reads_the_final_spectrum(tmp_path):
+    # The cliff moves from after 3 to after 5 at the last checkpoint: k is the final one's.
+    basis = centred_basis(N)
+    lam = np.stack([spectrum(8, (3,)), spectrum(8, (3,)), spectrum(8, (5,))])
+    eig = load_eigen(write_eigen(tmp_path / "x.npz", [0, 1, 2], {"g": (lam, np.stack([basis[:, :8]] * 3), ["W"])}))
+    assert phase_k(eig, ratio_cliffs) == {"g": 5}
+
+
+def test_phase_table_against_the_final_checkpoint_only(tmp_path):
+    # A before 15, B after: the last checkpoint alone holds B.
+    tab = phase_table(load_eigen(rotating_file(tmp_path, np.array([0, 10, 20]), switch=15)), k=4)
+    np.testing.assert_allclose(tab.loc[tab.layer == "moving", "overlap_final"], [0, 0, 1], atol=1e-12)
+
+
+def test_phase_table_k_per_group_and_at_its_limits(tmp_path):
+    eig = load_eigen(rotating_file(tmp_path, np.arange(0, 50, 10), switch=20))
+    assert set(phase_table(eig, k={"fixed": 4})["layer"]) == {"fixed"}  # groups not named are left out
+    assert set(phase_table(eig, k={"moving": 3, "fixed": 5}).groupby("layer")["k"].first().items()) == {
+        ("moving", 3),
+        ("fixed", 5),
+    }
+    assert set(phase_table(eig, k=1)["k"]) == {1} and set(phase_table(eig, k=6)["k"]) == {6}  # 6 stored
+    with pytest.raises(ValueError, match=r"^k = 0 for group 'moving' must lie in \[1, 6\]$"):
+        phase_table(eig, k=0)
+
+
+def test_spectrum_change_stays_finite_on_zero_eigenvalues(tmp_path):
+    basis = centred_basis(N)
+    lam = np.stack([np.r_[spectrum(4), 0.0, 0.0], np.r_[2 * spectrum(4), 0.0, 0.0]])
+    eig = load_eigen(write_eigen(tmp_path / "x.npz", [0, 10], {"g": (lam, np.stack([basis[:, :6]] * 2), ["W"])}))
+    change = phase_table(eig, k=6)["spectrum_change"].to_numpy()
+    # Four eigenvalues double over 10 steps, two stay at zero (clipped to the smallest float): 4 ln 2 / 10 / 6.
+    np.testing.assert_allclose(change, 4 * np.log(2) / 10 / 6)
+
+
+def test_phase_peak_needs_at_least_min_change():
+    table = pd.DataFrame(
+        {"step": [0, 10, 20], "layer": "g", "overlap_final": [0.0, 0.025, 0.05], "d_overlap_final": [0.1, 0.3, 0.2]}
+    )
+    assert phase_peak(table, "g") == 10  # moves by exactly MIN_PHASE_CHANGE = 0.05: a transition
+    assert phase_peak(table, "g", min_change=0.06) is None
