@@ -507,3 +507,12 @@ def test_phase_peak_needs_at_least_min_change():
     )
     assert phase_peak(table, "g") == 10  # moves by exactly MIN_PHASE_CHANGE = 0.05: a transition
     assert phase_peak(table, "g", min_change=0.06) is None
+
+
+def test_phase_table_columns_index_and_no_group(tmp_path):
+    eig = load_eigen(rotating_file(tmp_path, np.arange(0, 50, 10), switch=20))
+    columns = ["step", "layer", "k", "overlap_next", "overlap_final", "d_overlap_final", "spectrum_change"]
+    tab = phase_table(eig, k=4)
+    assert list(tab.columns) == columns and tab.index.tolist() == list(range(10))
+    empty = phase_table(eig, k={})  # no group asked for (as when no final spectrum has a cliff)
+    assert empty.empty and list(empty.columns) == columns
