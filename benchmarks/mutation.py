@@ -88,6 +88,10 @@ KNOWN: dict[tuple[str, str, str, str], tuple[str, str]] = {
         "load_eigen already requires values (T, k) with T = len(steps), so the lengths always agree",
     ),
     ("analysis", "feature_matrix", "f = f.astype(float)", "f = f.astype(None)"): (EQUIVALENT, _NONE_IS_FLOAT64),
+    ("analysis", "normalised_overlap", 'return float("nan")', 'return float("NAN")'): (
+        EQUIVALENT,
+        'float("NAN") is NaN as well',
+    ),
     ("analysis", "phase_table", "steps = eig.steps.astype(float)", "steps = eig.steps.astype(None)"): (
         EQUIVALENT,
         _NONE_IS_FLOAT64,

@@ -102,7 +102,11 @@ def test_load_eigen_roundtrip(layered):
     assert eig.groups == ["full", "l1", "l2"] and eig.steps.tolist() == [0, 100]
     assert eig.vectors["l1"].shape == (2, N, 8) and eig.params["full"] == ["W1", "W2"]
     assert (eig.outputs, eig.n_outputs, eig.n_samples) == ("diag_mean", 1, N)
-    assert eig.index(-1) == 1 and eig.index(100) == 1
+    assert eig.index(-1) == 1 and eig.index(100) == 1 and eig.index(-2) == 0
+    with pytest.raises(IndexError, match="^checkpoint index -3 out of range for 2 checkpoints$"):
+        eig.index(-3)
+    with pytest.raises(KeyError, match=r"no checkpoint at step 5; steps are \[0, 100\]"):
+        eig.index(5)
 
 
 def test_load_eigen_names_missing_key(tmp_path):
