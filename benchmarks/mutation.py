@@ -48,6 +48,8 @@ _RECOVERED = "beta: recovered_features(feature_indicator_map(v, x), top=v.shape[
 _CLEAN = 'share = float(np.mean(best >= bands["rotated_atom_corr"]))'
 _LOG_LAM = "log_lam = np.log(np.clip(eig.values[g][:, :kg], np.finfo(float).tiny, None))"
 _LOC_RULE = "rule = None if k is not None else _cliff_rule(find_cliffs)"
+_PEAK_ROWS = 'hit = phases.loc[(phases["layer"] == layer) & phases["peak"].astype(bool), "step"]'
+_PHASE_K = 'k = int(phases.loc[phases["layer"] == layer, "k"].iloc[0]) if (phases["layer"] == layer).any() else None'
 _NONE_IS_FLOAT64 = "numpy reads dtype None as float64"
 _ALL_ZERO = "when every singular value is 0, s > 0 keeps no column either: the same empty basis"
 KNOWN: dict[tuple[str, str, str, str], tuple[str, str]] = {
@@ -159,6 +161,20 @@ KNOWN: dict[tuple[str, str, str, str], tuple[str, str]] = {
     ("claims", "tms_recovery_claims", _RECOVERED, _RECOVERED.replace("top=v.shape[1]", "top=None")): (
         EQUIVALENT,
         "overlap[:, :None] is every column, as overlap[:, :k] is",
+    ),
+    (
+        "claims",
+        "format_scorecard",
+        'return f"{shown.to_string(index=False)}\\n{passed} of {len(table)} claims pass"',
+        'return f"{shown.to_string(index=None)}\\n{passed} of {len(table)} claims pass"',
+    ): (EQUIVALENT, "pandas reads index=None as no index, like False"),
+    ("claims", "phase_claims", _PEAK_ROWS, _PEAK_ROWS.replace("astype(bool)", "astype(None)")): (
+        NO_CLAIM,
+        "differs only for a missing (NaN) peak flag; analyse.py writes a flag on every row",
+    ),
+    ("claims", "phase_claims", _PHASE_K, _PHASE_K.replace("iloc[0]", "iloc[1]")): (
+        EQUIVALENT,
+        "phase_table writes one k per layer on each of its (at least two) rows",
     ),
     ("claims", "spectrum_claims", "value >= least,", "value > least,"): (
         NO_CLAIM,

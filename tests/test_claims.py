@@ -57,3 +57,11 @@ def test_phase_claim_without_grokking_or_layer():
     assert row["pass"] and row["claim"].startswith("label-free phase detector peak (W_U eNTK, top-4 ")
     (row,) = phase_claims(phases(80), history(85), BANDS, 0.5, layer="absent")
     assert not row["pass"] and row["measured"] == "no transition" and "top-None" in row["claim"]
+
+
+def test_phase_claim_reads_grokking_at_the_configured_accuracy():
+    epochs = np.arange(0, 201)
+    history = pd.DataFrame({"epoch": epochs, "test_acc": np.clip((epochs - 40) / 100, 0, 1)})  # 0.5 at 90, 0.9 at 130
+    assert phase_claims(phases(90), history, BANDS, 0.5)[0]["pass"]
+    assert not phase_claims(phases(90), history, BANDS, 0.9)[0]["pass"]
+    assert phase_claims(phases(130), history, BANDS, 0.9)[0]["pass"]
