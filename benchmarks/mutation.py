@@ -12,6 +12,7 @@ a bug no fast test would notice.
 
     python benchmarks/mutation.py                      # all four modules → benchmarks/MUTATION.md
     python benchmarks/mutation.py spectrum --report /tmp/m.md
+    python benchmarks/mutation.py --keep ...; python benchmarks/mutation.py --reuse DIR   # report again, no rerun
 """
 
 from __future__ import annotations
@@ -312,15 +313,18 @@ def diffs(names: list[str], module: str, tree: Path) -> list[str]:
     return [d.strip() for d in out.stdout.split("\0")[: len(names)]]
 
 
-def run_module(module: str, tests: list[str], work: Path, log) -> dict:
-    """Mutate one module in its own scratch copy; counts per status and the survivors' diffs."""
+def run_module(module: str, tests: list[str], work: Path, log, reuse: bool = False) -> dict:
+    """Mutate one module in its own scratch copy; counts per status and the survivors' diffs.
+    reuse: read the results of an earlier run kept in work (--keep) instead of running again."""
     tree = work / module
-    scratch_copy(tree)
-    top_level = sorted(p.name for p in tree.iterdir() if p.name not in ("src", "tests"))
+    if not reuse:
+        scratch_copy(tree)
     missing = [t for t in tests if not (tree / t).exists()]
     tests = [t for t in tests if t not in missing]
-    (tree / "setup.cfg").write_text(mutmut_config(module, tests, top_level))
-    mutmut(["run", "--max-children", "1"], tree, log)
+    if not reuse:
+        top_level = sorted(p.name for p in tree.iterdir() if p.name not in ("src", "tests"))
+        (tree / "setup.cfg").write_text(mutmut_config(module, tests, top_level))
+        mutmut(["run", "--max-children", "1"], tree, log)
     status = {}
     for line in mutmut(["results", "--all", "true"], tree, log).splitlines():
         name, _, state = line.strip().rpartition(": ")
@@ -381,18 +385,25 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", choices=list(MODULES), default=list(MODULES))
     parser.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "MUTATION.md")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copies (their path is printed)")
+    parser.add_argument("--reuse", type=Path, help="report on the scratch copies a --keep run left here, as they are")
     args = parser.parse_args()
     started = datetime.datetime.now(datetime.UTC)
-    work = Path(tempfile.mkdtemp(prefix="entk-mutation-"))
+    work = args.reuse or Path(tempfile.mkdtemp(prefix="entk-mutation-"))
     print(f"scratch copies and mutmut's log under {work}", flush=True)
     results = {}
-    with open(work / "mutmut.log", "w") as log:
+    with open(work / "mutmut.log", "a") as log:
         for module in args.modules:
-            results[module] = run_module(module, MODULES[module], work, log)
+            results[module] = run_module(module, MODULES[module], work, log, reuse=args.reuse is not None)
             print(module, results[module]["counts"], flush=True)
-    args.report.write_text(report(results, started, datetime.datetime.now(datetime.UTC)))
+    finished = datetime.datetime.now(datetime.UTC)
+    if args.reuse is not None:
+        # The run's own times: its first setup.cfg written, its last result recorded.
+        times = [(work / m / "setup.cfg").stat().st_mtime for m in args.modules]
+        times += [p.stat().st_mtime for m in args.modules for p in (work / m / "mutants").rglob("*.meta")]
+        started, finished = (datetime.datetime.fromtimestamp(t, datetime.UTC) for t in (min(times), max(times)))
+    args.report.write_text(report(results, started, finished))
     print(f"report: {args.report}")
-    if not args.keep:
+    if not args.keep and args.reuse is None:
         shutil.rmtree(work, ignore_errors=True)
 
 
