@@ -15,19 +15,20 @@ def _close_figures():
 
 
 def test_layers_heatmap_shows_each_overlap_over_its_maximum():
+    # Each cell's maximum is its family's dimension in that group: 4, 4 and 2 (group 1–5), twice that (6–20).
     rows = [
-        (tensor, group, family, overlap, of)
-        for group, of in (("1–5", 4.0), ("6–20", 8.0))
+        (tensor, group, family, overlap, of * size)
+        for group, size in (("1–5", 1.0), ("6–20", 2.0))
         for tensor, scale in (("W_U", 1.0), ("W_E", 0.5))
-        for family, overlap in (("sum", 3.0 * scale), ("diff", 1.0 * scale), ("axis_sum", 0.0))
+        for family, overlap, of in (("sum", 3.0 * scale, 4.0), ("diff", 1.0 * scale, 4.0), ("axis_sum", 1.0, 2.0))
     ]
     table = pd.DataFrame(rows, columns=["tensor", "group", "family", "overlap", "of"])
     fig = fig_transformer_layers(table, [3, 7])
     heatmaps = [ax for ax in fig.axes if ax.images]
-    for ax, of in zip(heatmaps, (4.0, 8.0), strict=True):
+    for ax, size in zip(heatmaps, (1.0, 2.0), strict=True):
         shares = np.asarray(ax.images[0].get_array())
-        np.testing.assert_allclose(shares, np.array([[3.0, 1.0, 0.0], [1.5, 0.5, 0.0]]) / of)
-        assert [t.get_text() for t in ax.texts] == ["3.00", "1.00", "0.00", "1.50", "0.50", "0.00"]
+        np.testing.assert_allclose(shares, np.array([[3 / 4, 1 / 4, 1 / 2], [1.5 / 4, 0.5 / 4, 1 / 2]]) / size)
+        assert [t.get_text() for t in ax.texts] == ["3.00", "1.00", "1.00", "1.50", "0.50", "1.00"]
         assert [t.get_text() for t in ax.get_xticklabels()] == ["a+b", "a−b", "axis-sum"]
     assert fig.get_suptitle().endswith("at key frequencies 3, 7")
 
