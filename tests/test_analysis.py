@@ -520,3 +520,20 @@ def test_phase_table_columns_index_and_no_group(tmp_path):
     assert list(tab.columns) == columns and tab.index.tolist() == list(range(10))
     empty = phase_table(eig, k={})  # no group asked for (as when no final spectrum has a cliff)
     assert empty.empty and list(empty.columns) == columns
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("groups", np.array(["g", "g"]), r"key 'groups' must name at least one group, each once, got \['g', 'g'\]$"),
+        ("groups", np.array([], dtype=str), r"key 'groups' must name at least one group, each once, got \[\]$"),
+        ("inputs", np.zeros((N + 1, 1)), r"key 'inputs' has shape \(31, 1\) but n_samples is 30$"),
+    ],
+)
+def test_load_eigen_checks_groups_and_inputs(tmp_path, key, value, match):
+    path = write_eigen(tmp_path / "x.npz", [0], {"g": (spectrum(4)[None], np.eye(N)[None, :, :4], ["W"])})
+    with np.load(path) as data:
+        arrays = {**data, key: value}
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=match):
+        load_eigen(path)
