@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 from entk.analysis import (
@@ -22,6 +24,7 @@ from entk.analysis import (
     spectra_table,
 )
 from entk.experiment_plots import plot_phases, plot_spectra, plot_spectrum_over_checkpoints
+from entk.workflow import UnreadableFileError
 
 N = 30
 RNG = np.random.default_rng(0)
@@ -52,7 +55,7 @@ def spectrum(k: int, cliffs: tuple[int, ...] = (3, 6)) -> np.ndarray:
     return np.cumprod(np.r_[100.0, gaps])
 
 
-def write_eigen(path, steps, groups: dict, outputs="diag_mean", n_outputs=1, n_samples=N, drop=None):
+def write_eigen(path, steps, groups: dict, outputs="diag_mean", n_outputs=1, n_samples=N, drop=None, steps_as=None):
     """Save an eigen file in the contract's format; groups: name → (values (T, k), vectors (T, D, k), params)."""
     data = {
         "steps": np.asarray(steps, dtype=np.int64),
@@ -64,6 +67,8 @@ def write_eigen(path, steps, groups: dict, outputs="diag_mean", n_outputs=1, n_s
     }
     for g, (lam, vec, params) in groups.items():
         data[f"values/{g}"], data[f"vectors/{g}"], data[f"params/{g}"] = lam, vec, np.array(params)
+    if steps_as is not None:
+        data["steps"] = steps_as
     data.pop(drop, None)
     np.savez(path, **data)
     return path
@@ -97,7 +102,11 @@ def test_load_eigen_roundtrip(layered):
     assert eig.groups == ["full", "l1", "l2"] and eig.steps.tolist() == [0, 100]
     assert eig.vectors["l1"].shape == (2, N, 8) and eig.params["full"] == ["W1", "W2"]
     assert (eig.outputs, eig.n_outputs, eig.n_samples) == ("diag_mean", 1, N)
-    assert eig.index(-1) == 1 and eig.index(100) == 1
+    assert eig.index(-1) == 1 and eig.index(100) == 1 and eig.index(-2) == 0
+    with pytest.raises(IndexError, match="^checkpoint index -3 out of range for 2 checkpoints$"):
+        eig.index(-3)
+    with pytest.raises(KeyError, match=r"no checkpoint at step 5; steps are \[0, 100\]"):
+        eig.index(5)
 
 
 def test_load_eigen_names_missing_key(tmp_path):
@@ -122,12 +131,40 @@ def test_load_eigen_checks_shapes(tmp_path, steps, lam, vec, outputs, match):
         load_eigen(path)
 
 
+@pytest.mark.parametrize(
+    "steps, match",
+    [
+        (np.array([0.0, 1.0]), r"key 'steps' must be a non-empty 1-D integer array, got float64 \(2,\)"),
+        (np.zeros((0,), dtype=np.int64), r"key 'steps' must be a non-empty 1-D integer array, got int64 \(0,\)"),
+        (np.array([0, 1, 1]), r"key 'steps' must be strictly ascending, got \[0, 1, 1\]"),
+    ],
+)
+def test_load_eigen_checks_steps(tmp_path, steps, match):
+    t = max(len(steps), 1)
+    lam, vec = np.stack([spectrum(4)] * t), np.stack([np.eye(N)[:, :4]] * t)
+    with pytest.raises(ValueError, match=match):
+        load_eigen(write_eigen(tmp_path / "x.npz", [0], {"g": (lam, vec, ["W"])}, steps_as=steps))
+
+
+def test_load_eigen_keeps_steps_integer_and_inputs(tmp_path):
+    lam, vec = np.stack([spectrum(4)] * 2), np.stack([np.eye(N)[:, :4]] * 2)
+    eig = load_eigen(write_eigen(tmp_path / "x.npz", [0, 7], {"g": (lam, vec, ["W"])}))
+    assert eig.steps.dtype == np.int64 and eig.inputs.shape == (N, 1) and eig.inputs[5, 0] == 5
+    with pytest.raises(ValueError, match=r"key 'values/g' has shape \(4,\), expected \(T, k\) with T = 2"):
+        load_eigen(write_eigen(tmp_path / "y.npz", [0, 7], {"g": (spectrum(4), vec, ["W"])}))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "x.npz").read_bytes()[:100])
+    with pytest.raises(UnreadableFileError, match="is not a readable eigen file"):
+        load_eigen(tmp_path / "cut.npz")
+
+
 def test_spectra_table(layered):
     eig = load_eigen(layered)
     tab = spectra_table(eig, "exp", "view")
     assert len(tab) == 3 * 2 * 8 and set(tab["experiment"]) == {"exp"} and set(tab["view"]) == {"view"}
     row = tab[(tab.layer == "full") & (tab.step == 100) & (tab["index"] == 4)]
     assert row["eigenvalue"].item() == pytest.approx(2 * spectrum(8)[3])
+    assert list(tab.columns) == ["experiment", "view", "step", "layer", "index", "eigenvalue"]
+    assert tab.index.tolist() == list(range(len(tab)))
     wide = tab[tab.layer == "l2"].pivot(index="step", columns="index", values="eigenvalue")
     np.testing.assert_allclose(wide.to_numpy(), eig.values["l2"])
 
@@ -180,6 +217,10 @@ def test_phase_peak_at_planted_rotation(tmp_path):
     np.testing.assert_allclose(mov["overlap_next"].loc[[50, 60]], 0.5, atol=1e-12)
     np.testing.assert_allclose(mov["overlap_next"].drop([50, 60, 100]), 1, atol=1e-12)
     assert np.isnan(mov["overlap_next"].loc[100])
+    # Central differences over 20 steps: 0.5 at 50 and 70, 1 at 60.
+    np.testing.assert_allclose(
+        mov["d_overlap_final"], np.select([steps == 60, np.isin(steps, [50, 70])], [0.05, 0.025])
+    )
     assert phase_peak(tab, "moving") == 60
     # Eigenvalues double between steps 50 and 60: |Δ log λ| = ln 2 over the two 10-step intervals around them.
     expected = np.where(np.isin(steps, [50, 60]), np.log(2) / 20, 0)
@@ -194,6 +235,19 @@ def test_phase_peak_uneven_steps(tmp_path):
     steps = np.array([0, 1, 2, 5, 7, 9, 20, 50])
     tab = phase_table(load_eigen(rotating_file(tmp_path, steps, switch=7)), k=4)
     assert phase_peak(tab, "moving") == 7
+
+
+def test_phase_derivatives_use_the_step_spacing(tmp_path):
+    # overlap_final (0, 0, 0.5, 1, 1) and log λ rising by ln 2 at the switch, on intervals 10, 30, 20, 40.
+    # np.gradient's second-order rule, by hand: f'_i = (h₋² f_i+1 + (h₊² − h₋²) f_i − h₊² f_i−1) / (h₋ h₊ (h₋ + h₊))
+    # with h₋ = s_i − s_i−1, h₊ = s_i+1 − s_i; one-sided differences at the ends.
+    steps = np.array([0, 10, 40, 60, 100])
+    tab = phase_table(load_eigen(rotating_file(tmp_path, steps, switch=40)), k=4)
+    mov = tab[tab.layer == "moving"]
+    np.testing.assert_allclose(mov["d_overlap_final"], [0, 1 / 240, 13 / 600, 1 / 60, 0], atol=1e-12)
+    ln2 = np.log(2)
+    np.testing.assert_allclose(mov["spectrum_change"], [0, ln2 / 120, ln2 / 75, 0, 0], atol=1e-12)
+    assert phase_peak(tab, "moving") == 40
 
 
 def test_phase_needs_two_checkpoints(layered, tmp_path):
@@ -302,3 +356,184 @@ def test_plot_phases_marks_peak(tmp_path, _close_figures):
     assert "moving (k = 4): peak 60" in legend and "fixed (k = 4): no transition" in legend
     assert 60.0 in _vlines(fig.axes[1])
     fig.savefig(tmp_path / "phases.png", dpi=50)
+
+
+def test_spectrum_over_checkpoints_draws_each_spectrum_and_the_gap_ratios(tmp_path, _close_figures):
+    steps = np.array([0, 10, 40, 60, 100])
+    eig = load_eigen(rotating_file(tmp_path, steps, switch=40))
+    fig = plot_spectrum_over_checkpoints(eig, "moving")
+    ax_l, ax_h = fig.axes[:2]
+    lam = eig.values["moving"]
+    for t, line in enumerate(ax_l.get_lines()):
+        np.testing.assert_array_equal(line.get_ydata(), lam[t])
+    (mesh,) = ax_h.collections
+    gaps = [[np.log10(row[i] / row[i + 1]) for i in range(row.size - 1)] for row in lam]
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(len(steps), -1), gaps, rtol=1e-12)
+    # Rows span halfway to the neighbouring checkpoints: uneven steps are drawn to scale.
+    edges = np.unique(mesh.get_coordinates()[:, :, 1])
+    np.testing.assert_allclose(edges, [-5, 5, 25, 50, 80, 120])
+
+
+def test_plot_phases_draws_the_table(tmp_path, _close_figures):
+    steps = np.array([0, 10, 40, 60, 100])
+    tab = phase_table(load_eigen(rotating_file(tmp_path, steps, switch=40)), k=4)
+    fig = plot_phases(tab)
+    ax_ov, ax_d, ax_s = fig.axes
+    for i, layer in enumerate(("moving", "fixed")):
+        rows = tab[tab.layer == layer]
+        final, following = [ln for ln in ax_ov.get_lines() if len(ln.get_xdata()) == len(steps)][2 * i : 2 * i + 2]
+        np.testing.assert_array_equal(final.get_ydata(), rows["overlap_final"])
+        np.testing.assert_array_equal(following.get_ydata(), rows["overlap_next"])
+        (deriv,) = [ln for ln in ax_d.get_lines() if ln.get_label().startswith(f"{layer} (k = 4)")]
+        np.testing.assert_array_equal(deriv.get_xdata(), steps)
+        np.testing.assert_array_equal(deriv.get_ydata(), rows["d_overlap_final"])
+    change = ax_s.get_lines()[0].get_ydata()
+    expected = tab.loc[tab.layer == "moving", "spectrum_change"].to_numpy()
+    np.testing.assert_array_equal(change, np.where(expected > 0, expected, np.nan))
+
+
+def test_tables_take_the_callers_cliff_rule_and_the_default_otherwise(tmp_path):
+    # A rule that reports two fixed cliffs out of order: numbered by position, each starting after the last.
+    # Plain records, not tuples: a rule's cliffs need only position, ratio and score.
+    def fixed(values):
+        return [SimpleNamespace(position=5, ratio=1.5, score=2.0), SimpleNamespace(position=2, ratio=3.0, score=4.0)]
+
+    basis = centred_basis(N)
+    lam = spectrum(8, cliffs=(3,))[None]
+    eig = load_eigen(write_eigen(tmp_path / "x.npz", [4], {"g": (lam, basis[None, :, :8], ["W"])}))
+    tab = cliffs_table(eig, find_cliffs=fixed)
+    assert list(tab.columns) == ["experiment", "view", "step", "layer", "cliff", "position", "first", "ratio", "score"]
+    assert tab[["experiment", "view", "step", "layer"]].drop_duplicates().values.tolist() == [["", "", 4, "g"]]
+    assert tab[["cliff", "position", "first", "ratio", "score"]].values.tolist() == [
+        [1, 2, 1, 3.0, 4.0],
+        [2, 5, 3, 1.5, 2.0],
+    ]
+    features = basis[:, [0, 3]]
+    over = feature_overlap_table(eig, features, names=["f0", "f3"], find_cliffs=fixed)
+    assert list(over.columns) == ["step", "layer", "cliff", "first", "position", "feature", "overlap", "dim"]
+    over = over.set_index(["cliff", "feature"])
+    assert over.loc[(1, "f0"), "overlap"] == pytest.approx(1) and over.loc[(2, "f3"), "overlap"] == pytest.approx(1)
+    assert over.loc[(2, "f0"), ["step", "layer", "first", "position", "dim"]].tolist() == [4, "g", 3, 5, 1]
+    # No rule given: entk.spectrum.find_cliffs, which sees the factor-10 gap after 3 only.
+    from entk.spectrum import find_cliffs
+
+    assert [c.position for c in find_cliffs(lam[0])] == [3]
+    assert cliffs_table(eig)["position"].tolist() == [3]
+    assert feature_overlap_table(eig, features)["position"].unique().tolist() == [3]
+
+
+def test_feature_overlap_of_a_many_output_mean_kernel_is_not_lifted(tmp_path):
+    # diag_mean of C = 3 outputs: D = N rows, features as they are (no class blocks).
+    basis = centred_basis(N)
+    eig = load_eigen(
+        write_eigen(tmp_path / "x.npz", [0], {"g": (spectrum(8)[None], basis[None, :, :8], ["W"])}, n_outputs=3)
+    )
+    tab = feature_overlap_table(eig, basis[:, [1]], names=["f"], find_cliffs=ratio_cliffs).set_index("cliff")
+    assert tab.loc[1, "dim"].tolist() == [1, 1] and tab.loc[1, "overlap"].tolist() == pytest.approx([1, 1])
+
+
+@pytest.mark.parametrize(
+    "features, match",
+    [
+        (np.linspace(0, 1, N), r"^1-D features must be non-negative integer labels \(one-hot encoded here\)$"),
+        (np.arange(N) - 1, "1-D features must be non-negative integer labels"),
+        (np.ones((N + 1, 2)), r"features must be \(N, F\) or labels \(N,\) with N = 30, got shape \(31, 2\)"),
+        (np.ones((N, 2, 1)), r"got shape \(30, 2, 1\)"),
+    ],
+)
+def test_bad_features_are_named(tmp_path, features, match):
+    eig = load_eigen(
+        write_eigen(tmp_path / "x.npz", [0], {"g": (spectrum(8)[None], centred_basis(N)[None, :, :8], ["W"])})
+    )
+    with pytest.raises(ValueError, match=match):
+        feature_overlap_table(eig, features, find_cliffs=ratio_cliffs)
+    with pytest.raises(ValueError, match="3 names for 2 features"):
+        feature_overlap_table(eig, np.ones((N, 2)), names=["a", "b", "c"], find_cliffs=ratio_cliffs)
+
+
+def test_localisation_of_groups_holding_exactly_k_and_its_columns(layered, tmp_path):
+    tab = localisation_table(load_eigen(layered), k=8)  # l1 and l2 store 8 eigenvectors: exactly enough
+    assert list(tab.columns) == ["step", "layer", "full", "k", "localisation"]
+    assert sorted(set(tab["layer"])) == ["l1", "l2"] and set(tab["full"]) == {"full"}
+    lam, vec = spectrum(4)[None], np.eye(N)[None, :, :4]
+    path = write_eigen(tmp_path / "x.npz", [0], {"a": (lam, vec, ["W1"]), "b": (lam, vec, ["W2"])})
+    assert list(localisation_table(load_eigen(path), k=2).columns) == ["step", "layer", "full", "k", "localisation"]
+
+
+def test_the_callers_cliff_rule_sets_localisation_and_phase_k(layered):
+    def after_two(values):
+        return [SimpleNamespace(position=2, ratio=2.0, score=1.0)]
+
+    eig = load_eigen(layered)
+    assert set(localisation_table(eig, find_cliffs=after_two)["k"]) == {2}
+    assert phase_k(eig, after_two) == {"full": 2, "l1": 2, "l2": 2}
+    assert set(phase_table(eig, find_cliffs=after_two)["k"]) == {2}
+
+
+def test_phase_k_reads_the_final_spectrum(tmp_path):
+    # The cliff moves from after 3 to after 5 at the last checkpoint: k is the final one's.
+    basis = centred_basis(N)
+    lam = np.stack([spectrum(8, (3,)), spectrum(8, (3,)), spectrum(8, (5,))])
+    eig = load_eigen(write_eigen(tmp_path / "x.npz", [0, 1, 2], {"g": (lam, np.stack([basis[:, :8]] * 3), ["W"])}))
+    assert phase_k(eig, ratio_cliffs) == {"g": 5}
+
+
+def test_phase_table_against_the_final_checkpoint_only(tmp_path):
+    # A before 15, B after: the last checkpoint alone holds B.
+    tab = phase_table(load_eigen(rotating_file(tmp_path, np.array([0, 10, 20]), switch=15)), k=4)
+    np.testing.assert_allclose(tab.loc[tab.layer == "moving", "overlap_final"], [0, 0, 1], atol=1e-12)
+
+
+def test_phase_table_k_per_group_and_at_its_limits(tmp_path):
+    eig = load_eigen(rotating_file(tmp_path, np.arange(0, 50, 10), switch=20))
+    assert set(phase_table(eig, k={"fixed": 4})["layer"]) == {"fixed"}  # groups not named are left out
+    assert set(phase_table(eig, k={"moving": 3, "fixed": 5}).groupby("layer")["k"].first().items()) == {
+        ("moving", 3),
+        ("fixed", 5),
+    }
+    assert set(phase_table(eig, k=1)["k"]) == {1} and set(phase_table(eig, k=6)["k"]) == {6}  # 6 stored
+    with pytest.raises(ValueError, match=r"^k = 0 for group 'moving' must lie in \[1, 6\]$"):
+        phase_table(eig, k=0)
+
+
+def test_spectrum_change_stays_finite_on_zero_eigenvalues(tmp_path):
+    basis = centred_basis(N)
+    lam = np.stack([np.r_[spectrum(4), 0.0, 0.0], np.r_[2 * spectrum(4), 0.0, 0.0]])
+    eig = load_eigen(write_eigen(tmp_path / "x.npz", [0, 10], {"g": (lam, np.stack([basis[:, :6]] * 2), ["W"])}))
+    change = phase_table(eig, k=6)["spectrum_change"].to_numpy()
+    # Four eigenvalues double over 10 steps, two stay at zero (clipped to the smallest float): 4 ln 2 / 10 / 6.
+    np.testing.assert_allclose(change, 4 * np.log(2) / 10 / 6)
+
+
+def test_phase_peak_needs_at_least_min_change():
+    table = pd.DataFrame(
+        {"step": [0, 10, 20], "layer": "g", "overlap_final": [0.0, 0.025, 0.05], "d_overlap_final": [0.1, 0.3, 0.2]}
+    )
+    assert phase_peak(table, "g") == 10  # moves by exactly MIN_PHASE_CHANGE = 0.05: a transition
+    assert phase_peak(table, "g", min_change=0.06) is None
+
+
+def test_phase_table_columns_index_and_no_group(tmp_path):
+    eig = load_eigen(rotating_file(tmp_path, np.arange(0, 50, 10), switch=20))
+    columns = ["step", "layer", "k", "overlap_next", "overlap_final", "d_overlap_final", "spectrum_change"]
+    tab = phase_table(eig, k=4)
+    assert list(tab.columns) == columns and tab.index.tolist() == list(range(10))
+    empty = phase_table(eig, k={})  # no group asked for (as when no final spectrum has a cliff)
+    assert empty.empty and list(empty.columns) == columns
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("groups", np.array(["g", "g"]), r"key 'groups' must name at least one group, each once, got \['g', 'g'\]$"),
+        ("groups", np.array([], dtype=str), r"key 'groups' must name at least one group, each once, got \[\]$"),
+        ("inputs", np.zeros((N + 1, 1)), r"key 'inputs' has shape \(31, 1\) but n_samples is 30$"),
+    ],
+)
+def test_load_eigen_checks_groups_and_inputs(tmp_path, key, value, match):
+    path = write_eigen(tmp_path / "x.npz", [0], {"g": (spectrum(4)[None], np.eye(N)[None, :, :4], ["W"])})
+    with np.load(path) as data:
+        arrays = {**data, key: value}
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=match):
+        load_eigen(path)

@@ -37,16 +37,6 @@ def load_example_model(directory: Path):
     return module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float32_default():
-    """The dtype the workflow's jobs start with: test_kernels and test_faults set float64 as the
-    default when pytest imports them, which would make this module's in-process runs differ."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def centred_family(labels: np.ndarray) -> np.ndarray:
     """Orthonormal basis (N, C−1) of the mean-centred class indicators."""
     onehot = np.eye(labels.max() + 1)[labels]

@@ -220,6 +220,38 @@ def test_eigen_file_of_user_checkpoints_matches_brute_force(user_dir, outputs):
     assert np.array_equal(arrays["weights/2.bias"], models[-1].state_dict()["2.bias"].numpy())
 
 
+def test_float32_experiment_computes_in_float32(user_dir, monkeypatch):
+    # The scale experiment's path (dtype: float32): the model, inputs and kernels in float32, the eigen file
+    # in float64, the values within float32 round-off of the float64 reference.
+    assert torch.get_default_dtype() == torch.float32  # what a workflow job starts with
+    (user_dir / "ckpt").mkdir()
+    model = runner.build_model({"kind": None, "model": "model.py:build", "settings": {}})
+    torch.save({"model": model.state_dict()}, user_dir / "ckpt" / "step5.pt")
+    cfg = user_config(
+        dtype="float32",
+        weights={"checkpoints": "ckpt/*.pt", "steps": [5]},
+        views={"v": {"outputs": "flatten", "layers": "all", "top_k": 4}},
+    )
+    exp = check_config(cfg, SCHEMA, str(user_dir))["u"]
+    seen = []
+    solve = runner.view_eigenpairs
+
+    def spy(net, x, *args):
+        seen.append((next(net.parameters()).dtype, x.dtype))
+        pairs = solve(net, x, *args)
+        seen.extend(v.dtype for pair in pairs.values() for v in pair)
+        return pairs
+
+    monkeypatch.setattr(runner, "view_eigenpairs", spy)
+    arrays = runner.eigen_file(exp.params(), exp.views["v"].params(), exp.checkpoint_files, 0, torch.device("cpu"))
+    assert seen and set(seen) == {(torch.float32, torch.float32), torch.float32}
+    x = runner.probe_inputs(exp.params(), 0).double()
+    ref = torch.linalg.eigvalsh(brute_force_kernel(model.double(), x, None, "flatten")).flip(0)[:4].numpy()
+    (group,) = [k for k in arrays if k.startswith("values/")]
+    assert arrays[group].dtype == np.float64
+    np.testing.assert_allclose(arrays[group][0], ref, rtol=1e-4)
+
+
 def test_one_off_configfile_replaces_experiments(tmp_path):
     from entk.config import settle_config
 

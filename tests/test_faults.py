@@ -22,7 +22,7 @@ from entk import workflow as wf
 from entk.config import ConfigError, coerce_numbers, config_errors, load_yaml_strict, replace_sections
 from entk.matfree import factor_matvec, ntk_matvec, param_matvec
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def mlp(*middle: nn.Module) -> nn.Sequential:

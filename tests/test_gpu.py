@@ -12,6 +12,17 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 DT = torch.float64
 
 
+def assert_same_eigenvectors(values, vectors, other, rtol=1e-5):
+    """vectors and other (D, k) span the same eigenspaces of values (k,) descending: per cluster of
+    eigenvalues within 1e-4 of each other the projectors agree (the last cluster may be cut at k: left out)."""
+    vals, a, b = values.cpu(), vectors.cpu(), other.cpu()
+    cut = [0, *(i + 1 for i in range(len(vals) - 1) if vals[i] - vals[i + 1] > 1e-4 * vals.abs().max()), len(vals)]
+    assert len(cut) > 2, "no complete eigenspace to compare"
+    for lo, hi in zip(cut[:-2], cut[1:-1], strict=True):
+        pa, pb = a[:, lo:hi] @ a[:, lo:hi].T, b[:, lo:hi] @ b[:, lo:hi].T
+        assert torch.linalg.matrix_norm(pa - pb) <= rtol * (hi - lo) ** 0.5, (lo, hi)
+
+
 def model_and_data(device):
     model = ModMLP(13, 64, torch.Generator().manual_seed(0)).to(device=device, dtype=DT)
     return model, modadd_inputs(13).to(device=device, dtype=DT)
@@ -32,10 +43,11 @@ def test_kernels_products_and_eigenpairs_match_the_cpu():
     assert torch.allclose(param_matvec(*gpu)[0](u.cuda()).cpu(), param_matvec(*cpu)[0](u), rtol=1e-10)
     # P = 2496 > C·N = 2197 here, so the compact kernel is dense and "gram" does not apply.
     for method in ("dense", "matrix_free"):
-        v_cpu, _ = entk.NTK(*cpu).eigenpairs(10, method=method)
+        v_cpu, vec_cpu = entk.NTK(*cpu).eigenpairs(10, method=method)
         v_gpu, vec_gpu = entk.NTK(*gpu).eigenpairs(10, method=method)
         assert vec_gpu.device.type == "cuda"
         assert torch.allclose(v_gpu.cpu(), v_cpu, rtol=1e-8)
+        assert_same_eigenvectors(v_cpu, vec_cpu, vec_gpu)
 
 
 def test_shared_weights_on_the_structured_path_match_the_cpu():
@@ -66,5 +78,6 @@ def test_view_eigenpairs_of_the_transformer_match_the_cpu():
         x = transformer.inputs(settings).to(device)
         groups = runner.layer_groups(model, "per_tensor")
         out[device] = runner.view_eigenpairs(model, x, groups, "all_mean", None, 10, None)
-    for name, (vals, _) in out["cpu"].items():
+    for name, (vals, vecs) in out["cpu"].items():
         assert torch.allclose(out["cuda"][name][0].cpu(), vals, rtol=1e-8, atol=1e-12 * vals.abs().max()), name
+        assert_same_eigenvectors(vals, vecs, out["cuda"][name][1])

@@ -225,3 +225,85 @@ def test_figure_overlap_rejects_bad_input():
         figure_overlap(epochs, overlaps, derivatives, 4, None, None)
     with pytest.raises(ValueError, match="increasing"):
         figure_overlap(epochs[::-1], overlaps, derivatives, 6, None, None)
+
+
+# What is drawn, read back from the artists: a figure that draws the wrong numbers fails here even
+# when its layout is right.
+
+
+def _heatmap_cells(ax) -> np.ndarray:
+    """The (K, k) array an axes' one heatmap shows, with row 0 = frequency 1 (at the top)."""
+    (image,) = ax.get_images()
+    assert image.get_extent()[2] > image.get_extent()[3]  # frequency 1 at the top, as in the paper
+    return np.asarray(image.get_array())
+
+
+def test_figure_1_draws_each_spectrum_and_each_map():
+    panels = [_tms_panel(10, 0.3, {50: 20.0}), _tms_panel(40, 0.9, {})]
+    fig = figure_1(panels, [1.0, 0.3])
+    axes = np.array(fig.axes[:6]).reshape(3, 2)
+    for j, panel in enumerate(panels):
+        (line,) = axes[0, j].get_lines()[:1]
+        np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 81))
+        np.testing.assert_array_equal(line.get_ydata(), panel["eigenvalues"])
+        np.testing.assert_array_equal(axes[0, j].collections[0].get_offsets()[:, 1], panel["eigenvalues"])
+        for i, beta in enumerate([1.0, 0.3], start=1):
+            np.testing.assert_array_equal(axes[i, j].get_images()[0].get_array(), panel["overlap"][beta])
+
+
+def test_figure_2_draws_each_spectrum_from_index_0():
+    spectra = {"full": _spectrum(), "layer 1": _spectrum()}
+    fig = figure_2(spectra, CLIFFS)
+    for ax, (name, lam) in zip(fig.axes, spectra.items(), strict=True):
+        (line,) = [ln for ln in ax.get_lines() if ln.get_label() == name]
+        np.testing.assert_array_equal(line.get_xdata(), np.arange(lam.size))
+        np.testing.assert_array_equal(line.get_ydata(), lam)
+        shaded = sorted((p.get_x(), p.get_x() + p.get_width()) for p in ax.patches)
+        assert shaded == [(0.5, 12.5), (12.5, 24.5)]
+
+
+def test_figure_3_draws_accuracy_and_spectra_by_epoch():
+    history = _history()
+    spectra = {e: _spectrum() for e in (40, 0, 20)}
+    fig = figure_3(history, spectra, 30, CLIFFS)
+    ax_acc, ax_spec = fig.axes
+    train, test = ax_acc.get_lines()[:2]
+    np.testing.assert_array_equal(train.get_xdata(), history["epoch"])
+    np.testing.assert_array_equal(train.get_ydata(), history["train_acc"])
+    np.testing.assert_array_equal(test.get_ydata(), history["test_acc"])
+    for epoch in spectra:
+        (line,) = [ln for ln in ax_spec.get_lines() if ln.get_label() == f"epoch {epoch}"]
+        np.testing.assert_array_equal(line.get_ydata(), spectra[epoch])
+
+
+def test_figure_4_draws_each_correlation_in_its_panel():
+    raw, rotated = {"a": _corr(), "b": _corr()}, {"a": _corr(), "b": _corr()}
+    fig = figure_4(raw, rotated)
+    panels = {ax.get_title(): ax for ax in fig.axes[:4]}
+    for row, maps in (("raw eigenvectors", raw), ("rotated basis", rotated)):
+        for family in ("a", "b"):
+            ax = panels[f"{row} vs {family}-family"]
+            np.testing.assert_array_equal(_heatmap_cells(ax), maps[family])
+            assert ax.get_images()[0].get_extent() == [0.5, N + 0.5, K + 0.5, 0.5]
+            assert ax.get_images()[0].get_clim() == (0, 1)
+
+
+def test_figure_5_draws_each_epoch_and_family():
+    maps = {e: {"sum": _corr(), "diff": _corr()} for e in (100, 40)}
+    fig = figure_5(maps)
+    axes = np.array(fig.axes[:4]).reshape(2, 2)
+    for j, epoch in enumerate((40, 100)):
+        for i, family in enumerate(("sum", "diff")):
+            np.testing.assert_array_equal(_heatmap_cells(axes[i, j]), maps[epoch][family])
+
+
+def test_figure_overlap_draws_the_curves_and_their_derivatives():
+    epochs, overlaps, derivatives = _overlap_inputs()
+    fig = figure_overlap(epochs, overlaps, derivatives, 6, 30, 20)
+    ax_ov, ax_d = fig.axes[:2]
+    for ax, series in ((ax_ov, overlaps), (ax_d, derivatives)):
+        drawn = {ln.get_label(): ln for ln in ax.get_lines()}
+        for family, label in (("sum", "a+b family"), ("diff", "a−b family")):
+            np.testing.assert_array_equal(drawn[label].get_xdata(), epochs)
+            np.testing.assert_array_equal(drawn[label].get_ydata(), series[family])
+    assert [ln.get_xdata()[0] for ln in ax_d.get_lines() if ln.get_linestyle() == ":"] == [20]

@@ -2,6 +2,7 @@
 first as a Jinja template (with the shipped config), then as reStructuredText."""
 
 import io
+import re
 
 import jinja2
 import pytest
@@ -31,8 +32,11 @@ class StubSnakemake(Placeholder):
         self.config = config
 
 
-def test_there_are_captions():
-    assert len(CAPTIONS) >= 2
+def test_every_report_entry_has_its_caption_and_every_caption_is_used():
+    rules = "\n".join(p.read_text() for p in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))])
+    named = set(re.findall(r'caption="\.\./report/([\w.]+\.rst)"', rules))
+    named |= set(re.findall(r'^report: "\.\./report/([\w.]+\.rst)"', rules, re.M))
+    assert named == {p.name for p in CAPTIONS}
 
 
 @pytest.mark.parametrize("path", CAPTIONS, ids=lambda p: p.name)

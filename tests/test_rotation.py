@@ -111,7 +111,7 @@ def test_laplacian_null_spaces(p):
 
 
 def test_laplacians_reject_small_p():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^p must be at least 3, got 2$"):
         laplacians(2)
 
 
@@ -153,12 +153,23 @@ def test_family_correlation_is_phase_insensitive():
 
 def test_family_correlation_rejects_bad_shapes():
     fam = fourier_families(5)["a"]
-    with pytest.raises(ValueError):
+    shapes = r"^need vectors \(d, m\) and family \(d, 2K\) with equal d, got "
+    with pytest.raises(ValueError, match=shapes + r"\(24, 2\), \(25, 4\)$"):
         family_correlation(np.ones((24, 2)), fam)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=shapes + r"\(25,\), \(25, 4\)$"):
+        family_correlation(np.ones(25), fam)
+    with pytest.raises(ValueError, match=shapes + r"\(25, 2\), \(25,\)$"):
+        family_correlation(np.ones((25, 2)), fam[:, 0])
+    with pytest.raises(ValueError, match=r"^family must hold \(cos, sin\) column pairs, got 3 columns$"):
         family_correlation(np.ones((25, 2)), fam[:, :3])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^vectors has a zero column, which has no direction to correlate$"):
         family_correlation(np.zeros((25, 1)), fam)
+
+
+def test_families_of_even_p_leave_out_the_cos_only_frequency():
+    fam = fourier_families(6)
+    assert all(f.shape == (36, 4) for f in fam.values())
+    np.testing.assert_allclose(fam["a"].T @ fam["a"], np.eye(4), atol=1e-12)
 
 
 # ---------------------------------------------------------------- smooth rotation
@@ -195,18 +206,33 @@ def test_smooth_rotation_recovers_planted_families(p, first, second, l1, l2):
 def test_smooth_rotation_rejects_bad_shapes():
     lap = laplacians(5)["a"]
     good = np.random.default_rng(1).standard_normal((25, 4))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^basis must be 2-D \(d, k\), got shape \(25,\)$"):
         smooth_rotation(good[:, 0], lap, lap)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^basis needs at least 2 columns to split into halves, got 1$"):
         smooth_rotation(good[:, :1], lap, lap)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^L1 must have shape \(25, 25\) to match the basis, got \(24, 24\)$"):
         smooth_rotation(good, lap[:24, :24], lap)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^L2 must have shape \(25, 25\) to match the basis, got \(25, 24\)$"):
         smooth_rotation(good, lap, lap[:, :24])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^L1 must be symmetric$"):
         smooth_rotation(good, np.triu(lap), lap)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^L2 must be symmetric$"):
+        smooth_rotation(good, lap, np.triu(lap))
+    with pytest.raises(ValueError, match="^basis columns are linearly dependent; need full column rank$"):
         smooth_rotation(np.column_stack([good[:, :3], good[:, 0]]), lap, lap)
+    with pytest.raises(ValueError, match="^basis needs between 1 and 25 columns for a full column rank, got 26$"):
+        smooth_rotation(np.ones((25, 26)), lap, lap)
+
+
+def test_smooth_rotation_of_two_columns_and_of_the_whole_space():
+    lap = laplacians(5)
+    two = np.random.default_rng(2).standard_normal((25, 2))
+    rotated = smooth_rotation(two, lap["a"], lap["b"])
+    np.testing.assert_allclose(rotated.T @ rotated, np.eye(2), atol=1e-12)
+    # All 25 directions: a rotation of the whole space; its last half keeps stage 1's order, the roughest along a last.
+    whole = smooth_rotation(np.eye(25), lap["a"], lap["b"])
+    np.testing.assert_allclose(whole.T @ whole, np.eye(25), atol=1e-12)
+    assert whole[:, -1] @ lap["a"] @ whole[:, -1] == pytest.approx(np.linalg.eigvalsh(lap["a"]).max())
 
 
 # ---------------------------------------------------------------- subspace overlap
@@ -237,12 +263,35 @@ def test_subspace_overlap_matches_projector_trace():
 
 def test_subspace_overlap_rejects_bad_shapes():
     rng = np.random.default_rng(4)
-    with pytest.raises(ValueError):
+    shapes = r"^need basis \(d, k\) and family \(d, f\) with equal d, got "
+    with pytest.raises(ValueError, match=shapes + r"\(10, 3\), \(11, 2\)$"):
         subspace_overlap(rng.standard_normal((10, 3)), rng.standard_normal((11, 2)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=shapes + r"\(10,\), \(10, 2\)$"):
         subspace_overlap(rng.standard_normal(10), rng.standard_normal((10, 2)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=shapes + r"\(10, 3\), \(10,\)$"):
+        subspace_overlap(rng.standard_normal((10, 3)), rng.standard_normal(10))
+    with pytest.raises(ValueError, match="^mean-centred family columns are linearly dependent; need full column rank$"):
         subspace_overlap(rng.standard_normal((10, 3)), np.ones((10, 2)))
+    with pytest.raises(ValueError, match="^basis needs between 1 and 10 columns for a full column rank, got 0$"):
+        subspace_overlap(np.ones((10, 0)), rng.standard_normal((10, 2)))
+
+
+def test_subspace_overlap_at_any_scale_and_rank():
+    rng = np.random.default_rng(5)
+    basis, family = rng.standard_normal((10, 3)), rng.standard_normal((10, 2))
+    expected = np.trace(_projector(basis) @ _projector(family - family.mean(axis=0)))
+    # Rank is judged relative to the largest singular value: a tiny basis is as independent as a unit one.
+    assert subspace_overlap(1e-10 * basis, family) == pytest.approx(expected, abs=1e-10)
+    # One column and the whole space are allowed: the latter holds all of the family's centred span.
+    one = basis[:, :1]
+    assert subspace_overlap(one, family) == pytest.approx(
+        np.trace(_projector(one) @ _projector(family - family.mean(0)))
+    )
+    assert subspace_overlap(np.eye(10), family) == pytest.approx(2)
+    # A column 1e-20 of the largest is no direction of its own, even if the next-largest is far smaller too.
+    scaled = basis * np.array([1e6, 1.0, 1e-14])
+    with pytest.raises(ValueError, match="^basis columns are linearly dependent"):
+        subspace_overlap(scaled, family)
 
 
 # ---------------------------------------------------------------- cliffs

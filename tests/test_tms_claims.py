@@ -14,8 +14,7 @@ from entk.claims import (
 
 N_FEATURES, N_POINTS, K = 50, 40, 80
 BANDS = {
-    "tms_gap_ratio_min": 1.5,
-    "tms_cliff_tolerance": 2,
+    "tms_cliff_tolerance": 0,
     "tms_recovery_overlap": 0.9,
     "tms_recovered_min": 26,
     "tms_represented": {"m10_S0.3": 10, "m10_S0.9": 21, "m40_S0.9": 42},
@@ -76,8 +75,9 @@ def test_cliff_after_n_passes_even_behind_a_larger_ratio():
     [
         ({}, False, False),  # no cliff at all
         ({44: 3.0}, False, False),  # a cliff, but after 44
-        ({51: 3.0}, False, True),  # within the tolerance, yet λ50/λ51 is no cliff
-        ({50: 1.4}, False, True),  # detected, but the ratio is below the band
+        ({51: 3.0}, False, False),  # one mode too many: no cliff after n
+        ({50: 1.4}, True, True),  # a small cliff, still above the detector's least ratio
+        ({50: 1.2}, False, False),  # below it: no cliff
     ],
 )
 def test_cliff_claims_fail_where_the_spectrum_disagrees(cliffs, gap_passes, detected_passes):
@@ -85,12 +85,28 @@ def test_cliff_claims_fail_where_the_spectrum_disagrees(cliffs, gap_passes, dete
     assert [row["pass"] for row in rows] == [gap_passes, detected_passes]
 
 
+def test_bands_come_from_the_detector_and_the_tolerance():
+    values = spectrum({51: 3.0})
+    gap, found = tms_cliff_claims("m", values, N_FEATURES, {**BANDS, "tms_cliff_tolerance": 1})
+    assert found["pass"] and found["expected"] == "one within 50 ± 1"
+    assert not gap["pass"] and gap["expected"] == "≥ 1.25 (the cliff detector's min_ratio)"
+    # Without detector settings the detector's own defaults apply, to the gap and to the detection.
+    default = {"tms_cliff_tolerance": 0}
+    gap, found = tms_cliff_claims("m", spectrum({50: 1.3}), N_FEATURES, default)
+    assert gap["pass"] and float(gap["measured"]) == pytest.approx(1.3, rel=1e-3)
+    assert found["pass"] and found["expected"] == "one after n = 50"
+    gap, found = tms_cliff_claims(
+        "m", spectrum({50: 1.3}), N_FEATURES, {**default, "cliff_detector": {"min_ratio": 1.4}}
+    )
+    assert not gap["pass"] and gap["expected"] == "≥ 1.4 (the cliff detector's min_ratio)" and not found["pass"]
+
+
 def test_detector_settings_come_from_the_bands():
     values = spectrum({50: 1.8})
     strict = {**BANDS, "cliff_detector": {"min_ratio": 2.0}}
     assert tms_cliff_claims("m", values, N_FEATURES, BANDS)[1]["pass"]
-    row = tms_cliff_claims("m", values, N_FEATURES, strict)[1]
-    assert not row["pass"] and row["measured"] == "no cliff"
+    gap, row = tms_cliff_claims("m", values, N_FEATURES, strict)
+    assert not row["pass"] and row["measured"] == "no cliff" and not gap["pass"]
     with pytest.raises(ValueError, match="more than 50 eigenvalues"):
         tms_cliff_claims("m", values[:50], N_FEATURES, BANDS)
 
@@ -122,3 +138,45 @@ def test_model_claims_make_one_scorecard():
     rows = tms_model_claims("m10_S0.3", spectrum({50: 20.0}), {1.0: vectors(x, 40)}, x, w, BANDS)
     table = scorecard(rows)
     assert len(table) == 4 and table["pass"].all(), format_scorecard(table)
+
+
+def test_gap_at_exactly_the_detectors_least_ratio_passes():
+    values = np.concatenate([np.full(N_FEATURES, 100.0), np.full(K - N_FEATURES, 80.0)])  # λ50/λ51 = 1.25 exactly
+    gap, found = tms_cliff_claims("m", values, N_FEATURES, BANDS)
+    assert gap["pass"] and gap["measured"] == "1.25" and found["pass"]
+
+
+def test_recovery_reads_every_column_at_the_bands_threshold():
+    x = data()
+    clean = vectors(x, 30)
+    late = np.hstack([clean[:, 30:], clean[:, :30]])  # the 30 clean columns after column 50 of 80
+    (row,) = tms_recovery_claims("m", {1.0: late}, x, BANDS)
+    assert row["measured"] == "30 at β=1 (β=1: 30)" and row["pass"]
+    assert row["claim"] == "TMS m: features with overlap ≥ 0.9 with a top-80 eigenvector (best β)"
+    assert row["expected"] == "≥ 26 of 50"
+    (row,) = tms_recovery_claims("m", {1.0: vectors(x, 26)}, x, BANDS)
+    assert row["pass"] and row["measured"].startswith("26 at")  # the band's edge counts
+    # 0.92 of one indicator and 0.39 of the next: recovered at threshold 0.9, not at 0.95.
+    tilted = vectors(x, 26)
+    tilted[:, 0] = 0.92 * indicator(x, 0) + np.sqrt(1 - 0.92**2) * indicator(x, 1)
+    assert tms_recovery_claims("m", {1.0: tilted}, x, BANDS)[0]["measured"].startswith("26 at")
+    strict = {**BANDS, "tms_recovery_overlap": 0.95}
+    (row,) = tms_recovery_claims("m", {1.0: tilted}, x, strict)
+    assert row["measured"].startswith("25 at") and not row["pass"] and "overlap ≥ 0.95" in row["claim"]
+    with pytest.raises(ValueError, match="^feature recovery needs the eigenvectors of at least one β$"):
+        tms_recovery_claims("m", {}, x, BANDS)
+
+
+def test_represented_rows_name_the_model_and_the_band():
+    w = np.full((10, N_FEATURES), np.sqrt(0.5 / 10))
+    w[:, :13] = np.sqrt(1.0 / 10)  # 13 = the paper's 10 + the tolerance 3: inside the band
+    (row,) = tms_represented_claims("m10_S0.3", w, BANDS)
+    assert row == {
+        "claim": "TMS m10_S0.3: features with (WᵀW)_ii ≥ 0.75",
+        "expected": "10 ± 3",
+        "measured": "13",
+        "pass": True,
+    }
+    x = data()
+    rows = tms_model_claims("m10_S0.3", spectrum({50: 20.0}), {1.0: vectors(x, 40)}, x, w, BANDS)
+    assert [r["claim"].split(":")[0] for r in rows] == ["TMS m10_S0.3"] * 4
