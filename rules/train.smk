@@ -19,7 +19,7 @@ rule train:
         runtime=60,
     params:
         exp=experiment_params,
-        seed=config["seed"],
+        seed=experiment_seed,
         device=config.get("device", "auto"),
     script:
         "../scripts/train.py"
