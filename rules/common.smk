@@ -212,7 +212,7 @@ def run_unit(wildcards, exp_id):
     run = wildcards.get("run", "paper")
     if run == "paper":
         return exp_id
-    return seed_unit(SEED_STUDY[exp_id], int(run.rpartition("/seed")[2]))
+    return seed_unit(SEED_STUDY[exp_id], int(re.fullmatch(r"paper.seed(\d+)", run)[1]))
 
 
 def run_experiment(wildcards, section):
