@@ -139,3 +139,23 @@ def test_tiny_seed_study_end_to_end(tmp_path):
     with np.load(results / "a_seeds" / "seed1" / "plain" / "eigen.npz") as x, np.load(single) as y:
         assert not np.array_equal(x["values/full"], y["values/full"])  # another seed, another model
     assert (results / "figures" / "fig_seeds.png").stat().st_size > 10_000
+
+
+def test_seed_figure_marks_each_seeds_epochs_and_aligns_the_curves():
+    from entk.seed_plots import fig_seeds
+
+    epochs = np.arange(0, 220, 20)
+    histories = {
+        0: pd.DataFrame({"epoch": epochs, "test_acc": np.select([epochs >= 140, epochs >= 100], [0.97, 0.6], 0.1)}),
+        1: pd.DataFrame({"epoch": epochs, "test_acc": np.full(len(epochs), 0.2)}),
+    }
+    curves = {s: pd.DataFrame({"epoch": epochs, "overlap": epochs / 50, "of": 4}) for s in histories}
+    fig = fig_seeds(histories, curves, 0.5, author={2: 1600})
+    left, right = fig.axes
+    points = {(line.get_xdata()[0], line.get_ydata()[0], line.get_fillstyle()) for line in left.get_lines()}
+    # Seed 0: 50 % at 100, 95 % at 140; seed 1 never (open markers at its last epoch); the author's seed 2.
+    assert points == {(0, 100, "full"), (0, 140, "full"), (1, 200, "none"), (2, 1600, "full")}
+    aligned = [line for line in right.get_lines() if line.get_label().startswith("seed")]
+    assert len(aligned) == 1 and aligned[0].get_xdata()[0] == -100  # seed 0's curve, grokking at 0
+    with pytest.raises(ValueError, match="no seeds"):
+        fig_seeds({}, {})
