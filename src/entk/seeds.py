@@ -71,7 +71,7 @@ def seed_table(tables: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
 
 def format_seed_table(table: pd.DataFrame) -> str:
     """A plain-text summary: per claim, seeds passing, median and range, and a closing count."""
-    shown = table[["claim", "passing", "seeds", "failing", "median", "min", "max"]]
+    shown = table[["claim", "passing", "seeds", "failing", "median", "min", "max"]].fillna({"failing": ""})
     held = int((table["passing"] == table["seeds"]).sum())
     return f"{shown.to_string(index=False)}\n{held} of {len(table)} claims hold at every seed"
 
