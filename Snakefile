@@ -21,6 +21,7 @@ include: "rules/paper.smk"
 
 onsuccess:
     print_claims("results/claims.csv")
+    print_seed_claims("results/paper/seed_claims.csv")
 
 
 rule all:
@@ -34,3 +35,8 @@ rule scale:
         generic_outputs([PAPER["scale"]["experiment"]] if "scale" in PAPER else []),
         "results/paper/scale_claims.csv",
         expand("results/figures/fig_scale_spectra.{ext}", ext=["png", "pdf"]),
+
+
+rule seeds:
+    input:
+        seed_study_outputs,

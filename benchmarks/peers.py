@@ -419,7 +419,7 @@ def _jax_models(case: str, data):
         v = (x @ p["W_V"].reshape(h * dh, -1).T).reshape(n, t, h, dh).transpose(0, 2, 1, 3)
         attn = jax.nn.softmax((q @ k.transpose(0, 1, 3, 2)) / math.sqrt(dh), axis=-1)
         z = (attn @ v).reshape(n, h * dh)
-        resid = last + z @ p["W_O"]
+        resid = last + z @ p["W_O"].T
         resid = resid + jax.nn.relu(resid @ p["W_in"]) @ p["W_out"]
         return resid @ p["W_U"]
 

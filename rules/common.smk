@@ -3,7 +3,7 @@ import re
 from snakemake.utils import validate
 
 from entk.config import check_config, settle_config
-from entk.experiments import Untracked
+from entk.experiments import Untracked, seed_unit
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 settle_config(
@@ -34,6 +34,12 @@ def _alternatives(names):
 wildcard_constraints:
     experiment=_alternatives(EXPERIMENTS),
     view=_alternatives(VIEWS),
+    run=r"paper(/seed\d+)?",
+
+
+def experiment_seed(wildcards):
+    """The experiment's seed (its own, else the global one)."""
+    return EXPERIMENTS[wildcards.experiment].seed
 
 
 def experiment_params(wildcards):
@@ -164,6 +170,16 @@ def print_claims(path):
         print(f"\nClaims scorecard ({path}):\n{format_scorecard(pd.read_csv(path))}")
 
 
+def print_seed_claims(path):
+    """Print the seed study's summary at the end of a run that produced it."""
+    if os.path.exists(path):
+        import pandas as pd
+
+        from entk.seeds import format_seed_table
+
+        print(f"\nClaims over seeds ({path}):\n{format_seed_table(pd.read_csv(path))}")
+
+
 def all_targets():
     """Every final output the config asks for by default."""
     targets = generic_outputs(DEFAULT_EXPERIMENTS)
@@ -177,37 +193,130 @@ def all_targets():
     return targets
 
 
+SEED_STUDY = PAPER.get("seeds", {}).get("experiments", {})
+
+
+def study_seeds():
+    """The seeds of the seed study: those every entry it maps to lists (the config check makes them equal)."""
+    entries = config["experiments"]
+    return sorted({s for e in SEED_STUDY.values() for s in entries[e]["seeds"]})
+
+
+def seed_parts():
+    """The paper sections whose experiments the seed study runs at every seed."""
+    return [s for s in claim_parts() if set(section_experiments(s)) <= set(SEED_STUDY)]
+
+
+def section_experiments(section):
+    """The experiment ids a paper section names."""
+    spec = PAPER[section]
+    return spec["experiments"] if section == "tms" else [spec["experiment"]]
+
+
+def run_unit(wildcards, exp_id):
+    """The unit of work behind a paper experiment in a run of the paper's claims: the experiment
+    itself in results/paper, its seed-study entry's seed s in results/paper/seed<s>."""
+    run = wildcards.get("run", "paper")
+    if run == "paper":
+        return exp_id
+    return seed_unit(SEED_STUDY[exp_id], int(re.fullmatch(r"paper.seed(\d+)", run)[1]))
+
+
+def run_experiment(wildcards, section):
+    """The resolved experiment of a single-experiment paper section in this run."""
+    return EXPERIMENTS[run_unit(wildcards, PAPER[section]["experiment"])]
+
+
+def run_bands(wildcards):
+    """The claims bands of a run: a seed-study run judges the Transformer's accuracy by the end of
+    its own training, the paper's mechanism rather than the published run's epoch."""
+    bands = dict(config.get("claims", {}))
+    if wildcards.get("run", "paper") != "paper" and "transformer" in PAPER:
+        bands["transformer_test_acc_by_epoch"] = run_experiment(
+            wildcards, "transformer"
+        ).settings["epochs"]
+    return bands
+
+
 def paper_eigen(section, view_key="view"):
-    """Input function: the eigen file of a paper section's experiment and view."""
+    """Input function: the eigen file of a paper section's experiment and view in this run."""
 
     def inputs(wildcards):
         spec = PAPER[section]
-        return f"results/{spec['experiment']}/{spec[view_key]}/eigen.npz"
+        return f"results/{run_unit(wildcards, spec['experiment'])}/{spec[view_key]}/eigen.npz"
 
     return inputs
 
 
 def paper_experiment_file(section, name):
-    """Input function: a file of a paper section's experiment, e.g. its history.csv."""
-    return lambda wildcards: f"results/{PAPER[section]['experiment']}/{name}"
+    """Input function: a file of a paper section's experiment in this run, e.g. its history.csv."""
+    return (
+        lambda wildcards: f"results/{run_unit(wildcards, PAPER[section]['experiment'])}/{name}"
+    )
 
 
 def paper_modulus(section):
     """Params function: the modulus p of a paper section's experiment."""
-    return lambda wildcards: EXPERIMENTS[PAPER[section]["experiment"]].settings["p"]
+    return lambda wildcards: run_experiment(wildcards, section).settings["p"]
 
 
 def paper_steps(section):
-    """Params function: the checkpoint steps of a paper section's experiment (every one must have a
-    row in its history.csv)."""
-    return lambda wildcards: EXPERIMENTS[PAPER[section]["experiment"]].steps
+    """Params function: the checkpoint steps of a paper section's experiment in this run (every one
+    must have a row in its history.csv)."""
+    return lambda wildcards: run_experiment(wildcards, section).steps
+
+
+def claims_seeds(wildcards):
+    """Params function: per paper section, the seed(s) its claims rows are measured at."""
+    return {
+        part: " ".join(
+            str(s)
+            for s in sorted({EXPERIMENTS[e].seed for e in section_experiments(part)})
+        )
+        for part in claim_parts()
+    }
+
+
+def transformer_seeds():
+    """The seeds of the seed study's Transformer runs (none when it has none)."""
+    return study_seeds() if "transformer" in seed_parts() else []
+
+
+def seed_transformer_files(name):
+    """A file of the seed study's Transformer run at each of its seeds, e.g. its history.csv."""
+    return [
+        paper_experiment_file("transformer", name)({"run": f"paper/seed{seed}"})
+        for seed in transformer_seeds()
+    ]
+
+
+def paper_seed_outputs():
+    """The paper's seed table, and the Transformer's seed figure when the study runs it."""
+    table = ["results/paper/seed_claims.csv"] if seed_parts() else []
+    figure = expand("results/figures/fig_seeds.{ext}", ext=["png", "pdf"])
+    return table + (figure if transformer_seeds() else [])
+
+
+# Per-seed claims tables: each experiment family appends its seed table (and figures) here, and
+# `snakemake seeds` builds them all.
+SEED_TABLES = []
+
+
+def seed_study_outputs(wildcards):
+    """Input function of the seeds target: every family's seed tables and figures."""
+    return SEED_TABLES
 
 
 def tms_eigen(wildcards):
-    """Every TMS eigen file Figure 1 draws: per experiment, the spectrum view then the heatmap views."""
+    """Every TMS eigen file Figure 1 and the TMS claims read in this run: per experiment, the
+    spectrum view then the heatmap views."""
     tms = PAPER["tms"]
     views = [tms["spectrum_view"], *tms["heatmap_views"]]
-    return [f"results/{e}/{v}/eigen.npz" for e in tms["experiments"] for v in views]
+    return [
+        f"results/{run_unit(wildcards, e)}/{v}/eigen.npz"
+        for e in tms["experiments"]
+        for v in views
+    ]
 
 
 def tms_view_betas():

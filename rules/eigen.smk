@@ -17,7 +17,7 @@ rule eigen:
     params:
         exp=experiment_params,
         view=view_params,
-        seed=config["seed"],
+        seed=experiment_seed,
         device=config.get("device", "auto"),
     script:
         "../scripts/eigen.py"

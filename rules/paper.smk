@@ -7,15 +7,15 @@ rule claims_tms:
         eigen=tms_eigen,
     output:
         metrics=report(
-            "results/paper/tms_metrics.csv",
+            "results/{run}/tms_metrics.csv",
             caption="../report/tms_metrics.rst",
             category="TMS",
         ),
-        claims="results/paper/tms_claims.csv",
+        claims="results/{run}/tms_claims.csv",
     log:
-        "logs/paper/tms.log",
+        "logs/{run}/tms.log",
     benchmark:
-        "results/benchmarks/paper/tms.tsv"
+        "results/benchmarks/{run}/tms.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -26,7 +26,7 @@ rule claims_tms:
     params:
         tms=lambda wc: PAPER["tms"],
         betas=lambda wc: tms_view_betas(),
-        claims=config.get("claims", {}),
+        claims=run_bands,
         cliffs=config.get("cliffs", {}),
     script:
         "../scripts/claims_tms.py"
@@ -68,11 +68,11 @@ rule smooth_rotation:
     input:
         eigen=paper_eigen("modadd"),
     output:
-        rotation="results/paper/rotation.npz",
+        rotation="results/{run}/rotation.npz",
     log:
-        "logs/paper/rotate.log",
+        "logs/{run}/rotate.log",
     benchmark:
-        "results/benchmarks/paper/rotate.tsv"
+        "results/benchmarks/{run}/rotate.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -93,14 +93,14 @@ rule overlap_curve:
         history=paper_experiment_file("modadd", "history.csv"),
     output:
         csv=report(
-            "results/paper/overlap_curve.csv",
+            "results/{run}/overlap_curve.csv",
             caption="../report/overlap_csv.rst",
             category="Modular addition",
         ),
     log:
-        "logs/paper/overlap.log",
+        "logs/{run}/overlap.log",
     benchmark:
-        "results/benchmarks/paper/overlap.tsv"
+        "results/benchmarks/{run}/overlap.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -120,15 +120,17 @@ rule claims_modadd:
     input:
         eigen=paper_eigen("modadd"),
         history=paper_experiment_file("modadd", "history.csv"),
-        overlap=rules.overlap_curve.output.csv,
-        rotation=rules.smooth_rotation.output.rotation,
-        phases=lambda wc: f"results/{PAPER['modadd']['experiment']}/{PAPER['modadd']['view']}/phases.csv",
+        overlap="results/{run}/overlap_curve.csv",
+        rotation="results/{run}/rotation.npz",
+        phases=lambda wc: paper_experiment_file(
+            "modadd", f"{PAPER['modadd']['view']}/phases.csv"
+        )(wc),
     output:
-        csv="results/paper/modadd_claims.csv",
+        csv="results/{run}/modadd_claims.csv",
     log:
-        "logs/paper/modadd_claims.log",
+        "logs/{run}/modadd_claims.log",
     benchmark:
-        "results/benchmarks/paper/claims_modadd.tsv"
+        "results/benchmarks/{run}/claims_modadd.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -138,7 +140,7 @@ rule claims_modadd:
         runtime=5,
     params:
         history_steps=paper_steps("modadd"),
-        claims=config.get("claims", {}),
+        claims=run_bands,
         p=paper_modulus("modadd"),
         grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
     script:
@@ -163,8 +165,11 @@ rule claims:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        parts=claim_parts(),
+        seeds=claims_seeds,
     script:
-        "../scripts/concat_csv.py"
+        "../scripts/claims_table.py"
 
 
 rule claims_scale:
@@ -254,7 +259,7 @@ rule figure_3:
 
 rule figure_4:
     input:
-        rotation=rules.smooth_rotation.output.rotation,
+        rotation="results/paper/rotation.npz",
     output:
         png=report(
             "results/figures/fig4_rotation.png",
@@ -279,7 +284,7 @@ rule figure_4:
 
 rule figure_5:
     input:
-        rotation=rules.smooth_rotation.output.rotation,
+        rotation="results/paper/rotation.npz",
     output:
         png=report(
             "results/figures/fig5_sumdiff.png",
@@ -306,7 +311,7 @@ rule figure_5:
 
 rule figure_overlap:
     input:
-        overlap=rules.overlap_curve.output.csv,
+        overlap="results/paper/overlap_curve.csv",
     output:
         png=report(
             "results/figures/fig_overlap.png",
@@ -363,20 +368,22 @@ rule claims_transformer:
         tensors=paper_eigen("transformer", "tensors_view"),
         unembed=paper_eigen("transformer", "unembed_view"),
         history=paper_experiment_file("transformer", "history.csv"),
-        phases=lambda wc: f"results/{PAPER['transformer']['experiment']}/{PAPER['transformer']['unembed_view']}/phases.csv",
+        phases=lambda wc: paper_experiment_file(
+            "transformer", f"{PAPER['transformer']['unembed_view']}/phases.csv"
+        )(wc),
     output:
-        frequencies="results/paper/transformer_keys.csv",
+        frequencies="results/{run}/transformer_keys.csv",
         layers=report(
-            "results/paper/transformer_layers.csv",
+            "results/{run}/transformer_layers.csv",
             caption="../report/transformer_layers_csv.rst",
             category="Transformer",
         ),
-        curve="results/paper/transformer_grokking.csv",
-        claims="results/paper/transformer_claims.csv",
+        curve="results/{run}/transformer_grokking.csv",
+        claims="results/{run}/transformer_claims.csv",
     log:
-        "logs/paper/transformer.log",
+        "logs/{run}/transformer.log",
     benchmark:
-        "results/benchmarks/paper/transformer.tsv"
+        "results/benchmarks/{run}/transformer.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -388,15 +395,15 @@ rule claims_transformer:
         history_steps=paper_steps("transformer"),
         p=paper_modulus("transformer"),
         grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
-        claims=config.get("claims", {}),
+        claims=run_bands,
     script:
         "../scripts/claims_transformer.py"
 
 
 rule figure_transformer_layers:
     input:
-        frequencies=rules.claims_transformer.output.frequencies,
-        layers=rules.claims_transformer.output.layers,
+        frequencies="results/paper/transformer_keys.csv",
+        layers="results/paper/transformer_layers.csv",
     output:
         png=report(
             "results/figures/fig_transformer_layers.png",
@@ -421,7 +428,7 @@ rule figure_transformer_layers:
 
 rule figure_transformer:
     input:
-        curve=rules.claims_transformer.output.curve,
+        curve="results/paper/transformer_grokking.csv",
         history=paper_experiment_file("transformer", "history.csv"),
     output:
         png=report(
@@ -446,3 +453,74 @@ rule figure_transformer:
         grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
     script:
         "../scripts/figure_transformer.py"
+
+
+# The seed study (`snakemake seeds`): the claims rules above, run once per seed under
+# results/paper/seed<s>/ on the seed-study entries (paper.seeds), gathered into one table.
+SEED_TABLES.extend(paper_seed_outputs())
+
+
+rule seed_claims:
+    input:
+        [
+            f"results/paper/seed{seed}/{part}_claims.csv"
+            for seed in study_seeds()
+            for part in seed_parts()
+        ],
+    output:
+        csv=report(
+            "results/paper/seed_claims.csv",
+            caption="../report/seed_claims.rst",
+            category="Seeds",
+        ),
+    log:
+        "logs/paper/seed_claims.log",
+    benchmark:
+        "results/benchmarks/paper/seed_claims.tsv"
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        seeds=[seed for seed in study_seeds() for part in seed_parts()],
+    script:
+        "../scripts/seed_claims.py"
+
+
+rule figure_seeds:
+    input:
+        histories=seed_transformer_files("history.csv"),
+        curves=[
+            f"results/paper/seed{seed}/transformer_grokking.csv"
+            for seed in transformer_seeds()
+        ],
+    output:
+        png=report(
+            "results/figures/fig_seeds.png",
+            caption="../report/fig_seeds.rst",
+            category="Seeds",
+        ),
+        pdf="results/figures/fig_seeds.pdf",
+    log:
+        "logs/figures/fig_seeds.log",
+    benchmark:
+        "results/benchmarks/figures/fig_seeds.tsv"
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        seeds=transformer_seeds(),
+        steps=[
+            run_experiment({"run": f"paper/seed{seed}"}, "transformer").steps
+            for seed in transformer_seeds()
+        ],
+        grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
+    script:
+        "../scripts/figure_seeds.py"

@@ -20,7 +20,7 @@ rule train:
     params:
         exp=experiment_params,
         views=experiment_views,
-        seed=config["seed"],
+        seed=experiment_seed,
         device=config.get("device", "auto"),
     script:
         "../scripts/train.py"

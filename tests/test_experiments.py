@@ -24,7 +24,9 @@ def shipped() -> dict:
 
 def test_shipped_config_resolves_every_experiment():
     exps = check_config(shipped(), SCHEMA, str(ROOT))
-    assert set(exps) == {"m10_S0.3", "m10_S0.9", "m40_S0.9", "mlp", "transformer", "mlp_p113"}
+    paper = {"m10_S0.3", "m10_S0.9", "m40_S0.9", "mlp", "transformer"}
+    seeds = {f"{e}_seeds/seed{s}" for e in paper for s in range(5)}  # the seed study's units
+    assert set(exps) == paper | {"mlp_p113"} | seeds
     assert exps["transformer"].steps == list(range(0, 4001, 20)) and exps["transformer"].views["tensors"].steps == [
         4000
     ]

@@ -1,13 +1,16 @@
 """The Transformer kind (paper §3): model, training, eNTK on token inputs, key frequencies, claims."""
 
 import math
+import random
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev
+from torch.utils.data import DataLoader, TensorDataset
 
 import entk
 from entk import transformer as tf
@@ -57,7 +60,7 @@ def _reference_forward(model: tf.Transformer, tokens: torch.Tensor) -> torch.Ten
     mask = torch.ones(t, t, dtype=torch.bool).triu(1)
     attn = scores.masked_fill(mask, -torch.inf).softmax(-1)
     z = (attn @ v).transpose(1, 2).reshape(n, t, -1)
-    x = x + z @ model.W_O
+    x = x + torch.einsum("mn,btn->btm", model.W_O, z)  # the notebook's W_O: z·W_Oᵀ
     x = x + torch.relu(x @ model.W_in) @ model.W_out
     return (x @ model.W_U)[:, -1]
 
@@ -167,6 +170,117 @@ def test_resume_rejects_changed_settings():
         tf.train({**TINY, "lr": 1e-3}, 0, "t", resume=saved[2], log=_quiet)
     with pytest.raises(ValueError, match="log_every"):
         tf.train(TINY, 0, "t", checkpoint_steps=[3], log=_quiet)
+
+
+def test_author_split_is_the_notebooks():
+    p = 29
+    pairs = [(i, j, p) for i in range(p) for j in range(p)]
+    state = random.getstate()
+    try:
+        random.seed(0)
+        random.shuffle(pairs)
+    finally:
+        random.setstate(state)
+    train, test = tf.author_split(p, 0.5)
+    assert pairs[:3] == [(18, 8, p), (12, 16, p), (19, 7, p)]  # as the issue read them off the notebook
+    assert len(train) == int(0.5 * p * p) == 420 and len(test) == p * p - 420
+    assert train.tolist() == [i * p + j for i, j, _ in pairs[:420]]
+    assert test.tolist() == [i * p + j for i, j, _ in pairs[420:]]
+    assert tf.author_split(p, 0.5)[0].tolist() == train.tolist()  # seed 0 whatever the run's seed
+
+
+class _NotebookTransformer(nn.Module):
+    """The author's notebook model, re-written from its cells: parameters drawn from torch's global
+    stream in the order embed, pos_embed, attention (Q, K, V, O), MLP (in, out), unembed; every
+    position computed with einsums and a causal mask; W_O applied as einsum('m n, b s n -> b s m')."""
+
+    def __init__(self, vocab, d_model, n_heads, d_mlp):
+        super().__init__()
+        d_head = d_model // n_heads
+        self.d_head = d_head
+
+        def draw(*shape, scale):
+            return nn.Parameter(torch.randn(*shape) / np.sqrt(scale))
+
+        self.W_E = draw(vocab, d_model, scale=d_model)
+        self.W_pos = draw(3, d_model, scale=d_model)
+        self.W_Q = draw(n_heads, d_head, d_model, scale=d_model)
+        self.W_K = draw(n_heads, d_head, d_model, scale=d_model)
+        self.W_V = draw(n_heads, d_head, d_model, scale=d_model)
+        self.W_O = draw(d_model, d_model, scale=d_model)
+        self.W_in = draw(d_model, d_mlp, scale=d_mlp)
+        self.W_out = draw(d_mlp, d_model, scale=d_model)
+        self.W_U = draw(d_model, vocab, scale=vocab)
+
+    def forward(self, tokens):
+        x = self.W_E[tokens] + self.W_pos.unsqueeze(0)
+        q = torch.einsum("nhm,bsm->bsnh", self.W_Q, x)
+        k = torch.einsum("nhm,bsm->bsnh", self.W_K, x)
+        v = torch.einsum("nhm,bsm->bsnh", self.W_V, x)
+        attn = torch.einsum("bqnh,bknh->bnqk", q, k) / np.sqrt(self.d_head)
+        attn = attn.masked_fill(torch.ones(3, 3).triu(1).bool(), float("-inf")).softmax(-1)
+        z = torch.einsum("bnqk,bknh->bqnh", attn, v).flatten(2)
+        x = x + torch.einsum("mn,bsn->bsm", self.W_O, z)
+        x = x + torch.relu(x @ self.W_in) @ self.W_out
+        return (x @ self.W_U)[:, 2, :]
+
+
+def _notebook_run(s: dict, seed: int) -> dict[str, torch.Tensor]:
+    """The notebook's training cells on settings ``s``: torch.manual_seed(seed), the model, the
+    random.seed(0) split, DataLoaders, and per epoch one pass of the shuffled train loader, then at
+    epochs 0, log_every, … the evaluation passes over the test and train loaders. Final parameters."""
+    p = s["p"]
+    pairs = [(i, j, p) for i in range(p) for j in range(p)]
+    random.Random(0).shuffle(pairs)
+    n = int(s["train_fraction"] * len(pairs))
+    data = torch.tensor(pairs)
+    labels = (data[:, 0] + data[:, 1]) % p
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = _NotebookTransformer(p + 1, s["d_model"], s["n_heads"], s["d_mlp"])
+        opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+        train = DataLoader(TensorDataset(data[:n], labels[:n]), batch_size=s["batch_size"], shuffle=True)
+        test = DataLoader(TensorDataset(data[n:], labels[n:]), batch_size=s["batch_size"], shuffle=False)
+        for epoch in range(s["epochs"]):
+            for x, y in train:
+                opt.zero_grad()
+                F.cross_entropy(model(x)[:, :p], y).backward()
+                opt.step()
+            if epoch % s["log_every"] == 0:
+                for loader in (test, train):
+                    for _ in loader:
+                        pass
+    return {k: v.detach() for k, v in model.named_parameters()}
+
+
+def test_author_rng_replays_the_notebooks_weights_split_and_batches():
+    s = {**SMALL, "train_fraction": 0.5, "epochs": 5, "log_every": 2, "batch_size": 8, "lr": 1e-2, "weight_decay": 1.0}
+    s["rng"] = "author"
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        drawn = _NotebookTransformer(s["p"] + 1, s["d_model"], s["n_heads"], s["d_mlp"])
+    initial = {}
+    tf.train({**s, "epochs": 1}, 2, "ignored", checkpoint_steps=[0], save_checkpoint=initial.__setitem__, log=_quiet)
+    for name, value in drawn.named_parameters():
+        assert torch.equal(initial[0]["model"][name], value.detach()), name  # bit for bit
+    before = torch.get_rng_state()
+    final = {}
+    history = tf.train(s, 2, "ignored", checkpoint_steps=[5], save_checkpoint=final.__setitem__, log=_quiet)
+    assert torch.equal(torch.get_rng_state(), before)  # the global stream is left as it was
+    want = _notebook_run(s, 2)
+    for name, value in want.items():
+        torch.testing.assert_close(final[5]["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+    # The notebook's batches, not another order: a run with other draws ends elsewhere.
+    other = {}
+    tf.train({**s, "rng": "entk"}, 2, "k", checkpoint_steps=[5], save_checkpoint=other.__setitem__, log=_quiet)
+    assert not torch.allclose(other[5]["model"]["W_U"], want["W_U"], atol=1e-3)
+    assert history["epoch"].tolist() == [0, 2, 4, 5]
+
+
+def test_rng_setting_is_checked():
+    assert tf.check({"rng": "author"}) == []
+    msgs = tf.check({"rng": "numpy"})
+    assert len(msgs) == 1 and "'rng'" in msgs[0] and "entk" in msgs[0] and "author" in msgs[0]
 
 
 P = 29

@@ -75,7 +75,7 @@ def test_tiny_workflow_builds_every_target(tiny_run):
     assert set(metrics.columns) >= {"gap_ratio_n", "cliffs", "recovered_features", "represented_features"}
     assert not list((tiny_run / "results").rglob(".*.*"))  # no half-written temporaries
     claims = pd.read_csv(tiny_run / "results" / "claims.csv")
-    assert list(claims.columns) == ["claim", "expected", "measured", "pass"]
+    assert list(claims.columns) == ["claim", "expected", "measured", "pass", "seed"]
     assert claims["claim"].str.contains("cliff 1 size").any() and len(claims) >= 13
     assert "= 2(p−1) = 24" in claims["expected"].iloc[0]  # cliff sizes follow p = 13
     overlap = pd.read_csv(tiny_run / "results" / "paper" / "overlap_curve.csv")

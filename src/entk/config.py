@@ -98,8 +98,14 @@ def _paper_errors(config: dict, experiments: dict) -> list[str]:
 
     def known(section: str, exp_id: str, views: list[str]) -> bool:
         if exp_id not in experiments:
-            if exp_id not in config["experiments"]:  # an invalid entry has its own message already
+            entry = config["experiments"].get(exp_id)
+            if entry is None:  # an invalid entry has its own message already
                 errors.append(f"config key 'paper.{section}': experiment {exp_id!r} is not under experiments")
+            elif "seeds" in entry:
+                errors.append(
+                    f"config key 'paper.{section}': experiment {exp_id!r} lists seeds; name a single run here and "
+                    "map it to the seeds entry under paper.seeds.experiments"
+                )
             return False
         missing = [v for v in views if v not in experiments[exp_id].views]
         if missing:
@@ -153,9 +159,34 @@ def _paper_errors(config: dict, experiments: dict) -> list[str]:
                     f"(checkpoints every settings.checkpoint_every = {exp.settings['checkpoint_every']} epochs up to "
                     f"settings.epochs = {exp.settings['epochs']})"
                 )
+    errors += _seed_study_errors(config)
     grok = config.get("claims", {}).get("grok_epoch")
     if grok and grok[0] > grok[1]:
         errors.append(f"config key 'claims.grok_epoch': {grok} is not an interval (first > second)")
+    return errors
+
+
+def _seed_study_errors(config: dict) -> list[str]:
+    """paper.seeds must map paper experiments to entries that list the same seeds."""
+    study = config.get("paper", {}).get("seeds")
+    if not study:
+        return []
+    errors, seed_lists = [], {}
+    for paper_id, entry_id in study["experiments"].items():
+        where = f"config key 'paper.seeds.experiments.{paper_id}'"
+        entry = config["experiments"].get(entry_id)
+        if paper_id not in config["experiments"]:
+            errors.append(f"{where}: {paper_id!r} is not under experiments")
+        if entry is None:
+            errors.append(f"{where}: {entry_id!r} is not under experiments")
+        elif "seeds" not in entry:
+            errors.append(f"{where}: experiment {entry_id!r} lists no seeds; add seeds: [0, 1, 2, 3, 4] to it")
+        else:
+            seed_lists[entry_id] = sorted(entry["seeds"])
+    if len({tuple(v) for v in seed_lists.values()}) > 1:
+        errors.append(
+            f"config key 'paper.seeds.experiments': its entries list different seeds {seed_lists}; give them the same"
+        )
     return errors
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from entk.kinds import KINDS, get_kind
 
@@ -67,6 +67,7 @@ class Experiment:
     weights: object
     inputs: str
     default: bool
+    seed: int
     seed_key: str
     dtype: str
     max_memory_gb: float | None
@@ -88,6 +89,7 @@ class Experiment:
             "settings": self.settings,
             "weights": self.weights,
             "inputs": self.inputs,
+            "seed": self.seed,
             "seed_key": self.seed_key,
             "dtype": self.dtype,
             "max_memory_gb": self.max_memory_gb,
@@ -264,6 +266,7 @@ def resolve_experiment(exp_id: str, entry: dict, config: dict, basedir: str, err
         weights=entry.get("weights", "train"),
         inputs=inputs,
         default=entry.get("default", True),
+        seed=entry.get("seed", config.get("seed", 0)),
         seed_key=entry.get("seed_key", exp_id),
         dtype=entry.get("dtype", config.get("dtype", "float64")),
         max_memory_gb=entry.get("max_memory_gb", config.get("max_memory_gb")),
@@ -274,12 +277,29 @@ def resolve_experiment(exp_id: str, entry: dict, config: dict, basedir: str, err
     )
 
 
+def seed_unit(exp_id: str, seed: int) -> str:
+    """The id (and results directory under results/) of seed ``seed`` of an entry that lists seeds."""
+    return f"{exp_id}/seed{seed}"
+
+
 def resolve_experiments(config: dict, basedir: str) -> tuple[dict[str, Experiment], list[str]]:
-    """Every experiment of a schema-valid config, and the list of problems found (empty if none)."""
+    """Every unit of work of a schema-valid config, and the problems found (none: []).
+
+    An entry with ``seeds: [s, …]`` is one unit per seed, id ``seed_unit(id, s)``, each with its
+    own results directory and the entry's seed_key (default its id): seed s's unit trains what a
+    single-seed entry with ``seed: s`` and that seed_key trains.
+    """
     errors: list[str] = []
     experiments = {}
     for exp_id, entry in config["experiments"].items():
-        exp = resolve_experiment(exp_id, entry, config, basedir, errors)
-        if exp is not None:
+        if "seed" in entry and "seeds" in entry:
+            errors.append(f"{_where(exp_id)}: give seed (one run) or seeds (one run per seed), not both")
+            continue
+        exp = resolve_experiment(exp_id, {k: v for k, v in entry.items() if k != "seeds"}, config, basedir, errors)
+        if exp is None:
+            continue
+        for seed in entry.get("seeds", []):
+            experiments[seed_unit(exp_id, seed)] = replace(exp, id=seed_unit(exp_id, seed), seed=seed)
+        if "seeds" not in entry:
             experiments[exp_id] = exp
     return experiments, errors

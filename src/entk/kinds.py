@@ -117,6 +117,10 @@ def _check_modadd_mlp(s: dict) -> list[str]:
     return errors
 
 
+# Where the Transformer's random draws come from (docs/spec.md §3).
+TRANSFORMER_RNGS = ("entk", "author")
+
+
 def _check_transformer(s: dict) -> list[str]:
     errors = _positive_ints(
         s, ("p", "d_model", "n_heads", "d_head", "d_mlp", "epochs", "batch_size", "log_every"), "modadd_transformer"
@@ -137,6 +141,11 @@ def _check_transformer(s: dict) -> list[str]:
                 f"setting '{key}' of kind modadd_transformer: {s[key]!r} must be a "
                 f"{'positive' if key == 'lr' else 'non-negative'} number"
             )
+    if s["rng"] not in TRANSFORMER_RNGS:
+        errors.append(
+            f"setting 'rng' of kind modadd_transformer: {s['rng']!r} must be one of {list(TRANSFORMER_RNGS)} "
+            "(entk: streams keyed by the experiment; author: the published notebook's draws)"
+        )
     return errors
 
 
@@ -211,6 +220,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
                     "weight_decay": 1.0,
                     "batch_size": 64,
                     "log_every": 20,
+                    "rng": "entk",
                 }
             ),
             functions=MappingProxyType(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,11 +34,12 @@ class Transformer(nn.Module):
     """One-layer attention-only-then-MLP Transformer, tokens (N, 3) int64 -> logits (N, p + 1) (paper §3).
 
     No biases, no LayerNorm. Residual stream x = W_E[tok] + W_pos; x += attn(x); x += mlp(x);
-    logits = x[:, -1] @ W_U. W_Q, W_K, W_V are (heads, d_head, d_model); W_O maps the concatenated
-    heads (heads·d_head) to d_model; W_in (d_model, d_mlp), W_out (d_mlp, d_model), W_U (d_model,
-    vocab). With one layer only the last position reaches the output, so only its query, attention
-    row and MLP are computed: the causal mask hides nothing from the last position and the other
-    rows of the residual stream never reach the logits.
+    logits = x[:, -1] @ W_U. W_Q, W_K, W_V are (heads, d_head, d_model); W_O (d_model, heads·d_head)
+    maps the concatenated heads z to z·W_Oᵀ, as the author's einsum('m n, b s n -> b s m') does;
+    W_in (d_model, d_mlp), W_out (d_mlp, d_model), W_U (d_model, vocab). With one layer only the
+    last position reaches the output, so only its query, attention row and MLP are computed: the
+    causal mask hides nothing from the last position and the other rows of the residual stream
+    never reach the logits.
     """
 
     def __init__(
@@ -64,7 +66,7 @@ class Transformer(nn.Module):
         self.W_Q = draw(n_heads, d_head, d_model, scale=d_model)
         self.W_K = draw(n_heads, d_head, d_model, scale=d_model)
         self.W_V = draw(n_heads, d_head, d_model, scale=d_model)
-        self.W_O = draw(n_heads * d_head, d_model, scale=d_model)
+        self.W_O = draw(d_model, n_heads * d_head, scale=d_model)
         self.W_in = draw(d_model, d_mlp, scale=d_mlp)
         self.W_out = draw(d_mlp, d_model, scale=d_model)
         self.W_U = draw(d_model, vocab, scale=vocab)
@@ -80,7 +82,7 @@ class Transformer(nn.Module):
         v = (x @ self.W_V.flatten(0, 1).T).view(n, t, h, dh).transpose(1, 2)
         attn = torch.softmax((q @ k.transpose(2, 3)) / math.sqrt(dh), dim=-1)  # (n, h, 1, t)
         z = (attn @ v).reshape(n, h * dh)
-        resid = last + z @ self.W_O
+        resid = last + z @ self.W_O.T
         resid = resid + torch.relu(resid @ self.W_in) @ self.W_out
         return resid @ self.W_U
 
@@ -133,6 +135,53 @@ def split(p: int, train_fraction: float, generator: torch.Generator) -> tuple[Te
     return perm[:n_train].sort().values, perm[n_train:].sort().values
 
 
+def author_split(p: int, train_fraction: float) -> tuple[Tensor, Tensor]:
+    """The notebook's split: rows a·p + b of the pairs [(a, b, p) for a, b] after Python's
+    ``random.seed(0); random.shuffle``, the first int(fraction·p²) train, the rest test, in the
+    shuffled order (the order a DataLoader indexes)."""
+    pairs = [(a, b, p) for a in range(p) for b in range(p)]
+    random.Random(0).shuffle(pairs)
+    rows = torch.tensor([a * p + b for a, b, _ in pairs])
+    n_train = int(train_fraction * len(pairs))
+    return rows[:n_train], rows[n_train:]
+
+
+def _int64_draw(stream: torch.Generator) -> int:
+    """One draw of ``torch.empty((), dtype=torch.int64).random_()``, the DataLoader's seed draw."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=stream).item())
+
+
+def epoch_order(n_train: int, stream: torch.Generator, rng: str) -> Tensor:
+    """Positions (n_train,) of the train rows in one epoch's batch order.
+
+    ``entk``: one ``randperm`` of ``stream``. ``author``: as ``iter(DataLoader(shuffle=True))``
+    draws from the global stream: the iterator's base seed, then the RandomSampler's seed, which
+    seeds a fresh generator for the ``randperm``.
+    """
+    if rng == "entk":
+        return torch.randperm(n_train, generator=stream)
+    _int64_draw(stream)
+    sampler = torch.Generator().manual_seed(_int64_draw(stream))
+    return torch.randperm(n_train, generator=sampler)
+
+
+def evaluation_draws(stream: torch.Generator) -> None:
+    """The draws of the notebook's evaluation every log_every epochs: iterating the unshuffled test
+    loader (its base seed) and the shuffled train loader (base seed and sampler seed)."""
+    for _ in range(3):
+        _int64_draw(stream)
+
+
+def streams(settings: dict, seed: int, key: str) -> tuple[torch.Generator, str]:
+    """The generator of a run's draws and its rng setting: under ``entk``, ``entk.workflow.generator(seed,
+    key)``; under ``author``, a plain generator seeded with ``seed`` standing for the notebook's
+    ``torch.manual_seed(seed)`` global stream (the key unused)."""
+    from entk.workflow import generator as make_generator
+
+    rng = _settings(settings)["rng"]
+    return (torch.Generator().manual_seed(seed) if rng == "author" else make_generator(seed, key)), rng
+
+
 def _history_row(
     model: nn.Module,
     x: Tensor,
@@ -176,17 +225,18 @@ def train(
 ) -> pd.DataFrame:
     """Train a fresh Transformer (paper §3) → history (epoch, train_loss, test_loss, train_acc, test_acc).
 
-    From ``entk.workflow.generator(seed, key)``: the initial weights, then the split, then one
-    shuffle of the train rows per epoch. AdamW on the cross-entropy of the first p logits over
-    minibatches of ``batch_size`` (the last one smaller). History rows at epochs 0, log_every, …,
+    Draws (``streams``) under ``rng: entk``: from ``entk.workflow.generator(seed, key)`` the initial
+    weights, then the split, then one shuffle of the train rows per epoch. Under ``rng: author``, the
+    notebook's: the weights from a generator seeded with ``seed``, ``author_split``, and per epoch
+    ``epoch_order`` then, after every log_every-th epoch (0, log_every, …), ``evaluation_draws``.
+    AdamW on the cross-entropy of the first p logits over minibatches of ``batch_size`` (the last
+    one smaller). History rows at epochs 0, log_every, …,
     epochs, each with both losses and accuracies over the whole train / test set.
 
     ``save_checkpoint(e, state)`` runs at each epoch e of ``checkpoint_steps`` that has a history
     row, with state = {"model", "optimizer", "generator", "epoch", "history"} (deep copies);
     ``resume`` = such a state continues bit-identically and returns the whole history.
     """
-    from entk.workflow import generator as make_generator
-
     s = _settings(settings)
     if msgs := check(settings):
         raise ValueError("; ".join(msgs))
@@ -195,9 +245,10 @@ def train(
     wanted = sorted(set(checkpoint_steps))
     if stray := [e for e in wanted if e not in logged]:
         raise ValueError(f"checkpoint epochs {stray} have no history row: use multiples of log_every ({every})")
-    gen = make_generator(seed, key)
+    gen, rng = streams(s, seed, key)
     model = build(s, gen).to(device)
-    train_idx, test_idx = split(p, s["train_fraction"], gen)
+    frac = s["train_fraction"]
+    train_idx, test_idx = author_split(p, frac) if rng == "author" else split(p, frac, gen)
     x, y = inputs(s).to(device), labels(p).to(device)
     idx = {"train": train_idx.to(device), "test": test_idx.to(device)}
     opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
@@ -235,12 +286,14 @@ def train(
                     save_checkpoint(epoch, {**copy.deepcopy(state), "epoch": epoch, "history": [dict(r) for r in rows]})
             if epoch == epochs:
                 break
-            order = train_dev[torch.randperm(n_train, generator=gen).to(device)]
+            order = train_dev[epoch_order(n_train, gen, rng).to(device)]
             for batch in order.split(bs):
                 loss = F.cross_entropy(model(x[batch])[:, :p], y[batch])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            if rng == "author" and epoch % every == 0:
+                evaluation_draws(gen)
     finally:
         torch.set_num_threads(threads)
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
