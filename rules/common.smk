@@ -236,7 +236,9 @@ def lm_params(wildcards):
 
 def lm_step(wildcards):
     """The checkpoint step of a state (trained: the last; init: the first)."""
-    return LANGUAGE_MODELS[wildcards.experiment].steps[getattr(wildcards, "state", "trained")]
+    return LANGUAGE_MODELS[wildcards.experiment].steps[
+        getattr(wildcards, "state", "trained")
+    ]
 
 
 def lm_metric_files(wildcards):
@@ -263,7 +265,9 @@ def lm_outputs(exp_ids, draw=0):
 
 def lm_paper_file(state, name):
     """Input function: a table of the paper's language model (draw 0)."""
-    return lambda wildcards: f"{lm_dir(PAPER['lm']['experiment'], 0)}/{state}/{name}.csv"
+    return (
+        lambda wildcards: f"{lm_dir(PAPER['lm']['experiment'], 0)}/{state}/{name}.csv"
+    )
 
 
 def lm_seed_runs():
