@@ -52,6 +52,8 @@ def test_entries_need_a_language_model_experiment(shipped):
     bad["paper"]["lm"]["seeds"] = ["stories", "transformer"]
     with pytest.raises(ConfigError, match=r"paper.lm.seeds'.*\['transformer'\] have no language_models entry"):
         check_config(bad, SCHEMA, str(ROOT))
+    with pytest.raises(ConfigError, match=r"paper.lm.experiment'.*add mlp_out"):
+        check_config(with_lm(shipped, modules=["attn_out"]), SCHEMA, str(ROOT))
 
 
 def test_roles_expand_per_block():

@@ -100,4 +100,9 @@ def resolve(config: dict, experiments: dict, basedir: str) -> tuple[dict, list[s
             missing = [e for e in ids if e not in out]
             if missing:
                 errors.append(f"config key 'paper.lm.{key}': {missing} have no language_models entry; add one")
+            elif not all(any(m.startswith("mlp_out.") for m in out[e].modules) for e in ids):
+                errors.append(
+                    f"config key 'paper.lm.{key}': Table 3 compares each block's MLP down-projection with PCA; "
+                    "add mlp_out to the modules of its language_models entries"
+                )
     return out, errors
