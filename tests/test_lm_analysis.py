@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from entk import lm_analysis
+from entk.lm_plots import detector_figure
 
 CLASSES = ["A", "B"]
 
@@ -75,3 +76,13 @@ def test_detector_table_finds_a_planted_class_direction():
     assert (entk["candidate"], entk["test_ap"]) == (0, 1.0)
     pca = table[(table["method"] == "pca") & (table["layer"] == 0)].set_index("class")
     assert pca["test_auroc"].tolist() == [1.0, 1.0]
+
+
+def test_figure_draws_the_trained_models_values():
+    trained = planted([0.9, 0.6], [0.7, 0.8], [0.7, 0.9], [0.8, 0.6])
+    init = planted([0.55, 0.52], [0.1, 0.2], [0.6, 0.5], [0.6, 0.6])
+    fig = detector_figure(trained, init, CLASSES)
+    macro = fig.axes[len(CLASSES)]
+    entk, pca, entk_init = (line.get_ydata().tolist() for line in macro.get_lines()[:3])
+    assert entk == pytest.approx([0.9, 0.6]) and pca == pytest.approx([0.7, 0.8])
+    assert entk_init == pytest.approx([0.55, 0.52])

@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # (method, role, label, style) of each line: the trained model's eNTK of the MLP down-projection
 # and PCA of the block's output, and the controls.
@@ -23,7 +24,7 @@ LINES = (
 def detector_figure(trained: pd.DataFrame, init: pd.DataFrame, classes: list[str]) -> Figure:
     """One panel per class and one for the macro average: test AP per block of each method in
     ``LINES``, and chance (the class's test prevalence). Tables: ``entk.lm_analysis.detector_table``."""
-    both = pd.concat([trained, init.assign(method=init["method"].replace({"entk": "entk_init"}))])
+    both = pd.concat([trained, init.assign(method=init["method"] + "_init")])
     both = both[both["layer"].notna() & (both["layer"] >= 0)]
     panels = [*classes, "macro"]
     cols = 3
@@ -37,6 +38,7 @@ def detector_figure(trained: pd.DataFrame, init: pd.DataFrame, classes: list[str
             ax.plot(curve.index.astype(int), curve.values, label=label, **style)
         ax.axhline(sel["chance"].mean(), color="k", lw=0.8, ls="-.", label="chance")
         ax.set_title(name, fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, 1)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
