@@ -104,7 +104,14 @@ def eigen_mem_mb(wildcards):
     return int(1500 * budget)
 
 
-GENERIC_TABLES = ["spectra", "cliffs", "localisation", "phases", "features"]
+GENERIC_TABLES = [
+    "spectra",
+    "cliffs",
+    "localisation",
+    "phases",
+    "features",
+    "detectors",
+]
 GENERIC_FIGURES = ["fig_spectra", "fig_checkpoints", "fig_phases"]
 
 

@@ -12,6 +12,7 @@ from entk.detectors import (
     pca_scores,
     precision_at_k,
     stratified_split,
+    view_detectors,
 )
 
 
@@ -88,3 +89,18 @@ def test_bad_labels_are_named():
         check_labels(np.zeros(4, int), 5, ["A"])
     with pytest.raises(ValueError, match="class B has 1 sample"):
         check_labels(np.array([0, 0, 1, 0]), 4, ["A", "B"])
+
+
+def test_view_detectors_score_reduced_and_flattened_modes():
+    rng = np.random.default_rng(0)
+    n, c = 24, 3
+    labels = np.repeat([0, 1, 2], 8)
+    reduced = rng.standard_normal((n, 4))
+    reduced[:, 2] = labels == 2  # a reduced kernel's eigenvector (D = N) marking label 2
+    flat = rng.standard_normal((n * c, 4))
+    flat[n : 2 * n, 1] = 3.0 * (labels == 0)  # a flattened mode (D = N·C) concentrated on label 0
+    table = view_detectors({"diag": reduced, "flat": flat}, labels, n).set_index(["group", "class"])
+    assert table.loc[("diag", "2"), ["candidate", "test_ap"]].tolist() == [2, 1.0]
+    assert table.loc[("flat", "0"), ["candidate", "test_ap"]].tolist() == [1, 1.0]
+    with pytest.raises(ValueError, match="integer labels"):
+        view_detectors({"diag": reduced}, labels.astype(float), n)

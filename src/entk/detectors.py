@@ -123,3 +123,22 @@ def check_labels(labels: np.ndarray, n_samples: int, classes: list[str], train_f
                 f"class {name} has {n} sample(s): too few for a train and a test half; give it at least 2 "
                 "(or drop it from the classes)"
             )
+
+
+def view_detectors(
+    vectors: dict[str, np.ndarray], labels: np.ndarray, n_samples: int, *, train_fraction: float = 0.5, seed: int = 0
+) -> pd.DataFrame:
+    """Detectors of integer labels (N,) from each layer group's eigenvectors at one checkpoint
+    {group: (D, k)}: one score per sample when D = N (a reduced kernel), else modes of length N·C
+    scored by ``mode_scores``. Rows: group, then ``DETECTOR_COLUMNS`` per label."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError("detectors need features that are integer labels (N,) ≥ 0, one per probe input")
+    classes = [str(c) for c in range(labels.max() + 1)]
+    check_labels(labels, n_samples, classes, train_fraction)
+    train = stratified_split(labels, train_fraction, seed)
+    parts = []
+    for group, vecs in vectors.items():
+        scores = vecs if vecs.shape[0] == n_samples else mode_scores(vecs, n_samples)
+        parts.append(detect(scores, labels, classes, train).assign(group=group))
+    return pd.concat(parts, ignore_index=True)[["group", *DETECTOR_COLUMNS]]
