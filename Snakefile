@@ -17,6 +17,7 @@ include: "rules/train.smk"
 include: "rules/eigen.smk"
 include: "rules/analysis.smk"
 include: "rules/paper.smk"
+include: "rules/lm.smk"
 
 
 onsuccess:

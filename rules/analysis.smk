@@ -7,6 +7,7 @@ rule analyse:
         localisation="results/{experiment}/{view}/localisation.csv",
         phases="results/{experiment}/{view}/phases.csv",
         features="results/{experiment}/{view}/features.csv",
+        detectors="results/{experiment}/{view}/detectors.csv",
         fig_spectra="results/{experiment}/{view}/fig_spectra.png",
         fig_checkpoints="results/{experiment}/{view}/fig_checkpoints.png",
         fig_phases="results/{experiment}/{view}/fig_phases.png",

@@ -118,7 +118,14 @@ def eigen_mem_mb(wildcards):
     return int(1500 * budget)
 
 
-GENERIC_TABLES = ["spectra", "cliffs", "localisation", "phases", "features"]
+GENERIC_TABLES = [
+    "spectra",
+    "cliffs",
+    "localisation",
+    "phases",
+    "features",
+    "detectors",
+]
 GENERIC_FIGURES = ["fig_spectra", "fig_checkpoints", "fig_phases"]
 
 
@@ -133,7 +140,12 @@ def generic_outputs(exp_ids):
     return out
 
 
-DEFAULT_EXPERIMENTS = [e for e, exp in EXPERIMENTS.items() if exp.default]
+# An experiment with a language_models entry is analysed by the language-model rules, not by views.
+DEFAULT_EXPERIMENTS = [
+    e
+    for e, exp in EXPERIMENTS.items()
+    if exp.default and e not in config.get("language_models", {})
+]
 PAPER = config.get("paper", {})
 
 
@@ -152,12 +164,14 @@ def paper_figures():
         ]
     if "transformer" in PAPER:
         figs += ["fig_transformer", "fig_transformer_layers"]
+    if "lm" in PAPER:
+        figs.append("fig_lm_detectors")
     return figs
 
 
 def claim_parts():
     """The paper sections whose claims rows make results/claims.csv."""
-    return [s for s in ("modadd", "tms", "transformer") if s in PAPER]
+    return [s for s in ("modadd", "tms", "transformer", "lm") if s in PAPER]
 
 
 def print_claims(path):
@@ -183,6 +197,7 @@ def print_seed_claims(path):
 def all_targets():
     """Every final output the config asks for by default."""
     targets = generic_outputs(DEFAULT_EXPERIMENTS)
+    targets += lm_outputs(e for e in LANGUAGE_MODELS if EXPERIMENTS[e].default)
     if DEFAULT_EXPERIMENTS:
         targets.append("results/spectra.csv")
     targets += expand(
@@ -324,3 +339,61 @@ def tms_view_betas():
     tms = PAPER["tms"]
     exp = EXPERIMENTS[tms["experiments"][0]]
     return [exp.views[v].output_weights["importance"] for v in tms["heatmap_views"]]
+
+
+# Language models (docs/spec.md §4): the `language_models:` entries.
+from entk.lm_config import STATES
+from entk.lm_config import resolve as resolve_language_models
+
+# (check_config has reported their problems already.)
+LANGUAGE_MODELS = resolve_language_models(config, EXPERIMENTS, os.getcwd())[0]
+
+
+def lm_dir(exp_id, draw):
+    return f"results/{exp_id}/lm/d{draw}"
+
+
+def lm_params(wildcards):
+    """A language-model analysis's settings, as plain data."""
+    return LANGUAGE_MODELS[wildcards.experiment].settings
+
+
+def lm_step(wildcards):
+    """The checkpoint step of a state (trained: the last; init: the first)."""
+    return LANGUAGE_MODELS[wildcards.experiment].steps[
+        getattr(wildcards, "state", "trained")
+    ]
+
+
+def lm_metric_files(wildcards):
+    metric = LANGUAGE_MODELS[wildcards.experiment].settings["output_metric"]
+    return [] if metric == "unembedding" else [metric]
+
+
+def lm_eigen_files(wildcards):
+    """Every module's eigen file of one state and draw."""
+    lm = LANGUAGE_MODELS[wildcards.experiment]
+    base = lm_dir(wildcards.experiment, wildcards.draw)
+    return [f"{base}/{wildcards.state}/eigen/{m}.npz" for m in lm.modules]
+
+
+def lm_outputs(exp_ids, draw=0):
+    """The detector and Lanczos tables of both states of these language models at one draw."""
+    return [
+        f"{lm_dir(e, draw)}/{state}/{name}.csv"
+        for e in exp_ids
+        for state in STATES
+        for name in ("detectors", "lanczos")
+    ]
+
+
+def lm_paper_file(state, name):
+    """Input function: a table of the paper's language model (draw 0)."""
+    return (
+        lambda wildcards: f"{lm_dir(PAPER['lm']['experiment'], 0)}/{state}/{name}.csv"
+    )
+
+
+def lm_seed_runs():
+    """(experiment, draw) of every row of the seed table."""
+    return [(e, d) for e in PAPER["lm"]["seeds"] for d in PAPER["lm"]["draws"]]

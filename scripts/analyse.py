@@ -1,5 +1,6 @@
 """Rule analyse: the generic analyses of one experiment × view — spectra, cliffs, layer
-localisation, label-free phase detection, candidate-feature overlaps — as tables and figures."""
+localisation, label-free phase detection, candidate-feature overlaps, detectors of labels — as
+tables and figures."""
 
 import matplotlib
 
@@ -13,6 +14,7 @@ import pandas as pd
 from entk import analysis
 from entk import experiment_plots as plots
 from entk import workflow as wf
+from entk.detectors import DETECTOR_COLUMNS, view_detectors
 from entk.spectrum import find_cliffs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -44,9 +46,15 @@ with wf.logged(sm.log[0]):
             ]
         )
         print("one checkpoint: no phase detection")
+    detectors = pd.DataFrame(columns=["group", *DETECTOR_COLUMNS])
     if "features" in sm.input.keys():
         features = np.load(sm.input.features, allow_pickle=False)
         overlaps = analysis.feature_overlap_table(eig, features, find_cliffs=rule)
+        if features.ndim == 1:
+            # Labels: the author's detectors (docs/spec.md §4) from the last checkpoint's eigenvectors.
+            last = {g: eig.vectors[g][-1] for g in eig.groups}
+            detectors = view_detectors(last, features, eig.n_samples)
+            print(detectors.to_string(index=False))
     else:
         overlaps = pd.DataFrame(columns=["step", "layer", "cliff", "first", "position", "feature", "overlap", "dim"])
     print(cliffs[cliffs["step"] == eig.steps[-1]].to_string(index=False))
@@ -56,6 +64,7 @@ with wf.logged(sm.log[0]):
         (localisation, sm.output.localisation),
         (phases, sm.output.phases),
         (overlaps, sm.output.features),
+        (detectors, sm.output.detectors),
     ):
         wf.save_csv(path, table)
     full = analysis.full_group(eig) or eig.groups[0]

@@ -215,10 +215,12 @@ def _dimension_errors(experiments: dict) -> list[str]:
 def semantic_errors(config: dict, basedir: str = ".") -> tuple[dict, list[str]]:
     """Resolved experiments and the problems a schema cannot express (config already schema-valid)."""
     from entk.experiments import resolve_experiments
+    from entk.lm_config import resolve as resolve_language_models
 
     experiments, errors = resolve_experiments(config, basedir)
     errors += _dimension_errors(experiments)
     errors += _paper_errors(config, experiments)
+    errors += resolve_language_models(config, experiments, basedir)[1]
     return experiments, errors
 
 

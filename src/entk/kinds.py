@@ -149,6 +149,51 @@ def _check_transformer(s: dict) -> list[str]:
     return errors
 
 
+def _check_story_lm(s: dict) -> list[str]:
+    ints = (
+        "d_model n_layers n_heads d_mlp context_length steps batch_size checkpoint_every "
+        "train_stories test_stories probe_stories"
+    ).split()
+    errors = [
+        f"setting '{k}' of kind story_lm: {s[k]!r} must be a positive integer"
+        for k in ints
+        if not isinstance(s[k], int) or isinstance(s[k], bool) or s[k] < 1
+    ]
+    for k in ("lr", "weight_decay"):
+        if not isinstance(s[k], int | float) or isinstance(s[k], bool) or s[k] < 0 or (k == "lr" and s[k] == 0):
+            errors.append(
+                f"setting '{k}' of kind story_lm: {s[k]!r} must be a "
+                f"{'positive' if k == 'lr' else 'non-negative'} number"
+            )
+    if not errors and s["d_model"] % s["n_heads"]:
+        errors.append(
+            f"setting 'n_heads' of kind story_lm: d_model = {s['d_model']} is not divisible by {s['n_heads']} heads; "
+            "choose n_heads dividing d_model"
+        )
+    return errors
+
+
+def _story_lm_parameters(settings: dict) -> list[str]:
+    """Parameter names of the built Gemma-3 (tests check them against a built one)."""
+    block = [
+        "self_attn.q_proj.weight",
+        "self_attn.k_proj.weight",
+        "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight",
+        "self_attn.q_norm.weight",
+        "self_attn.k_norm.weight",
+        "mlp.gate_proj.weight",
+        "mlp.up_proj.weight",
+        "mlp.down_proj.weight",
+        "input_layernorm.weight",
+        "post_attention_layernorm.weight",
+        "pre_feedforward_layernorm.weight",
+        "post_feedforward_layernorm.weight",
+    ]
+    layers = [f"model.layers.{i}.{b}" for i in range(settings["n_layers"]) for b in block]
+    return ["model.embed_tokens.weight", *layers, "model.norm.weight"]
+
+
 KINDS: Mapping[str, Kind] = MappingProxyType(
     {
         "tms": Kind(
@@ -234,6 +279,39 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             checkpoint_steps=lambda s: _every(s, "epochs", "log_every"),
             check=_check_transformer,
             parameters=lambda s: ["W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U"],
+        ),
+        "story_lm": Kind(
+            name="story_lm",
+            description="small Gemma-3 causal LM on generated stories with known parts of speech, saved as a "
+            "Hugging Face checkpoint (docs/spec.md §4)",
+            defaults=MappingProxyType(
+                {
+                    "d_model": 64,
+                    "n_layers": 3,
+                    "n_heads": 4,
+                    "d_mlp": 256,
+                    "context_length": 32,
+                    "steps": 1500,
+                    "batch_size": 64,
+                    "lr": 3e-3,
+                    "weight_decay": 0.01,
+                    "checkpoint_every": 500,
+                    "train_stories": 4000,
+                    "test_stories": 200,
+                    "probe_stories": 20000,
+                }
+            ),
+            functions=MappingProxyType(
+                {
+                    "build": "entk.story_lm:build",
+                    "train": "entk.story_lm:train",
+                    "corpus": "entk.story_lm:corpus",
+                    "save_pretrained": "entk.story_lm:save_pretrained",
+                }
+            ),
+            checkpoint_steps=lambda s: _every(s, "steps", "checkpoint_every"),
+            check=_check_story_lm,
+            parameters=_story_lm_parameters,
         ),
     }
 )

@@ -1,0 +1,29 @@
+"""Rule lm_eigen: one module's eNTK of the final normed hidden state with the output metric
+(docs/spec.md §4): top k by the converged solver and by the author's Lanczos, their overlap, time
+and memory."""
+
+import numpy as np
+import torch
+
+from entk import lm, lm_views
+from entk import workflow as wf
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with wf.logged(sm.log[0]):
+    wf.set_threads(sm.threads)
+    s = sm.params.lm
+    model = lm.load_causal_lm(f"{sm.input.hf}/step_{sm.params.step}")
+    with np.load(sm.input.contexts) as data:
+        ids = torch.from_numpy(data["ids"])
+    metric = lm_views.output_metric(model, s["output_metric"])
+    arrays = lm_views.module_eigen(
+        model,
+        ids,
+        sm.wildcards.module,
+        metric,
+        position=s["position"],
+        top_k=s["top_k"],
+        lanczos_steps=s["lanczos_steps"],
+        max_memory_gb=s.get("max_memory_gb") or sm.params.max_memory_gb,
+    )
+    wf.save_npz(sm.output.eigen, **arrays)

@@ -1,0 +1,18 @@
+"""Rule lm_hidden: every block's output hidden state at the analysed position of each probe context
+(L + 1, N, C): the PCA baseline's activations (docs/spec.md §4)."""
+
+import numpy as np
+import torch
+
+from entk import lm, lm_views
+from entk import workflow as wf
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with wf.logged(sm.log[0]):
+    wf.set_threads(sm.threads)
+    model = lm.load_causal_lm(f"{sm.input.hf}/step_{sm.params.step}")
+    with np.load(sm.input.contexts) as data:
+        ids = torch.from_numpy(data["ids"])
+    hidden = lm_views.last_hidden_states(model, ids, sm.params.lm["position"])
+    print(f"hidden states {hidden.shape}")
+    wf.save_npz(sm.output.hidden, hidden=hidden)
