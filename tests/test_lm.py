@@ -166,3 +166,83 @@ def test_bad_input_one_line(kwargs, message):
     args = {"ids": torch.zeros(2, 7, dtype=torch.long), "module": "model.layers.0.mlp.down_proj", **kwargs}
     with pytest.raises(ValueError, match=message):
         lm.module_operator(model, **args)
+
+
+# --- inputs from a user's directory ---
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny Gemma-3 saved with a word-level tokenizer, as a user's checkpoint directory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    path = tmp_path_factory.mktemp("gemma")
+    torch.manual_seed(0)
+    model = lm.load_causal_lm(_configs()["gemma"])
+    model.save_pretrained(path)
+    words = ["<pad>", "<unk>"] + [f"w{i}" for i in range(48)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>").save_pretrained(
+        path
+    )
+    return model, path
+
+
+def test_saved_then_loaded_directory_gives_the_same_spectrum(saved):
+    model, path = saved
+    loaded = lm.load_causal_lm(path)
+    assert loaded.config._attn_implementation == "eager"
+    assert next(loaded.parameters()).dtype == torch.float32
+    ids = torch.randint(1, 50, (N, T), generator=torch.Generator().manual_seed(5))
+    spectra = []
+    for m in (model, loaded):
+        u = lm.unembedding(m)
+        op = lm.module_operator(m, ids, lm.module_for(m, "mlp_out", 1), metric_sqrt=lm.metric_sqrt(u.T @ u))
+        spectra.append(op.eigenpairs(4)[0])
+    torch.testing.assert_close(spectra[0], spectra[1])
+
+
+def test_contexts_from_text_with_the_model_tokenizer(saved, tmp_path):
+    _, path = saved
+    text = tmp_path / "story.txt"
+    text.write_text(" ".join(f"w{i % 48}" for i in range(23)) + "\n")
+    ids = lm.contexts_from_text(text, lm.load_tokenizer(path), context_length=5)
+    # Word wi has id i + 2; 23 words make 4 whole contexts of 5, no BOS.
+    expected = torch.tensor([i % 48 + 2 for i in range(20)]).reshape(4, 5)
+    assert torch.equal(ids, expected)
+    with pytest.raises(ValueError, match="4 context"):
+        lm.contexts_from_text(text, lm.load_tokenizer(path), context_length=5, n_contexts=6)
+
+
+def test_token_ids_and_labels_from_files(tmp_path):
+    ids = torch.randint(0, 50, (4, 6))
+    np_path = tmp_path / "ids.npy"
+    import numpy as np
+
+    np.save(np_path, ids.numpy())
+    assert torch.equal(lm.load_token_ids(np_path), ids)
+    (tmp_path / "labels.txt").write_text("NOUN\nVERB\nDET\nNOUN\n")
+    assert list(lm.load_labels(tmp_path / "labels.txt", 4)) == ["NOUN", "VERB", "DET", "NOUN"]
+    with pytest.raises(ValueError, match="one per context needed"):
+        lm.load_labels(tmp_path / "labels.txt", 5)
+    np.save(tmp_path / "float.npy", np.zeros((4, 6)))
+    with pytest.raises(ValueError, match="must be integers"):
+        lm.load_token_ids(tmp_path / "float.npy")
+
+
+def test_bad_directories_one_line(tmp_path, saved):
+    with pytest.raises(ValueError, match="no config.json"):
+        lm.load_causal_lm(tmp_path)
+    transformers.T5Config(d_model=8, num_layers=1, num_heads=1, d_kv=4, d_ff=8, vocab_size=10).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not a causal language model"):
+        lm.load_causal_lm(tmp_path)
+    model, path = saved
+    with pytest.raises(ValueError, match="has no tokenizer"):
+        lm.load_tokenizer(tmp_path)
+    with pytest.raises(ValueError, match="no module of role 'experts'"):
+        lm.module_for(model, "experts")
+    sdpa = lm.load_causal_lm(path)
+    sdpa.config._attn_implementation = "sdpa"
+    with pytest.raises(ValueError, match="forward-mode AD"):
+        lm.module_operator(sdpa, torch.zeros(1, 3, dtype=torch.long), "model.layers.0.mlp.down_proj")

@@ -28,10 +28,25 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from entk.lm_inputs import (
+    check_model_dir,
+    checked_ids,
+    contexts_from_text,
+    load_labels,
+    load_token_ids,
+    load_tokenizer,
+)
 from entk.lm_operator import ModuleOperator, base_model, decoder_layers
 
 __all__ = [
     "FinalHidden",
+    "check_model_dir",
+    "checked_ids",
+    "contexts_from_text",
+    "load_labels",
+    "load_token_ids",
+    "load_tokenizer",
+    "module_for",
     "ModuleOperator",
     "base_model",
     "decoder_layers",
@@ -51,7 +66,7 @@ def load_causal_lm(source, *, dtype: torch.dtype = torch.float32) -> nn.Module:
 
     if isinstance(source, str | Path):
         model = AutoModelForCausalLM.from_pretrained(
-            source, local_files_only=True, attn_implementation="eager", dtype=dtype
+            check_model_dir(source), local_files_only=True, attn_implementation="eager", dtype=dtype
         )
     else:
         source._attn_implementation = "eager"
@@ -107,6 +122,18 @@ def module_roles(model: nn.Module) -> dict[str, list[str]]:
                 roles[role].append(f"{names[layer]}.{last}")
     roles["embedding"] = [names[model.get_input_embeddings()]]
     return roles
+
+
+def module_for(model: nn.Module, role: str, block: int = 0) -> str:
+    """The name of block ``block``'s module of ``role`` ("mlp_out", "attn_out"; "embedding" with block 0)."""
+    roles = module_roles(model)
+    if role not in roles or not roles[role]:
+        have = sorted(r for r, names in roles.items() if names)
+        raise ValueError(f"{type(model).__name__} has no module of role {role!r}; its roles are {have}")
+    names = roles[role]
+    if not -len(names) <= block < len(names):
+        raise ValueError(f"block {block} is out of range: {type(model).__name__} has {len(names)} of role {role!r}")
+    return names[block]
 
 
 def unembedding(model: nn.Module) -> Tensor:

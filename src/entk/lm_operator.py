@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp, vmap
 
 from entk.eigen import SolverInfo, default_block_size, default_tol, fix_signs, top_eigenpairs_matfree
+from entk.lm_inputs import checked_ids
 from entk.memory import resolve_max_memory_gb
 
 Params = dict[str, Tensor]
@@ -77,6 +78,17 @@ def final_norm(model: nn.Module) -> nn.Module:
         if isinstance(norm, nn.Module):
             return norm
     raise TypeError(f"{type(model).__name__}'s base model has no final norm named one of {_FINAL_NORMS}")
+
+
+def check_eager(model: nn.Module) -> None:
+    """Refuse attention other than eager: torch has no forward-mode AD through fused attention kernels."""
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if impl not in (None, "eager"):
+        raise ValueError(
+            f"the model runs attention with {impl!r}, and torch has no forward-mode AD (jvp) through fused "
+            "scaled-dot-product attention kernels: load it with entk.lm.load_causal_lm (eager) or "
+            "attn_implementation='eager'"
+        )
 
 
 def _first(out):
@@ -235,7 +247,8 @@ class ModuleOperator:
     route: str | None = None
 
     def __post_init__(self):
-        self.ids = _checked_ids(self.model, self.ids)
+        self.ids = checked_ids(self.model, self.ids)
+        check_eager(self.model)
         modules = dict(self.model.named_modules())
         if self.module not in modules:
             raise ValueError(
@@ -473,26 +486,3 @@ def _class_major(y: Tensor) -> Tensor:
 def _sample_major(v: Tensor, n: int) -> Tensor:
     """(C·N, b) class-major → (b, N, C)."""
     return v.T.reshape(v.shape[1], -1, n).transpose(1, 2)
-
-
-def _checked_ids(model: nn.Module, ids: Tensor) -> Tensor:
-    """Token ids (N, T) on the model's device, refused when out of the vocabulary or longer than its positions."""
-    ids = torch.as_tensor(ids)
-    if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0 or ids.is_floating_point():
-        raise ValueError(
-            f"token ids must be an integer tensor (N, T) with N, T ≥ 1, got {tuple(ids.shape)} {ids.dtype}"
-        )
-    config = getattr(model, "config", None)
-    vocab = getattr(config, "vocab_size", None)
-    if vocab is not None and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
-        raise ValueError(
-            f"token ids must lie in [0, {vocab}) (the model's vocabulary), got [{int(ids.min())}, {int(ids.max())}]; "
-            "tokenize with the model's own tokenizer"
-        )
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions is not None and ids.shape[1] > positions:
-        raise ValueError(
-            f"contexts of {ids.shape[1]} tokens are longer than the model's {positions} positions "
-            "(config.max_position_embeddings); cut them shorter"
-        )
-    return ids.to(next(model.parameters()).device)
