@@ -5,8 +5,9 @@ independently of entk's operator: ``functional_call`` of the base model with the
 J̃ᵀ v by ``vjp`` accumulated over chunks of 64 contexts, then J̃ (·) by ``jvp`` chunk by chunk, on
 vectors laid out (d_model, N); 50 Lanczos steps from ``randn`` with full reorthogonalisation
 (``entk.lm.lanczos``, the same recurrence). entk: ``entk.lm.module_operator(...).eigenpairs(25)``
-(converged block solver, downstream network only), and the same 50-step Lanczos on entk's products.
-The reference is entk's solver at a tighter tolerance (1e-5 of λ₁).
+(converged block solver, downstream network only: every residual ‖Kv − λv‖ ≤ 10·eps·√dim·λ₁), which
+is the converged answer the others are measured against, and the same 50-step Lanczos on entk's
+products (the author's algorithm, so the author's accuracy).
 
 The model: Gemma-3 from ``Gemma3TextConfig`` with Gemma-3-270M's widths (hidden 640, MLP 2048, 4 heads
 of 256, one key-value head, vocabulary 262 144, sliding window 512), random weights, float32, fewer
@@ -107,13 +108,11 @@ def run(method: str, setup: tuple, ids, module, root, conn) -> None:
         op = lm.module_operator(model, ids, module, metric_sqrt=root)
         if method == "entk":
             vals, vecs = op.eigenpairs(K)
-        elif method == "entk_lanczos":
-            vals, vecs = lm.lanczos(op.matvec(), op.dim, steps=STEPS, k=K)
         else:
-            vals, vecs = op.eigenpairs(K, tol=1e-5, max_iter=500)
+            vals, vecs = lm.lanczos(op.matvec(), op.dim, steps=STEPS, k=K)
     seconds = time.perf_counter() - start
     extra = getattr(locals().get("op"), "route", "")
-    conn.send((seconds, (_status_kib("VmHWM") - base_kib) / 2**20, vals.numpy(), vecs.numpy(), extra))
+    conn.send((seconds, (_status_kib("VmHWM") - base_kib) / 2**10, vals.double().numpy(), vecs.double().numpy(), extra))
     conn.close()
 
 
@@ -141,7 +140,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--vocab", type=int, default=262144)
     ap.add_argument("--blocks", type=int, nargs="*", help="blocks to run (default first, middle, last)")
-    ap.add_argument("--methods", nargs="*", default=["author", "entk", "entk_lanczos"])
+    ap.add_argument("--methods", nargs="*", default=["author", "entk_lanczos"])
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = build(args.layers, args.vocab, seed=0)
