@@ -158,21 +158,17 @@ def main() -> None:
     for block in blocks:
         module = lm.module_for(model, "mlp_out", block)
         setup = (args.layers, args.vocab, 0)
-        ref = in_child("reference", setup, ids, module, root)
-        author_s = None
-        for method in args.methods:
-            seconds, peak, vals, vecs, route = in_child(method, setup, ids, module, root)
-            author_s = seconds if method == "author" else author_s
+        results = {m: in_child(m, setup, ids, module, root) for m in ("entk", *args.methods)}
+        ref = results["entk"]
+        for method, (seconds, peak, vals, vecs, route) in results.items():
             err = float(np.abs(vals - ref[2]).max() / ref[2][0])
-            ratio = f"{author_s / seconds:.1f}" if author_s else ""
+            ratio = f"{results['author'][0] / seconds:.1f}" if "author" in results else ""
             print(
                 f"| {block} | {method} | {route} | {seconds:.1f} | {peak:.0f} | {err:.1e} | "
                 f"{overlap(vecs, ref[3]):.4f} | {ratio} |",
                 flush=True,
             )
-        print(
-            f"| {block} | reference | {ref[4]} | {ref[0]:.1f} | {ref[1]:.0f} | 0 | 1 | |  load {_loadavg()}", flush=True
-        )
+        print(f"# load {_loadavg()}", flush=True)
 
 
 if __name__ == "__main__":
