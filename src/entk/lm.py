@@ -9,30 +9,54 @@ unembedding U (V, C), so that K's nonzero spectrum is that of the flattened eNTK
 ``module_operator`` binds a model, token ids (N, T) and one module; its ``eigenpairs`` and
 ``matvec`` are what the workflow's language-model views and the benchmarks call. ``lanczos`` is the
 author's solver (50 steps, full reorthogonalisation), kept for comparison with the converged one.
+
+How the operator is cheap (``entk.lm_operator``): only the network downstream of the module is
+differentiated. One forward pass per chunk of contexts caches what the module's block receives
+(its input, the keyword arguments every later block is called with, and the outputs of the block's
+parts that ran before the module); a product then reruns the module on its cached input, the rest
+of its block and the later blocks, never the embedding or the earlier blocks. Contexts are
+independent, so K's parameter-side Gram Jᵀ S J is a sum over chunks of contexts, each one fused
+jvp-then-vjp pass for a whole block of vectors (``torch.func.vmap``); the solver (``entk.eigen``'s
+block method) runs on whichever side, parameters or N·C, is smaller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-import entk
+from entk.lm_inputs import (
+    check_model_dir,
+    checked_ids,
+    contexts_from_text,
+    load_labels,
+    load_token_ids,
+    load_tokenizer,
+)
+from entk.lm_operator import ModuleOperator, base_model, decoder_layers
 
-
-def base_model(model: nn.Module) -> nn.Module:
-    """The decoder stack of a Hugging Face causal LM (``model.model``, ``model.transformer``, …)."""
-    prefix = getattr(model, "base_model_prefix", None)
-    inner = getattr(model, prefix, None) if prefix else None
-    if not isinstance(inner, nn.Module):
-        raise TypeError(
-            f"{type(model).__name__} is not a Hugging Face causal LM with a base model "
-            "(load it with AutoModelForCausalLM)"
-        )
-    return inner
+__all__ = [
+    "FinalHidden",
+    "check_model_dir",
+    "checked_ids",
+    "contexts_from_text",
+    "load_labels",
+    "load_token_ids",
+    "load_tokenizer",
+    "module_for",
+    "ModuleOperator",
+    "base_model",
+    "decoder_layers",
+    "lanczos",
+    "load_causal_lm",
+    "metric_sqrt",
+    "module_operator",
+    "module_roles",
+    "unembedding",
+]
 
 
 def load_causal_lm(source, *, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -42,7 +66,7 @@ def load_causal_lm(source, *, dtype: torch.dtype = torch.float32) -> nn.Module:
 
     if isinstance(source, str | Path):
         model = AutoModelForCausalLM.from_pretrained(
-            source, local_files_only=True, attn_implementation="eager", dtype=dtype
+            check_model_dir(source), local_files_only=True, attn_implementation="eager", dtype=dtype
         )
     else:
         source._attn_implementation = "eager"
@@ -50,15 +74,66 @@ def load_causal_lm(source, *, dtype: torch.dtype = torch.float32) -> nn.Module:
     return model.eval()
 
 
+def _call_order(model: nn.Module, block: nn.Module) -> list[str]:
+    """Names (within ``block``) of the modules with parameters of their own, in the order their calls end."""
+    order: list[str] = []
+    hooks = [
+        m.register_forward_hook(lambda *_, n=n: order.append(n))
+        for n, m in block.named_modules()
+        if n and any(True for _ in m.parameters(recurse=False))
+    ]
+    try:
+        with torch.no_grad():
+            base_model(model)(input_ids=torch.zeros(1, 2, dtype=torch.long, device=_device(model)), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+_ATTENTION = ("attn", "attention")
+_MLP = ("mlp", "feed_forward", "ffn")
+
+
+def _last_called(order: list[str], parts: tuple[str, ...]) -> str | None:
+    """The last-called module under a child of the block whose name contains one of ``parts``."""
+    found = [n for n in order if any(p in n.split(".")[0].lower() for p in parts) and "norm" not in n.split(".")[-1]]
+    return found[-1] if found else None
+
+
 def module_roles(model: nn.Module) -> dict[str, list[str]]:
-    """Module names by role, one per block in order: {"mlp_out": [...], "attn_out": [...], "embedding": [name]}."""
-    names = [n for n, _ in model.named_modules()]
-    embedding = next(n for n, m in model.named_modules() if m is model.get_input_embeddings())
-    return {
-        "mlp_out": [n for n in names if n.endswith("mlp.down_proj")],
-        "attn_out": [n for n in names if n.endswith("self_attn.o_proj")],
-        "embedding": [embedding],
-    }
+    """Module names by role, one per block in order: {"mlp_out": [...], "attn_out": [...], "embedding": [name]}.
+
+    The output projection of a block's MLP (attention) is the last module with weights called inside its
+    MLP (attention) child — ``mlp.down_proj``, ``mlp.c_proj``, ``mlp.dense_4h_to_h`` (``self_attn.o_proj``,
+    ``attn.c_proj``, ``attention.dense``) whatever the architecture names them.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    roles: dict[str, list[str]] = {"mlp_out": [], "attn_out": []}
+    for layer in decoder_layers(model):
+        order = _call_order(model, layer)
+        for role, parts in (("mlp_out", _MLP), ("attn_out", _ATTENTION)):
+            last = _last_called(order, parts)
+            if last is not None:
+                roles[role].append(f"{names[layer]}.{last}")
+    roles["embedding"] = [names[model.get_input_embeddings()]]
+    return roles
+
+
+def module_for(model: nn.Module, role: str, block: int = 0) -> str:
+    """The name of block ``block``'s module of ``role`` ("mlp_out", "attn_out"; "embedding" with block 0)."""
+    roles = module_roles(model)
+    if role not in roles or not roles[role]:
+        have = sorted(r for r, names in roles.items() if names)
+        raise ValueError(f"{type(model).__name__} has no module of role {role!r}; its roles are {have}")
+    names = roles[role]
+    if not -len(names) <= block < len(names):
+        raise ValueError(f"block {block} is out of range: {type(model).__name__} has {len(names)} of role {role!r}")
+    return names[block]
 
 
 def unembedding(model: nn.Module) -> Tensor:
@@ -78,7 +153,10 @@ def metric_sqrt(metric: Tensor) -> Tensor:
 
 
 class FinalHidden(nn.Module):
-    """ids (N, T) → the final normed hidden state at ``position`` (N, C), times S^½ when given."""
+    """ids (N, T) → the final normed hidden state at ``position`` (N, C), times S^½ when given.
+
+    The whole model in one function: the brute-force reference (``torch.func`` Jacobians) and the
+    author's method differentiate this."""
 
     def __init__(self, lm: nn.Module, position: int = -1, metric_sqrt: Tensor | None = None):
         super().__init__()
@@ -86,44 +164,20 @@ class FinalHidden(nn.Module):
         self.register_buffer("metric_sqrt", metric_sqrt)
 
     def forward(self, ids: Tensor) -> Tensor:
-        h = base_model(self.lm)(input_ids=ids).last_hidden_state[:, self.position]
+        h = base_model(self.lm)(input_ids=ids, use_cache=False).last_hidden_state[:, self.position]
         return h if self.metric_sqrt is None else h @ self.metric_sqrt
 
 
-@dataclass
-class ModuleOperator:
-    """K = S^½ J Jᵀ S^½ of one module of a causal LM on token ids (N, T); ``dim`` = N·C."""
-
-    model: nn.Module
-    ids: Tensor
-    module: str
-    position: int = -1
-    metric_sqrt: Tensor | None = None
-    max_memory_gb: float | None = None
-
-    def __post_init__(self):
-        self._wrapped = FinalHidden(self.model, self.position, self.metric_sqrt)
-        self._ntk = entk.NTK(
-            self._wrapped,
-            self.ids,
-            groups={"module": [f"lm.{self.module}"]},
-            outputs="flatten",
-            max_memory_gb=self.max_memory_gb,
-        )
-        self.n_samples, self.n_outputs, self.dim = self._ntk.n_samples, self._ntk.n_outputs, self._ntk.dim
-
-    def matvec(self) -> Callable[[Tensor], Tensor]:
-        """V (dim, b) → K V."""
-        return self._ntk.matvec("module")
-
-    def eigenpairs(self, k: int = 25) -> tuple[Tensor, Tensor]:
-        """Converged top-k eigenpairs: values descending (k,), vectors (N·C, k) class-major."""
-        return self._ntk.eigenpairs(k, "module")
-
-
-def module_operator(model: nn.Module, ids: Tensor, module: str, **kw) -> ModuleOperator:
-    """The paper's per-module operator of a causal LM (see the module's docstring)."""
-    return ModuleOperator(model, ids, module, **kw)
+def module_operator(
+    model: nn.Module,
+    ids: Tensor,
+    module: str,
+    position: int = -1,
+    metric_sqrt: Tensor | None = None,
+    max_memory_gb: float | None = None,
+) -> ModuleOperator:
+    """The paper's per-module operator of a causal LM on token ids (N, T) (see the module's docstring)."""
+    return ModuleOperator(model, ids, module, position=position, metric_sqrt=metric_sqrt, max_memory_gb=max_memory_gb)
 
 
 def lanczos(

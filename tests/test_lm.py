@@ -1,0 +1,248 @@
+"""entk.lm's per-module operator against brute-force ``torch.func`` Jacobians of the whole model, on tiny
+random Gemma-3, Llama and GPT-2 models built from configs (nothing is downloaded)."""
+
+import pytest
+import torch
+from torch.func import functional_call, jacrev
+
+from entk import lm
+
+transformers = pytest.importorskip("transformers")
+
+N, T = 5, 7
+
+
+def _configs() -> dict:
+    small = {"vocab_size": 50, "max_position_embeddings": 16}
+    return {
+        "gemma": transformers.Gemma3TextConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+            query_pre_attn_scalar=8,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention"],
+            **small,
+        ),
+        "llama": transformers.LlamaConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            tie_word_embeddings=False,
+            **small,
+        ),
+        "gpt2": transformers.GPT2Config(
+            n_embd=16, n_layer=2, n_head=2, vocab_size=50, n_positions=16, bos_token_id=0, eos_token_id=0
+        ),
+    }
+
+
+@pytest.fixture(scope="module", params=["gemma", "llama", "gpt2"])
+def tiny(request):
+    torch.manual_seed(0)
+    model = lm.load_causal_lm(_configs()[request.param]).double()
+    # Token 0 is Gemma's padding_idx, whose row autograd gives no gradient (a training convention): the
+    # brute force below would miss its Jacobian, which the operator keeps.
+    ids = torch.randint(1, 50, (N, T), generator=torch.Generator().manual_seed(1))
+    u = lm.unembedding(model)
+    return request.param, model, ids, lm.metric_sqrt(u.T @ u)
+
+
+def brute_force_factor(model, ids, module, position, s):
+    """S^½ J (N·C, P), class-major rows, from jacrev of the whole model with respect to the module's parameters."""
+    f = lm.FinalHidden(model, position, s)
+    prefix = f"lm.{module}."
+    params = {n: p.detach() for n, p in f.named_parameters() if n.startswith(prefix)}
+    jac = jacrev(lambda p: functional_call(f, p, (ids,)))(params)
+    c = s.shape[0]
+    j = torch.cat([jac[n].reshape(N, c, -1) for n in params], dim=-1)
+    return j.transpose(0, 1).reshape(N * c, -1)
+
+
+def close(actual, expected):
+    # Gemma and Llama norm and rotate in float32 inside a float64 model: agreement to that precision.
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+
+
+EXPECTED_ROLES = {
+    "gemma": ("model.layers.{}.mlp.down_proj", "model.layers.{}.self_attn.o_proj", "model.embed_tokens"),
+    "llama": ("model.layers.{}.mlp.down_proj", "model.layers.{}.self_attn.o_proj", "model.embed_tokens"),
+    "gpt2": ("transformer.h.{}.mlp.c_proj", "transformer.h.{}.attn.c_proj", "transformer.wte"),
+}
+
+
+def test_module_roles(tiny):
+    kind, model, _, _ = tiny
+    mlp, attn, emb = EXPECTED_ROLES[kind]
+    assert lm.module_roles(model) == {
+        "mlp_out": [mlp.format(i) for i in range(2)],
+        "attn_out": [attn.format(i) for i in range(2)],
+        "embedding": [emb],
+    }
+
+
+@pytest.mark.parametrize("route", ["jacobian", "matrix_free"])
+@pytest.mark.parametrize(
+    ("role", "block", "position"), [("mlp_out", 0, -1), ("attn_out", 1, -1), ("mlp_out", 1, 3), ("embedding", 0, -1)]
+)
+def test_products_match_brute_force(tiny, role, block, position, route):
+    _, model, ids, s = tiny
+    module = lm.module_roles(model)[role][block]
+    j = brute_force_factor(model, ids, module, position, s)
+    if role == "embedding":
+        # The operator's parameters are the rows of the tokens that occur, in token order.
+        j = j.reshape(j.shape[0], 50, -1)[:, torch.unique(ids)].flatten(1)
+    op = lm.ModuleOperator(model, ids, module, position=position, metric_sqrt=s, route=route)
+    assert (op.dim, op.n_params) == tuple(j.shape)
+    g = torch.Generator().manual_seed(2)
+    # Random vectors: an all-ones cotangent through a final norm has a (near) zero derivative.
+    v, u = torch.randn(op.dim, 3, generator=g, dtype=j.dtype), torch.randn(op.n_params, 3, generator=g, dtype=j.dtype)
+    close(op.matvec()(v), j @ (j.T @ v))
+    close(op.gram_matvec()(u), j.T @ (j @ u))
+    close(op.factor()(u), j @ u)
+    close(op.factor_t()(v), j.T @ v)
+
+
+def test_spectrum_matches_dense(tiny):
+    _, model, ids, s = tiny
+    module = lm.module_roles(model)["mlp_out"][0]
+    j = brute_force_factor(model, ids, module, -1, s)
+    evals, evecs = torch.linalg.eigh(j @ j.T)
+    vals, vecs = lm.module_operator(model, ids, module, metric_sqrt=s).eigenpairs(6)
+    close(vals, evals.flip(0)[:6])
+    overlap = (vecs.T @ evecs.flip(1)[:, :6]).abs().diagonal()
+    assert overlap.min() > 1 - 1e-6
+
+
+def test_embedding_rows_that_occur(tiny):
+    _, model, ids, s = tiny
+    module = lm.module_roles(model)["embedding"][0]
+    j = brute_force_factor(model, ids, module, -1, s)
+    op = lm.module_operator(model, ids, module, metric_sqrt=s)
+    # Only rows of tokens in the contexts have a Jacobian; the operator keeps those alone.
+    c = s.shape[0]
+    used = j.reshape(op.dim, -1, c).abs().sum(dim=(0, 2)) > 0
+    assert op.n_params == int(used.sum()) * c == torch.unique(ids).numel() * c
+    v = torch.randn(op.dim, 2, generator=torch.Generator().manual_seed(3), dtype=j.dtype)
+    close(op.matvec()(v), j @ (j.T @ v))
+
+
+def test_chunks_of_contexts_give_the_same_products(tiny):
+    _, model, ids, s = tiny
+    module = lm.module_roles(model)["attn_out"][0]
+    whole = lm.module_operator(model, ids, module, metric_sqrt=s)
+    chunked = lm.module_operator(model, ids, module, metric_sqrt=s, max_memory_gb=1e-6)
+    assert len(chunked._chunks) == N > len(whole._chunks)
+    v = torch.randn(whole.dim, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    close(chunked.matvec()(v), whole.matvec()(v))
+
+
+def test_lanczos_on_a_known_spectrum():
+    # Fifty steps on a diagonal operator with a decaying spectrum recover its top eigenvalues.
+    diag = torch.logspace(0, -6, 400, dtype=torch.float64)
+    vals, vecs = lm.lanczos(lambda v: diag[:, None] * v, 400, k=5, dtype=torch.float64)
+    torch.testing.assert_close(vals, diag[:5], rtol=1e-8, atol=0)
+    assert (vecs[:5].abs().diagonal() > 1 - 1e-6).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"module": "model.layers.9.mlp"}, "no module named"),
+        ({"module": "model.norm"}, "neither inside a decoder block nor the input embedding"),
+        ({"position": 7}, "outside contexts of 7 tokens"),
+        ({"ids": torch.full((2, 3), 50)}, "model's vocabulary"),
+        ({"ids": torch.zeros(2, 17, dtype=torch.long)}, "longer than the model's 16 positions"),
+        ({"ids": torch.zeros(2, 3)}, "integer tensor"),
+    ],
+)
+def test_bad_input_one_line(kwargs, message):
+    model = lm.load_causal_lm(_configs()["gemma"])
+    args = {"ids": torch.zeros(2, 7, dtype=torch.long), "module": "model.layers.0.mlp.down_proj", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        lm.module_operator(model, **args)
+
+
+# --- inputs from a user's directory ---
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny Gemma-3 saved with a word-level tokenizer, as a user's checkpoint directory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    path = tmp_path_factory.mktemp("gemma")
+    torch.manual_seed(0)
+    model = lm.load_causal_lm(_configs()["gemma"])
+    model.save_pretrained(path)
+    words = ["<pad>", "<unk>"] + [f"w{i}" for i in range(48)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>").save_pretrained(
+        path
+    )
+    return model, path
+
+
+def test_saved_then_loaded_directory_gives_the_same_spectrum(saved):
+    model, path = saved
+    loaded = lm.load_causal_lm(path)
+    assert loaded.config._attn_implementation == "eager"
+    assert next(loaded.parameters()).dtype == torch.float32
+    ids = torch.randint(1, 50, (N, T), generator=torch.Generator().manual_seed(5))
+    spectra = []
+    for m in (model, loaded):
+        u = lm.unembedding(m)
+        op = lm.module_operator(m, ids, lm.module_for(m, "mlp_out", 1), metric_sqrt=lm.metric_sqrt(u.T @ u))
+        spectra.append(op.eigenpairs(4)[0])
+    torch.testing.assert_close(spectra[0], spectra[1])
+
+
+def test_contexts_from_text_with_the_model_tokenizer(saved, tmp_path):
+    _, path = saved
+    text = tmp_path / "story.txt"
+    text.write_text(" ".join(f"w{i % 48}" for i in range(23)) + "\n")
+    ids = lm.contexts_from_text(text, lm.load_tokenizer(path), context_length=5)
+    # Word wi has id i + 2; 23 words make 4 whole contexts of 5, no BOS.
+    expected = torch.tensor([i % 48 + 2 for i in range(20)]).reshape(4, 5)
+    assert torch.equal(ids, expected)
+    with pytest.raises(ValueError, match="4 context"):
+        lm.contexts_from_text(text, lm.load_tokenizer(path), context_length=5, n_contexts=6)
+
+
+def test_token_ids_and_labels_from_files(tmp_path):
+    ids = torch.randint(0, 50, (4, 6))
+    np_path = tmp_path / "ids.npy"
+    import numpy as np
+
+    np.save(np_path, ids.numpy())
+    assert torch.equal(lm.load_token_ids(np_path), ids)
+    (tmp_path / "labels.txt").write_text("NOUN\nVERB\nDET\nNOUN\n")
+    assert list(lm.load_labels(tmp_path / "labels.txt", 4)) == ["NOUN", "VERB", "DET", "NOUN"]
+    with pytest.raises(ValueError, match="one per context needed"):
+        lm.load_labels(tmp_path / "labels.txt", 5)
+    np.save(tmp_path / "float.npy", np.zeros((4, 6)))
+    with pytest.raises(ValueError, match="must be integers"):
+        lm.load_token_ids(tmp_path / "float.npy")
+
+
+def test_bad_directories_one_line(tmp_path, saved):
+    with pytest.raises(ValueError, match="no config.json"):
+        lm.load_causal_lm(tmp_path)
+    transformers.T5Config(d_model=8, num_layers=1, num_heads=1, d_kv=4, d_ff=8, vocab_size=10).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not a causal language model"):
+        lm.load_causal_lm(tmp_path)
+    model, path = saved
+    with pytest.raises(ValueError, match="has no tokenizer"):
+        lm.load_tokenizer(tmp_path)
+    with pytest.raises(ValueError, match="no module of role 'experts'"):
+        lm.module_for(model, "experts")
+    sdpa = lm.load_causal_lm(path)
+    sdpa.config._attn_implementation = "sdpa"
+    with pytest.raises(ValueError, match="forward-mode AD"):
+        lm.module_operator(sdpa, torch.zeros(1, 3, dtype=torch.long), "model.layers.0.mlp.down_proj")
