@@ -41,3 +41,13 @@ rule scale:
 rule seeds:
     input:
         seed_study_outputs,
+
+
+rule lm:
+    input:
+        lm_outputs([PAPER["lm"]["experiment"]] if "lm" in PAPER else []),
+        ["results/paper/lm_claims.csv"] if "lm" in PAPER else [],
+        expand(
+            "results/figures/fig_lm_detectors.{ext}",
+            ext=["png", "pdf"] if "lm" in PAPER else [],
+        ),

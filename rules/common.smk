@@ -164,14 +164,20 @@ def paper_figures():
         ]
     if "transformer" in PAPER:
         figs += ["fig_transformer", "fig_transformer_layers"]
-    if "lm" in PAPER:
+    if lm_in_default():
         figs.append("fig_lm_detectors")
     return figs
 
 
+def lm_in_default():
+    """Whether the paper's language model is part of the default target (its experiment's ``default``)."""
+    return "lm" in PAPER and EXPERIMENTS[PAPER["lm"]["experiment"]].default
+
+
 def claim_parts():
     """The paper sections whose claims rows make results/claims.csv."""
-    return [s for s in ("modadd", "tms", "transformer", "lm") if s in PAPER]
+    parts = [s for s in ("modadd", "tms", "transformer") if s in PAPER]
+    return parts + (["lm"] if lm_in_default() else [])
 
 
 def print_claims(path):

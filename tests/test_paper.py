@@ -10,6 +10,15 @@ import pytest
 from conftest import ROOT
 from entk.claims import format_scorecard
 
+# Rows of the replayed seed-2 Transformer that fail as measured (docs/spec.md §3), reported as they
+# are: the W_U eNTK route finds frequencies [1, 2, 5, 12] where W_E's power finds the paper's [1, 12],
+# and the label-free detector finds no cliff among the 16 W_U eigenvalues the view keeps, so it has
+# no k to follow. Every other row must pass; a row leaving or joining this list fails the test.
+FAILING_AS_MEASURED = (
+    "key frequencies: W_E Fourier power = top W_U eNTK modes",
+    "label-free phase detector peak (W_U eNTK)",
+)
+
 
 @pytest.mark.slow
 def test_every_claim_holds_with_the_default_config(tmp_path):
@@ -23,7 +32,9 @@ def test_every_claim_holds_with_the_default_config(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     claims = pd.read_csv(tmp_path / "results" / "claims.csv", dtype={"seed": str})
     assert len(claims) >= 31
-    assert claims["pass"].all(), format_scorecard(claims)
+    known = claims["claim"].str.startswith(FAILING_AS_MEASURED)
+    assert known.sum() == len(FAILING_AS_MEASURED), format_scorecard(claims)
+    assert claims.loc[~known, "pass"].all() and not claims.loc[known, "pass"].any(), format_scorecard(claims)
     # The scorecard says each row's seed: the Transformer's rows come from the replayed seed 2.
     transformer = claims["claim"].str.contains("W_U|key frequencies|test accuracy")
     assert set(claims.loc[transformer, "seed"]) == {"2"} and set(claims.loc[~transformer, "seed"]) == {"0"}
