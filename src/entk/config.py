@@ -431,18 +431,22 @@ def settle_config(config: dict, files: Iterable[str | Path], overrides: dict, sc
 
     - every config file re-read strictly (file:line of duplicate keys and syntax errors);
     - ``experiments`` from the last file that defines it, whole (a one-off --configfile says
-      exactly which experiments run); ``paper``, which names experiments, is dropped when that file
-      has none and no --config sets it;
+      exactly which experiments run); ``paper`` and ``language_models``, which name experiments, are
+      dropped when that file has none and no --config sets them;
     - numbers in the types the schema asks for ('1e-3' → 0.001, 60.0 → 60).
     """
     files = list(files)
     loaded = [load_yaml_strict(f) for f in files]
     for f, data in zip(files, loaded, strict=True):
         _check_experiments_map(f, data)
-    replace_sections(config, files, keys=("experiments", "paper"), overrides=overrides)
+    # Sections that name experiments follow the experiments: replaced whole, dropped where the file
+    # that defines the experiments has none.
+    named = ("paper", "language_models")
+    replace_sections(config, files, keys=("experiments", *named), overrides=overrides)
     defining = [data for data in loaded if "experiments" in data]
-    if defining and "paper" not in defining[-1] and "paper" not in (overrides or {}):
-        config.pop("paper", None)
+    for key in named:
+        if defining and key not in defining[-1] and key not in (overrides or {}):
+            config.pop(key, None)
     schema = yaml.safe_load(Path(schema_path).read_text())
     config.update(coerce_numbers(config, schema))
     # A registered kind's settings are typed by its own schema ($defs/<kind>_settings).

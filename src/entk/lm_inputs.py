@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from entk.workflow import load_torch
+
 
 def check_model_dir(path: str | Path) -> Path:
     """A local Hugging Face causal-LM directory: it holds ``config.json`` and its architecture is a causal LM."""
@@ -41,7 +43,7 @@ def load_token_ids(path: str | Path) -> Tensor:
     if path.suffix == ".npy":
         ids = torch.from_numpy(np.load(path, allow_pickle=False))
     elif path.suffix == ".pt":
-        ids = torch.load(path, weights_only=True)
+        ids = load_torch(path, what="token ids file", yours=True)
     else:
         raise ValueError(f"{path}: token ids must be a .npy or .pt file of integers (N, T)")
     if ids.ndim != 2 or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
