@@ -83,8 +83,10 @@ def merged(base: dict, changes: dict) -> dict:
 def config_with(**changes) -> dict:
     """TINY with nested changes merged in, e.g.
     config_with(device="cuda", experiments={"mlp": {"settings": {"epochs": 10}}}). Top-level sections
-    TINY lacks (new ones the workflow grew) come from the shipped config.yaml."""
-    cfg = {**yaml.safe_load((ROOT / "config.yaml").read_text()), **copy.deepcopy(TINY)}
+    TINY lacks (new ones the workflow grew) come from the shipped config.yaml, except those that name
+    the shipped experiments (language_models), which TINY does not have."""
+    shipped = {k: v for k, v in yaml.safe_load((ROOT / "config.yaml").read_text()).items() if k != "language_models"}
+    cfg = {**shipped, **copy.deepcopy(TINY)}
     return merged(cfg, changes)
 
 
