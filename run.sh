@@ -33,7 +33,7 @@ check_configfiles() {
       *) [ "$take" = 1 ] && files+=("$a") ;;
     esac
   done
-  [ ${#files[@]} -eq 0 ] || "$entk/.venv/bin/python" -m entk.config "${files[@]}"
+  [ ${#files[@]} -eq 0 ] || "$entk/.venv/bin/python" -m entk.pipeline.config "${files[@]}"
 }
 
 cmd=${1:-}

@@ -70,8 +70,8 @@ def _mark() -> float:
 
 
 def _tms(job: dict):
-    from entk.models import TMS, tms_data, tms_importance
-    from entk.training import train_tms
+    from entk.kinds.models import TMS, tms_data, tms_importance
+    from entk.kinds.training import train_tms
 
     gen = torch.Generator().manual_seed(job["seed"])
     x = tms_data(500, 50, 0.9, gen)
@@ -88,8 +88,8 @@ def _tms(job: dict):
 
 def _mlp(p: int, job: dict, dtype: torch.dtype):
     """ModMLP(p, 512) after ``mlp_epochs`` full-batch AdamW steps with the workflow's hyperparameters."""
-    from entk.models import ModMLP, modadd_inputs, modadd_labels, modadd_split
-    from entk.training import train_modadd
+    from entk.kinds.models import ModMLP, modadd_inputs, modadd_labels, modadd_split
+    from entk.kinds.training import train_modadd
 
     gen = torch.Generator().manual_seed(job["seed"])
     model = ModMLP(p, 512, generator=gen).to(dtype)

@@ -24,7 +24,7 @@ import time
 import torch
 
 import entk
-from entk.models import TMS, ModMLP, modadd_inputs, tms_data, tms_importance
+from entk.kinds.models import TMS, ModMLP, modadd_inputs, tms_data, tms_importance
 
 
 def _timed(fn, device: torch.device):

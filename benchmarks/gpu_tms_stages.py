@@ -6,7 +6,7 @@ import time
 import torch
 
 import entk
-from entk.models import TMS, tms_data, tms_importance
+from entk.kinds.models import TMS, tms_data, tms_importance
 
 
 def stages(device: str) -> None:

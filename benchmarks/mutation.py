@@ -1,6 +1,6 @@
 """Mutation run (not in CI): plant small bugs in the claim-bearing analyses and list the ones no test notices.
 
-For each module of ``MODULES`` (entk.analysis, spectrum, rotation, claims) mutmut (pinned in
+For each module of ``MODULES`` (entk.analyses: analysis, spectrum, rotation, claims) mutmut (pinned in
 requirements-dev.txt) mutates that module alone in a scratch copy of the working tree and runs only the
 module's fast tests (``-m "not slow"``; of those, only the tests that call the mutated function), one
 mutant at a time, each under mutmut's CPU-time limit (``TIMEOUT_MULTIPLIER`` × the tests' clean time).
@@ -261,7 +261,7 @@ def scratch_copy(dest: Path) -> None:
 
 
 def mutmut_config(module: str, tests: list[str], top_level: list[str]) -> str:
-    """setup.cfg for one module: mutate src/entk/{module}.py only, run its fast tests only."""
+    """setup.cfg for one module: mutate src/entk/analyses/{module}.py only, run its fast tests only."""
 
     def lines(values: list[str]) -> str:
         return "".join(f"\n    {v}" for v in values)
@@ -269,7 +269,7 @@ def mutmut_config(module: str, tests: list[str], top_level: list[str]) -> str:
     return (
         "[mutmut]\n"
         "source_paths = src\n"
-        f"only_mutate = src/entk/{module}.py\n"
+        f"only_mutate = src/entk/analyses/{module}.py\n"
         f"pytest_add_cli_args ={lines(['-m', 'not slow', '-p', 'no:cacheprovider', '-q'])}\n"
         f"pytest_add_cli_args_test_selection ={lines(tests)}\n"
         f"also_copy ={lines(top_level)}\n"
@@ -297,8 +297,8 @@ def changed_lines(diff: str) -> tuple[str, str]:
 
 
 def function_of(mutant: str, module: str) -> str:
-    """entk.analysis.x_phase_table__mutmut_12 → phase_table (methods: xǁClassǁmethod → Class.method)."""
-    name = mutant.removeprefix(f"entk.{module}.").rsplit("__mutmut_", 1)[0]
+    """entk.analyses.analysis.x_phase_table__mutmut_12 → phase_table (methods: xǁClassǁmethod → Class.method)."""
+    name = mutant.removeprefix(f"entk.analyses.{module}.").rsplit("__mutmut_", 1)[0]
     return name.removeprefix("x_").removeprefix("xǁ").replace("ǁ", ".")
 
 
@@ -306,7 +306,7 @@ def diffs(names: list[str], module: str, tree: Path) -> list[str]:
     """Each mutant's diff, from one process (``mutmut show`` would start one per mutant)."""
     code = (
         "import sys\nfrom pathlib import Path\nfrom mutmut.mutation.diff_apply import get_diff_for_mutant\n"
-        f"for name in sys.argv[1:]:\n    print(get_diff_for_mutant(name, path=Path('src/entk/{module}.py')))\n"
+        f"for name in sys.argv[1:]:\n    print(get_diff_for_mutant(name, path=Path('src/entk/analyses/{module}.py')))\n"
         "    print('\\0')\n"
     )
     out = subprocess.run([sys.executable, "-c", code, *names], cwd=tree, capture_output=True, text=True, check=True)
@@ -328,7 +328,7 @@ def run_module(module: str, tests: list[str], work: Path, log, reuse: bool = Fal
     status = {}
     for line in mutmut(["results", "--all", "true"], tree, log).splitlines():
         name, _, state = line.strip().rpartition(": ")
-        if name.startswith(f"entk.{module}."):
+        if name.startswith(f"entk.analyses.{module}."):
             status[name] = state
     names = sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious"))
     survivors = []
@@ -345,7 +345,7 @@ def report(results: dict[str, dict], started: datetime.datetime, finished: datet
     import mutmut as tool
 
     out = [
-        "# Mutation run: entk.analysis, spectrum, rotation, claims",
+        "# Mutation run: entk.analyses: analysis, spectrum, rotation, claims",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M}–{finished:%H:%M} UTC; `python benchmarks/mutation.py` "
         f"(mutmut {getattr(tool, '__version__', '?')}, one mutant at a time, CPU-time limit "

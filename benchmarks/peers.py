@@ -113,19 +113,19 @@ class Clock:
 
 
 def _mlp_model():
-    from entk.models import ModMLP
+    from entk.kinds.models import ModMLP
 
     return ModMLP(P_MOD, HIDDEN).double()
 
 
 def _tms_model():
-    from entk.models import TMS
+    from entk.kinds.models import TMS
 
     return TMS(TMS_FEATURES, TMS_HIDDEN).double()
 
 
 def _tf_model():
-    from entk.transformer import Transformer
+    from entk.kinds.transformer import Transformer
 
     s = TF_SETTINGS
     return Transformer(s["p"], s["d_model"], s["n_heads"], s["d_head"], s["d_mlp"]).double()
@@ -133,7 +133,7 @@ def _tf_model():
 
 def _tf_tokens() -> torch.Tensor:
     try:
-        from entk.transformer import inputs
+        from entk.kinds.transformer import inputs
 
         return inputs(dict(TF_SETTINGS))
     except Exception:  # the same rows, should that helper move: (a, b, '=') for row a·p + b
@@ -144,8 +144,8 @@ def _tf_tokens() -> torch.Tensor:
 
 def prepare(d: Path, mlp_steps: int, tms_steps: int) -> dict:
     """Train / draw the three models once and write weights (.pt, .npz) and inputs (.npz) to ``d``."""
-    from entk.models import TMS, ModMLP, modadd_inputs, modadd_labels, tms_data
-    from entk.transformer import Transformer
+    from entk.kinds.models import TMS, ModMLP, modadd_inputs, modadd_labels, tms_data
+    from entk.kinds.transformer import Transformer
 
     info = {}
     torch.set_num_threads(THREADS)
@@ -273,7 +273,7 @@ def entk_transformer(model, tokens) -> dict[str, torch.Tensor]:
 def run_entk(case: str, d: Path, clock: Clock, extra: dict) -> dict:
     """entk's case, called twice in this process: the time is the second call and the first is
     reported beside it, as for neural-tangents (whose first call compiles)."""
-    import entk.ntk  # noqa: F401 (the library's modules load before the clock, as every peer's do)
+    import entk.core.ntk  # noqa: F401 (the library's modules load before the clock, as every peer's do)
 
     model, data = _load_torch(d, case)
     notes = ["API: entk.NTK"]
@@ -410,7 +410,7 @@ def _jax_models(case: str, data):
     s = TF_SETTINGS
     h, dh = s["n_heads"], s["d_head"]
 
-    def apply(p, tok):  # the hand-written attention of entk.transformer.Transformer, last position only
+    def apply(p, tok):  # the hand-written attention of entk.kinds.transformer.Transformer, last position only
         n, t = tok.shape
         x = p["W_E"][tok] + p["W_pos"][:t]
         last = x[:, -1]

@@ -21,7 +21,7 @@
 # - nngeometry 0.4 (the newest release; it runs on torch 2.13). It declares torchvision, but no
 #   module of it imports torchvision, and PyPI's torchvision wheels would be CUDA builds that want
 #   a CUDA torch: it is left out on purpose (so `pip check` names it as missing).
-# - pandas: entk.transformer (the Transformer model) imports it. setuptools (torch, tensorflow) and
+# - pandas: entk.kinds.transformer (the Transformer model) imports it. setuptools (torch, tensorflow) and
 #   wheel (astunparse, for tensorflow) are declared requirements that the venv's bundled pip
 #   tools do not meet, so they are pinned too.
 set -euo pipefail
@@ -121,7 +121,7 @@ fi
 PYTHONPATH="$here/../src" TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" - <<'EOF'
 import jax, jaxlib, neural_tangents, nngeometry, numpy, pandas, scipy, tensorflow, torch
 from nngeometry import GramMatrix
-import entk, entk.models, entk.transformer
+import entk, entk.kinds.models, entk.kinds.transformer
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 assert jnp.ones(2).dtype == jnp.float64 and torch.from_numpy(numpy.ones(2)).dtype == torch.float64

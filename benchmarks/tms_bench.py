@@ -137,7 +137,7 @@ class _Heartbeat:
 
 
 def _build(job: dict, dtype: torch.dtype):
-    from entk.models import TMS  # the model definition only; no kernel code
+    from entk.kinds.models import TMS  # the model definition only; no kernel code
 
     model = TMS(job["n_features"], job["m"])
     model.load_state_dict(job["state_dict"])
@@ -261,8 +261,8 @@ def _run_child(ctx, method: str, job: dict) -> dict:
 
 
 def _train(args) -> dict:
-    from entk.models import TMS, tms_data, tms_importance
-    from entk.training import train_tms
+    from entk.kinds.models import TMS, tms_data, tms_importance
+    from entk.kinds.training import train_tms
 
     gen = torch.Generator().manual_seed(args.seed)
     x = tms_data(args.n_points, args.n_features, args.sparsity, gen)  # data first, then the model

@@ -2,8 +2,8 @@ import re
 
 from snakemake.utils import validate
 
-from entk.config import check_config, settle_config
-from entk.experiments import Untracked, seed_unit
+from entk.pipeline.config import check_config, settle_config
+from entk.pipeline.experiments import Untracked, seed_unit
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 settle_config(
@@ -185,7 +185,7 @@ def print_claims(path):
     if os.path.exists(path):
         import pandas as pd
 
-        from entk.claims import format_scorecard
+        from entk.analyses.claims import format_scorecard
 
         print(f"\nClaims scorecard ({path}):\n{format_scorecard(pd.read_csv(path))}")
 
@@ -195,7 +195,7 @@ def print_seed_claims(path):
     if os.path.exists(path):
         import pandas as pd
 
-        from entk.seeds import format_seed_table
+        from entk.analyses.seeds import format_seed_table
 
         print(f"\nClaims over seeds ({path}):\n{format_seed_table(pd.read_csv(path))}")
 
@@ -348,8 +348,8 @@ def tms_view_betas():
 
 
 # Language models (docs/spec.md §4): the `language_models:` entries.
-from entk.lm_config import STATES
-from entk.lm_config import resolve as resolve_language_models
+from entk.pipeline.lm_config import STATES
+from entk.pipeline.lm_config import resolve as resolve_language_models
 
 # (check_config has reported their problems already.)
 LANGUAGE_MODELS = resolve_language_models(config, EXPERIMENTS, os.getcwd())[0]

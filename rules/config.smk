@@ -12,7 +12,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (ENTK_SRC, os.getenv("PYTHONPATH")) if p)
 )
 
-from entk.config import load_yaml_strict
+from entk.pipeline.config import load_yaml_strict
 
 if os.path.exists("config.yaml"):
     load_yaml_strict("config.yaml")

@@ -11,11 +11,11 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from entk import analysis
-from entk import experiment_plots as plots
-from entk import workflow as wf
-from entk.detectors import DETECTOR_COLUMNS, view_detectors
-from entk.spectrum import find_cliffs
+from entk import shared as wf
+from entk.analyses import analysis
+from entk.analyses.detectors import DETECTOR_COLUMNS, view_detectors
+from entk.analyses.spectrum import find_cliffs
+from entk.figures import experiment_plots as plots
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -3,9 +3,9 @@ block; the initialisation and random-direction controls beside them), and the cl
 
 import pandas as pd
 
-from entk import lm_analysis
-from entk import workflow as wf
-from entk.claims import format_scorecard, scorecard
+from entk import shared as wf
+from entk.analyses import lm_analysis
+from entk.analyses.claims import format_scorecard, scorecard
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

@@ -4,9 +4,9 @@ label-free phase detector's peak against the grokking epoch."""
 import numpy as np
 import pandas as pd
 
-from entk import workflow as wf
-from entk.analysis import load_eigen
-from entk.claims import format_scorecard, modadd_claims, phase_claims, scorecard
+from entk import shared as wf
+from entk.analyses.analysis import load_eigen
+from entk.analyses.claims import format_scorecard, modadd_claims, phase_claims, scorecard
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

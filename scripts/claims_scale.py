@@ -1,8 +1,8 @@
 """Rule claims_scale: cliff sizes, gap and family overlaps of the p = 113 run (results/paper/scale_claims.csv)."""
 
-from entk import workflow as wf
-from entk.analysis import load_eigen
-from entk.claims import format_scorecard, scorecard, spectrum_claims
+from entk import shared as wf
+from entk.analyses.analysis import load_eigen
+from entk.analyses.claims import format_scorecard, scorecard, spectrum_claims
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

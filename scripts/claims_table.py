@@ -3,9 +3,9 @@ the seed it was measured at."""
 
 import pandas as pd
 
-from entk import workflow as wf
-from entk.claims import format_scorecard
-from entk.seeds import with_seed_column
+from entk import shared as wf
+from entk.analyses.claims import format_scorecard
+from entk.analyses.seeds import with_seed_column
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

@@ -4,11 +4,11 @@ and the sanity count (results/paper/tms_metrics.csv), and the TMS rows of the cl
 import numpy as np
 import pandas as pd
 
-from entk import workflow as wf
-from entk.analysis import load_eigen
-from entk.claims import format_scorecard, scorecard, tms_model_claims
-from entk.metrics import feature_indicator_map, matched_overlap, recovered_features, represented_features
-from entk.spectrum import find_cliffs
+from entk import shared as wf
+from entk.analyses.analysis import load_eigen
+from entk.analyses.claims import format_scorecard, scorecard, tms_model_claims
+from entk.analyses.metrics import feature_indicator_map, matched_overlap, recovered_features, represented_features
+from entk.analyses.spectrum import find_cliffs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

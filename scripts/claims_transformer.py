@@ -4,10 +4,10 @@ the W_U grokking diagnostic and the claims rows (paper §3), each written once f
 import numpy as np
 import pandas as pd
 
-from entk import transformer_analysis as ta
-from entk import workflow as wf
-from entk.analysis import load_eigen
-from entk.claims import format_scorecard, scorecard
+from entk import shared as wf
+from entk.analyses import transformer_analysis as ta
+from entk.analyses.analysis import load_eigen
+from entk.analyses.claims import format_scorecard, scorecard
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from entk import workflow as wf
+from entk import shared as wf
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

@@ -1,9 +1,9 @@
 """Rule eigen: top-k eigenpairs of every layer group's eNTK at each checkpoint a view analyses,
 in one eigen file (README, "The eigen file"). The model, the probe inputs and the view are checked
-first (entk.preflight): for checkpoints of the user's own, this is the experiment's first job."""
+first (entk.pipeline.preflight): for checkpoints of the user's own, this is the experiment's first job."""
 
-from entk import preflight, runner
-from entk import workflow as wf
+from entk import shared as wf
+from entk.pipeline import preflight, runner
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

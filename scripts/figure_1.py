@@ -1,9 +1,9 @@
 """Rule figure_1: TMS spectra (un-rescaled, cliffs marked) and eigenvector–feature heatmaps per β (paper Figure 1)."""
 
-from entk import workflow as wf
-from entk.analysis import load_eigen
-from entk.metrics import feature_indicator_map
-from entk.plotting import figure_1
+from entk import shared as wf
+from entk.analyses.analysis import load_eigen
+from entk.analyses.metrics import feature_indicator_map
+from entk.figures.plotting import figure_1
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

@@ -1,9 +1,9 @@
 """Rules figure_2 / figure_scale: spectra of the full, layer-1 and layer-2 eNTK after training (paper Figure 2)."""
 
-from entk import workflow as wf
-from entk.analysis import load_eigen
-from entk.plotting import figure_2
-from entk.rotation import cliff_slices
+from entk import shared as wf
+from entk.analyses.analysis import load_eigen
+from entk.analyses.rotation import cliff_slices
+from entk.figures.plotting import figure_2
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

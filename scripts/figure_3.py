@@ -1,10 +1,10 @@
 """Rule figure_3: grokking curves and full-eNTK spectra across training (paper Figure 3)."""
 
-from entk import workflow as wf
-from entk.analysis import load_eigen
-from entk.modadd import grokking_epoch
-from entk.plotting import figure_3
-from entk.rotation import cliff_slices
+from entk import shared as wf
+from entk.analyses.analysis import load_eigen
+from entk.analyses.modadd import grokking_epoch
+from entk.analyses.rotation import cliff_slices
+from entk.figures.plotting import figure_3
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

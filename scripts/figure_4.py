@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from entk import workflow as wf
-from entk.plotting import figure_4
+from entk import shared as wf
+from entk.figures.plotting import figure_4
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

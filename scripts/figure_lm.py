@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from entk import workflow as wf
-from entk.lm_plots import detector_figure
+from entk import shared as wf
+from entk.figures.lm_plots import detector_figure
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from entk import workflow as wf
-from entk.plotting import figure_overlap
+from entk import shared as wf
+from entk.figures.plotting import figure_overlap
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

@@ -3,8 +3,8 @@ overlap curves of all seeds aligned on their grokking epochs."""
 
 import pandas as pd
 
-from entk import workflow as wf
-from entk.seed_plots import fig_seeds
+from entk import shared as wf
+from entk.figures.seed_plots import fig_seeds
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

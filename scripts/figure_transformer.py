@@ -3,8 +3,8 @@ overlap with the key-frequency sum family and its derivative) and the Table-2 he
 
 import pandas as pd
 
-from entk import workflow as wf
-from entk.transformer_plots import fig_transformer, fig_transformer_layers
+from entk import shared as wf
+from entk.figures.transformer_plots import fig_transformer, fig_transformer_layers
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

@@ -3,9 +3,10 @@ the class of the next word and kept where the trained model's greedy next word h
 
 from transformers import AutoTokenizer
 
-from entk import lm, lm_views
-from entk import workflow as wf
-from entk.kinds import get_kind
+from entk import lm
+from entk import shared as wf
+from entk.kinds.registry import get_kind
+from entk.pipeline import lm_views
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

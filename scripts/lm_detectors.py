@@ -4,8 +4,8 @@ tidy table; and the converged-vs-Lanczos table of its modules."""
 
 import numpy as np
 
-from entk import lm_analysis
-from entk import workflow as wf
+from entk import shared as wf
+from entk.analyses import lm_analysis
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

@@ -5,8 +5,9 @@ and memory."""
 import numpy as np
 import torch
 
-from entk import lm, lm_views
-from entk import workflow as wf
+from entk import lm
+from entk import shared as wf
+from entk.pipeline import lm_views
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

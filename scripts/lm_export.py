@@ -4,9 +4,9 @@ directory (model and tokenizer, ``save_pretrained``): results/<experiment>/hf/st
 import shutil
 from pathlib import Path
 
-from entk import runner
-from entk import workflow as wf
-from entk.kinds import get_kind
+from entk import shared as wf
+from entk.kinds.registry import get_kind
+from entk.pipeline import runner
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

@@ -3,8 +3,8 @@ AP, and the paired difference eNTK − PCA (docs/spec.md §4)."""
 
 import pandas as pd
 
-from entk import lm_analysis
-from entk import workflow as wf
+from entk import shared as wf
+from entk.analyses import lm_analysis
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

@@ -1,8 +1,8 @@
 """Rule overlap_curve: cliff-2 overlap with the a+b and a−b families at every checkpoint (paper v4)."""
 
-from entk import workflow as wf
-from entk.analysis import load_eigen
-from entk.modadd import derivative_peak, grokking_epoch, overlap_curve
+from entk import shared as wf
+from entk.analyses.analysis import load_eigen
+from entk.analyses.modadd import derivative_peak, grokking_epoch, overlap_curve
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

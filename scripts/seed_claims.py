@@ -5,8 +5,8 @@ from collections import defaultdict
 
 import pandas as pd
 
-from entk import workflow as wf
-from entk.seeds import format_seed_table, seed_table
+from entk import shared as wf
+from entk.analyses.seeds import format_seed_table, seed_table
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

@@ -3,9 +3,9 @@ cliff 2 (full kernel, Figure 5 epochs), scored against the Fourier families."""
 
 import numpy as np
 
-from entk import workflow as wf
-from entk.analysis import load_eigen
-from entk.modadd import cliff1_maps, cliff2_maps
+from entk import shared as wf
+from entk.analyses.analysis import load_eigen
+from entk.analyses.modadd import cliff1_maps, cliff2_maps
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

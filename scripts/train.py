@@ -1,12 +1,12 @@
 """Rule train: train an experiment's model with its recipe (the kind's, or the user's); all its
 checkpoints in one file and the training history. The model, the probe inputs and every view are
-checked before training (entk.preflight), the recipe's contract as it runs. A rerun after the job
+checked before training (entk.pipeline.preflight), the recipe's contract as it runs. A rerun after the job
 was killed resumes from its latest checkpoint unless the settings or the recipe's code changed."""
 
 from pathlib import Path
 
-from entk import preflight, runner
-from entk import workflow as wf
+from entk import shared as wf
+from entk.pipeline import preflight, runner
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):

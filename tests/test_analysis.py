@@ -1,4 +1,4 @@
-"""Tests for entk.analysis: planted eigenpairs with known answers, written as small eigen files."""
+"""Tests for entk.analyses.analysis: planted eigenpairs with known answers, written as small eigen files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entk.analysis import (
+from entk.analyses.analysis import (
     cliffs_table,
     feature_overlap_table,
     full_group,
@@ -23,8 +23,8 @@ from entk.analysis import (
     phase_table,
     spectra_table,
 )
-from entk.experiment_plots import plot_phases, plot_spectra, plot_spectrum_over_checkpoints
-from entk.workflow import UnreadableFileError
+from entk.figures.experiment_plots import plot_phases, plot_spectra, plot_spectrum_over_checkpoints
+from entk.shared import UnreadableFileError
 
 N = 30
 RNG = np.random.default_rng(0)
@@ -37,7 +37,7 @@ class Cliff(NamedTuple):
 
 
 def ratio_cliffs(values: np.ndarray) -> list[Cliff]:
-    """Stand-in for entk.spectrum.find_cliffs: every gap with λ_i / λ_i+1 ≥ 2."""
+    """Stand-in for entk.analyses.spectrum.find_cliffs: every gap with λ_i / λ_i+1 ≥ 2."""
     r = values[:-1] / values[1:]
     return [Cliff(int(i) + 1, float(r[i]), float(np.log(r[i]))) for i in np.flatnonzero(r >= 2)]
 
@@ -93,7 +93,7 @@ def layered(tmp_path):
 
 
 def test_analysis_imports_without_torch():
-    code = "import sys; sys.modules['torch'] = None; import entk.analysis, entk.experiment_plots"
+    code = "import sys; sys.modules['torch'] = None; import entk.analyses.analysis, entk.figures.experiment_plots"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -414,8 +414,8 @@ def test_tables_take_the_callers_cliff_rule_and_the_default_otherwise(tmp_path):
     over = over.set_index(["cliff", "feature"])
     assert over.loc[(1, "f0"), "overlap"] == pytest.approx(1) and over.loc[(2, "f3"), "overlap"] == pytest.approx(1)
     assert over.loc[(2, "f0"), ["step", "layer", "first", "position", "dim"]].tolist() == [4, "g", 3, 5, 1]
-    # No rule given: entk.spectrum.find_cliffs, which sees the factor-10 gap after 3 only.
-    from entk.spectrum import find_cliffs
+    # No rule given: entk.analyses.spectrum.find_cliffs, which sees the factor-10 gap after 3 only.
+    from entk.analyses.spectrum import find_cliffs
 
     assert [c.position for c in find_cliffs(lam[0])] == [3]
     assert cliffs_table(eig)["position"].tolist() == [3]

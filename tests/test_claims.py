@@ -1,10 +1,10 @@
-"""The scorecard's mechanics (entk.claims): how a row is written, counted and judged at its band's edges."""
+"""The scorecard's mechanics (entk.analyses.claims): how a row is written, counted and judged at its band's edges."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from entk.claims import COLUMNS, claim_row, format_scorecard, phase_claims, scorecard
+from entk.analyses.claims import COLUMNS, claim_row, format_scorecard, phase_claims, scorecard
 
 BANDS = {"phase_peak_within": 20}
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from entk.config import ConfigError, check_config
+from entk.pipeline.config import ConfigError, check_config
 
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 

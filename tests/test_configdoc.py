@@ -1,9 +1,9 @@
-"""config/README.md is generated from the schema's descriptions (entk.configdoc) and stays in sync."""
+"""config/README.md is generated from the schema's descriptions (entk.pipeline.configdoc) and stays in sync."""
 
 import yaml
 
 from conftest import ROOT
-from entk.configdoc import COMMAND, missing_descriptions, render, rows
+from entk.pipeline.configdoc import COMMAND, missing_descriptions, render, rows
 
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 DOC = ROOT / "config" / "README.md"

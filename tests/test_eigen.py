@@ -7,9 +7,9 @@ from torch.func import functional_call, jacrev
 
 import entk
 from entk import top_eigenpairs
-from entk.eigen import EigenInfo, choose_method, kernel_eigenpairs, top_eigenpairs_matfree
-from entk.matfree import SUB_BLOCK, factor_matvec, ntk_matvec, param_matvec
-from entk.models import TMS
+from entk.core.eigen import EigenInfo, choose_method, kernel_eigenpairs, top_eigenpairs_matfree
+from entk.core.matfree import SUB_BLOCK, factor_matvec, ntk_matvec, param_matvec
+from entk.kinds.models import TMS
 
 DT = torch.float64
 

@@ -11,9 +11,9 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 from conftest import ROOT
-from entk import runner
-from entk.analysis import load_eigen
-from entk.config import ConfigError, check_config
+from entk.analyses.analysis import load_eigen
+from entk.pipeline import runner
+from entk.pipeline.config import ConfigError, check_config
 
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 
@@ -255,7 +255,7 @@ def test_float32_experiment_computes_in_float32(user_dir, monkeypatch):
 
 
 def test_one_off_configfile_replaces_experiments(tmp_path):
-    from entk.config import settle_config
+    from entk.pipeline.config import settle_config
 
     base = shipped()
     (tmp_path / "one.yaml").write_text(
@@ -268,7 +268,7 @@ def test_one_off_configfile_replaces_experiments(tmp_path):
 
 
 def test_every_kind_has_its_settings_described_in_the_schema():
-    from entk.kinds import KINDS
+    from entk.kinds.registry import KINDS
 
     schema = yaml.safe_load(SCHEMA.read_text())
     for name, kind in KINDS.items():
@@ -283,7 +283,7 @@ def test_paper_transformer_section_names_an_experiment():
 
 
 def test_truncated_checkpoint_and_history_are_named(tmp_path):
-    from entk import workflow as wf
+    from entk import shared as wf
 
     bundle = tmp_path / "checkpoints.pt"
     wf.save_torch(bundle, {"states": {0: {"w": torch.zeros(3)}}})
@@ -304,7 +304,7 @@ def test_unknown_layer_name_is_named_before_training():
 
 
 def test_kind_settings_given_as_yaml_strings_or_integral_floats_are_coerced(tmp_path):
-    from entk.config import settle_config
+    from entk.pipeline.config import settle_config
 
     cfg = shipped()
     cfg["experiments"]["mlp"]["settings"].update(lr="1e-3", epochs=60.0, p=13.0, checkpoint_every=10)
@@ -317,7 +317,7 @@ def test_kind_settings_given_as_yaml_strings_or_integral_floats_are_coerced(tmp_
 
 
 def test_registry_parameter_names_are_the_built_models():
-    from entk.kinds import KINDS
+    from entk.kinds.registry import KINDS
 
     for name, kind in KINDS.items():
         settings = kind.settings({"p": 7} if name.startswith("modadd") else {})
@@ -327,8 +327,8 @@ def test_registry_parameter_names_are_the_built_models():
 
 def test_a_bundle_alone_rebuilds_its_model(tmp_path):
     """A checkpoint bundle records kind, settings, seed and key: the model and its probe inputs come back."""
-    from entk import workflow as wf
-    from entk.recipes import tms_inputs
+    from entk import shared as wf
+    from entk.kinds.recipes import tms_inputs
 
     settings = {"n_features": 6, "m": 2, "sparsity": 0.5, "importance_base": 0.8, "n_points": 9, "steps": 3, "lr": 0.01}
     model = runner.build_model({"kind": "tms", "model": None, "settings": settings})

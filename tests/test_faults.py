@@ -18,9 +18,9 @@ from torch.func import functional_call, jacrev
 
 from conftest import ROOT
 from entk import compact_ntk, empirical_ntk, layer_ntks, layerwise_ntk, top_eigenpairs
-from entk import workflow as wf
-from entk.config import ConfigError, coerce_numbers, config_errors, load_yaml_strict, replace_sections
-from entk.matfree import factor_matvec, ntk_matvec, param_matvec
+from entk import shared as wf
+from entk.core.matfree import factor_matvec, ntk_matvec, param_matvec
+from entk.pipeline.config import ConfigError, coerce_numbers, config_errors, load_yaml_strict, replace_sections
 
 pytestmark = pytest.mark.usefixtures("float64")
 

@@ -22,12 +22,14 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 from conftest import ROOT
-from entk import NTK, memory, runner, top_eigenpairs
-from entk import workflow as wf
-from entk.analysis import EigenFile, cliffs_table, localisation_table, phase_table
-from entk.config import ConfigError, check_config, settle_config
-from entk.eigen import kernel_eigenpairs
-from entk.experiments import Untracked
+from entk import NTK, top_eigenpairs
+from entk import shared as wf
+from entk.analyses.analysis import EigenFile, cliffs_table, localisation_table, phase_table
+from entk.core import memory
+from entk.core.eigen import kernel_eigenpairs
+from entk.pipeline import runner
+from entk.pipeline.config import ConfigError, check_config, settle_config
+from entk.pipeline.experiments import Untracked
 
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 F64 = torch.float64
@@ -508,7 +510,7 @@ def test_a_recipe_changed_after_a_crash_starts_over(bad_dir):
 
 
 def test_the_code_digest_follows_the_files_of_model_and_recipe(bad_dir):
-    from entk import preflight
+    from entk.pipeline import preflight
 
     exp = {"kind": None, "model": "model.py:build", "weights": {"train": "model.py:train", "steps": [0]}}
     before = preflight.code_digest(exp)
@@ -534,7 +536,7 @@ def test_config_files_can_be_checked_before_snakemake_reads_them(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: 0\nexperiments:\n  u: {model: model.py:build\n")
     done = subprocess.run(
-        [sys.executable, "-m", "entk.config", str(bad)],
+        [sys.executable, "-m", "entk.pipeline.config", str(bad)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
@@ -601,7 +603,7 @@ def test_no_torch_load_in_the_code_unpickles_code():
         text = path.read_text()
         assert "weights_only=False" not in text, path
         if path.name != "workflow.py":
-            assert "torch.load(" not in text, f"{path}: read torch files with entk.workflow.load_torch"
+            assert "torch.load(" not in text, f"{path}: read torch files with entk.shared.load_torch"
 
 
 def test_the_views_the_train_job_checks_do_not_rerun_it():

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import entk
-from entk.matfree import param_matvec
-from entk.models import ModMLP, modadd_inputs
-from entk.workflow import resolve_device
+from entk.core.matfree import param_matvec
+from entk.kinds.models import ModMLP, modadd_inputs
+from entk.shared import resolve_device
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DT = torch.float64
@@ -52,7 +52,7 @@ def test_kernels_products_and_eigenpairs_match_the_cpu():
 
 def test_shared_weights_on_the_structured_path_match_the_cpu():
     """TMS (W used as Wᵀ and W) on the structured path, computed on CUDA through ``device=``."""
-    from entk.models import TMS, tms_data
+    from entk.kinds.models import TMS, tms_data
 
     gen = torch.Generator().manual_seed(0)
     model = TMS(20, 5, generator=gen).to(DT)
@@ -69,7 +69,8 @@ def test_shared_weights_on_the_structured_path_match_the_cpu():
 
 def test_view_eigenpairs_of_the_transformer_match_the_cpu():
     """The workflow's eigen stage (per-tensor all_mean kernels of a small Transformer) on CUDA."""
-    from entk import runner, transformer
+    from entk.kinds import transformer
+    from entk.pipeline import runner
 
     settings = {"p": 7, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32}
     out = {}

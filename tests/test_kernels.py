@@ -7,9 +7,9 @@ from torch.func import functional_call, jacrev
 
 import entk
 from conftest import default_dtype
-from entk import compression, structured
-from entk import kernel as kernel_module
-from entk.models import TMS, ModMLP, modadd_inputs
+from entk.core import compression, structured
+from entk.core import kernel as kernel_module
+from entk.kinds.models import TMS, ModMLP, modadd_inputs
 
 pytestmark = pytest.mark.usefixtures("float64")
 

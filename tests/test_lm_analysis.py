@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entk import lm_analysis
-from entk.lm_plots import detector_figure
+from entk.analyses import lm_analysis
+from entk.figures.lm_plots import detector_figure
 
 CLASSES = ["A", "B"]
 

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from entk.config import ConfigError, check_config
-from entk.kinds import get_kind
-from entk.lm_config import expand_modules
+from entk.kinds.registry import get_kind
+from entk.pipeline.config import ConfigError, check_config
+from entk.pipeline.lm_config import expand_modules
 
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from entk.detectors import (
+from entk.analyses.detectors import (
     auroc,
     average_precision,
     check_labels,

@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from entk import lm, lm_views, story_lm
-from entk.kinds import get_kind
+from entk import lm
+from entk.kinds import story_lm
+from entk.kinds.registry import get_kind
+from entk.pipeline import lm_views
 
 CLASSES = ["NOUN", "PUNCT"]
 

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from entk.claims import format_scorecard, modadd_claims, scorecard
-from entk.modadd import best_family_match, cliff1_maps, derivative_peak, grokking_epoch, overlap_curve
-from entk.rotation import fourier_families
+from entk.analyses.claims import format_scorecard, modadd_claims, scorecard
+from entk.analyses.modadd import best_family_match, cliff1_maps, derivative_peak, grokking_epoch, overlap_curve
+from entk.analyses.rotation import fourier_families
 
 P = 13
 SIZE = 2 * (P - 1)

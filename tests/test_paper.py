@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from entk.claims import format_scorecard
+from entk.analyses.claims import format_scorecard
 
 # Rows of the replayed seed-2 Transformer that fail as measured (docs/spec.md §3), reported as they
 # are: the W_U eNTK route finds frequencies [1, 2, 5, 12] where W_E's power finds the paper's [1, 12],

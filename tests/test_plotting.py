@@ -1,4 +1,4 @@
-"""Tests for entk.plotting: each paper figure builds from small synthetic inputs, saves, and rejects bad input."""
+"""Tests for entk.figures.plotting: each paper figure builds from small synthetic inputs, saves, rejects bad input."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entk.plotting import figure_1, figure_2, figure_3, figure_4, figure_5, figure_overlap
+from entk.figures.plotting import figure_1, figure_2, figure_3, figure_4, figure_5, figure_overlap
 
 # p = 7: K = 3 frequencies; cliffs of N = 2(p − 1) = 12 eigenvalues each, after the isolated index 0.
 P = 7

@@ -1,4 +1,4 @@
-"""Tests for entk.rotation against constructions written independently of the module."""
+"""Tests for entk.analyses.rotation against constructions written independently of the module."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from entk.rotation import (
+from entk.analyses.rotation import (
     cliff_slices,
     family_correlation,
     fourier_families,

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from entk.config import semantic_errors
-from entk.experiments import resolve_experiments
-from entk.seeds import leading_number, seed_table, with_seed_column
+from entk.analyses.seeds import leading_number, seed_table, with_seed_column
+from entk.pipeline.config import semantic_errors
+from entk.pipeline.experiments import resolve_experiments
 
 TMS = {"kind": "tms", "settings": {"n_features": 8, "m": 3, "sparsity": 0.3, "n_points": 40, "steps": 200}}
 
@@ -142,7 +142,7 @@ def test_tiny_seed_study_end_to_end(tmp_path):
 
 
 def test_seed_figure_marks_each_seeds_epochs_and_aligns_the_curves():
-    from entk.seed_plots import fig_seeds
+    from entk.figures.seed_plots import fig_seeds
 
     epochs = np.arange(0, 220, 20)
     histories = {

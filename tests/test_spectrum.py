@@ -1,4 +1,4 @@
-"""Cliff detection on planted spectra: entk.spectrum (numpy only)."""
+"""Cliff detection on planted spectra: entk.analyses.spectrum (numpy only)."""
 
 import inspect
 import math
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from entk.spectrum import Cliff, cliff, cliff_scores, detect_cliff, find_cliffs
+from entk.analyses.spectrum import Cliff, cliff, cliff_scores, detect_cliff, find_cliffs
 
 
 def noisy(values: np.ndarray, sd: float, seed: int) -> np.ndarray:
@@ -149,7 +149,7 @@ def test_largest_ratio_rule_is_unchanged():
 
 
 def test_spectrum_and_claims_import_without_torch():
-    code = "import sys; sys.modules['torch'] = None; import entk.spectrum, entk.claims; print('ok')"
+    code = "import sys; sys.modules['torch'] = None; import entk.analyses.spectrum, entk.analyses.claims; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 

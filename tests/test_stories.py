@@ -3,7 +3,7 @@ states hold in every story, and a seed fixes the stories."""
 
 import random
 
-from entk import stories as grammar
+from entk.kinds import stories as grammar
 
 # Hand-tagged by the UD English guidelines, independent of the grammar's table.
 UD = {

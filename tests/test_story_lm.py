@@ -4,9 +4,10 @@ parameter names known before training, and training that resumes bit-identically
 import pytest
 import torch
 
-from entk import lm, story_lm
-from entk import stories as grammar
-from entk.kinds import get_kind
+from entk import lm
+from entk.kinds import stories as grammar
+from entk.kinds import story_lm
+from entk.kinds.registry import get_kind
 
 TINY = {
     "d_model": 16,

@@ -29,8 +29,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 import entk
-from entk import transformer
-from entk.models import TMS
+from entk.kinds import transformer
+from entk.kinds.models import TMS
 
 DT = torch.float64
 TOL = 1e-10  # relative max error against the brute-force kernel

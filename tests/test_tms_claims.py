@@ -1,9 +1,9 @@
-"""TMS claims of paper §1 on planted spectra, eigenvectors and weights (entk.claims, no torch)."""
+"""TMS claims of paper §1 on planted spectra, eigenvectors and weights (entk.analyses.claims, no torch)."""
 
 import numpy as np
 import pytest
 
-from entk.claims import (
+from entk.analyses.claims import (
     format_scorecard,
     scorecard,
     tms_cliff_claims,

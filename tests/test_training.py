@@ -1,4 +1,4 @@
-"""Tests for entk.training: loss decrease, checkpoint/resume, divergence, determinism."""
+"""Tests for entk.kinds.training: loss decrease, checkpoint/resume, divergence, determinism."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from entk.metrics import represented_features
-from entk.models import TMS, ModMLP, modadd_inputs, modadd_labels, modadd_split, tms_data, tms_importance
-from entk.training import HISTORY_COLUMNS, TrainingDiverged, train_modadd, train_tms
+from entk.analyses.metrics import represented_features
+from entk.kinds.models import TMS, ModMLP, modadd_inputs, modadd_labels, modadd_split, tms_data, tms_importance
+from entk.kinds.training import HISTORY_COLUMNS, TrainingDiverged, train_modadd, train_tms
 
 P = 11
 HIDDEN = 64

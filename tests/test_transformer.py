@@ -13,9 +13,9 @@ from torch.func import functional_call, jacrev
 from torch.utils.data import DataLoader, TensorDataset
 
 import entk
-from entk import transformer as tf
-from entk import transformer_analysis as ta
-from entk.training import HISTORY_COLUMNS
+from entk.analyses import transformer_analysis as ta
+from entk.kinds import transformer as tf
+from entk.kinds.training import HISTORY_COLUMNS
 
 SMALL = {"p": 7, "d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 12}
 
@@ -391,7 +391,7 @@ def test_grokking_diagnostic_peak_and_claims():
 
 
 def test_figures_draw_one_panel_per_group_and_mark_the_epochs():
-    from entk.transformer_plots import fig_transformer, fig_transformer_layers
+    from entk.figures.transformer_plots import fig_transformer, fig_transformer_layers
 
     values, vectors, fam = _planted_eigen()
     table = ta.layer_table({"W_U": (values, vectors), "W_E": (values, vectors[:, ::-1])}, fam, ta.default_groups(2, 12))

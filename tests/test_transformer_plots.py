@@ -1,11 +1,11 @@
-"""What the Transformer figures draw (entk.transformer_plots), read back from the artists: no torch."""
+"""What the Transformer figures draw (entk.figures.transformer_plots), read back from the artists: no torch."""
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
-from entk.transformer_plots import fig_transformer, fig_transformer_layers
+from entk.figures.transformer_plots import fig_transformer, fig_transformer_layers
 
 
 @pytest.fixture(autouse=True)

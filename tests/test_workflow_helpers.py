@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from entk import workflow as wf
-from entk.models import ModMLP, modadd_inputs, modadd_labels, modadd_split
-from entk.training import train_modadd
+from entk import shared as wf
+from entk.kinds.models import ModMLP, modadd_inputs, modadd_labels, modadd_split
+from entk.kinds.training import train_modadd
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

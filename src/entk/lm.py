@@ -10,13 +10,13 @@ unembedding U (V, C), so that K's nonzero spectrum is that of the flattened eNTK
 ``matvec`` are what the workflow's language-model views and the benchmarks call. ``lanczos`` is the
 author's solver (50 steps, full reorthogonalisation), kept for comparison with the converged one.
 
-How the operator is cheap (``entk.lm_operator``): only the network downstream of the module is
+How the operator is cheap (``entk.core.lm_operator``): only the network downstream of the module is
 differentiated. One forward pass per chunk of contexts caches what the module's block receives
 (its input, the keyword arguments every later block is called with, and the outputs of the block's
 parts that ran before the module); a product then reruns the module on its cached input, the rest
 of its block and the later blocks, never the embedding or the earlier blocks. Contexts are
 independent, so K's parameter-side Gram Jᵀ S J is a sum over chunks of contexts, each one fused
-jvp-then-vjp pass for a whole block of vectors (``torch.func.vmap``); the solver (``entk.eigen``'s
+jvp-then-vjp pass for a whole block of vectors (``torch.func.vmap``); the solver (``entk.core.eigen``'s
 block method) runs on whichever side, parameters or N·C, is smaller.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from entk.lm_inputs import (
+from entk.core.lm_inputs import (
     check_model_dir,
     checked_ids,
     contexts_from_text,
@@ -36,7 +36,7 @@ from entk.lm_inputs import (
     load_token_ids,
     load_tokenizer,
 )
-from entk.lm_operator import ModuleOperator, base_model, decoder_layers
+from entk.core.lm_operator import ModuleOperator, base_model, decoder_layers
 
 __all__ = [
     "FinalHidden",

@@ -406,7 +406,7 @@ def test_bad_input_error_in_rule_log_and_output(bad_layer_run, record_property):
     report(record_property, bad_layer_keep_going_s=seconds)
     assert p.returncode != 0, output_of(p)[-3000:]
     out = output_of(p)
-    # The train job checks every view before training (entk.preflight): the bad view stops it there.
+    # The train job checks every view before training (entk.pipeline.preflight): the bad view stops it there.
     assert "Error in rule train" in out, out[-3000:]
     assert BAD_LAYER_ERROR in out and "'experiments.a.views.bad.output_weights'" in out, out[-3000:]
     log = (wd / "logs/a/train.log").read_text()

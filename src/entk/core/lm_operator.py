@@ -1,0 +1,488 @@
+"""The per-module operator K = S^½ J Jᵀ S^½ of a causal LM, on the network downstream of the module only.
+
+J is the Jacobian of the final normed hidden state at one position (N contexts, C outputs) with
+respect to one module's parameters θ (P numbers). For one chunk of contexts the map θ → h factors as
+
+    θ ──module(cached input)──> y ──rest of its block, later blocks, final norm──> h[:, position] S^½
+
+A forward pass per chunk (``_capture``) stores what that map needs: the module's input, the
+arguments its block and every later block are called with, and the outputs of the parts of its
+block that finished before it started (its siblings and their ancestors' earlier siblings, e.g. the
+attention of the block of an MLP projection), which cannot depend on θ. ``_Chunk.run`` then
+replays the map with those parts returning their cached outputs, so a product differentiates the
+module itself and what lies after it. The embedding is the first module: its map is the whole
+base model from ``inputs_embeds``, and its θ the rows of the tokens that occur (the others have a
+zero Jacobian).
+
+Products are ``torch.func`` jvp/vjp passes batched over a block of vectors with ``vmap``; the
+parameter-side Gram Jᵀ S J (P, P) is a sum over chunks, each one fused pass (its jvp and its vjp
+share a primal), and the kernel side K (N·C, N·C) a vjp over all chunks then a jvp.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, jvp, vjp, vmap
+
+from entk.core.eigen import SolverInfo, default_block_size, default_tol, fix_signs, top_eigenpairs_matfree
+from entk.core.lm_inputs import checked_ids
+from entk.core.memory import resolve_max_memory_gb
+
+Params = dict[str, Tensor]
+_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
+# Vectors per batched pass: intermediates grow with it, and the solver's block (k + oversampling)
+# splits into a few such passes.
+SUB_BLOCK = 16
+# Batched passes keep about three activation-sized tensors per vector alive (as ``entk.core.matfree``).
+_PASS_COPIES = 3
+# Shares of the budget: one batched pass over a chunk of contexts, and the stored Jacobian D̃.
+_PASS_SHARE = 0.25
+_STORE_SHARE = 0.6
+JACOBIAN_MAX_OUTPUTS = 256
+ROUTES = ("jacobian", "matrix_free")
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The decoder stack of a Hugging Face causal LM (``model.model``, ``model.transformer``, …)."""
+    prefix = getattr(model, "base_model_prefix", None)
+    inner = getattr(model, prefix, None) if prefix else None
+    if not isinstance(inner, nn.Module):
+        raise TypeError(
+            f"{type(model).__name__} is not a Hugging Face causal LM with a base model "
+            "(load it with AutoModelForCausalLM, e.g. entk.lm.load_causal_lm)"
+        )
+    return inner
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The base model's list of blocks (the ``nn.ModuleList`` with ``config.num_hidden_layers`` entries)."""
+    base = base_model(model)
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for child in base.children():
+        if isinstance(child, nn.ModuleList) and len(child) == n:
+            return child
+    raise TypeError(f"{type(model).__name__} has no list of {n} decoder blocks in its base model")
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The norm the base model applies after its last block."""
+    base = base_model(model)
+    for name in _FINAL_NORMS:
+        norm = getattr(base, name, None)
+        if isinstance(norm, nn.Module):
+            return norm
+    raise TypeError(f"{type(model).__name__}'s base model has no final norm named one of {_FINAL_NORMS}")
+
+
+def check_eager(model: nn.Module) -> None:
+    """Refuse attention other than eager: torch has no forward-mode AD through fused attention kernels."""
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if impl not in (None, "eager"):
+        raise ValueError(
+            f"the model runs attention with {impl!r}, and torch has no forward-mode AD (jvp) through fused "
+            "scaled-dot-product attention kernels: load it with entk.lm.load_causal_lm (eager) or "
+            "attn_implementation='eager'"
+        )
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+@contextlib.contextmanager
+def _replaced(outputs: dict[nn.Module, object]) -> Iterator[None]:
+    """Within the block, each module in ``outputs`` returns its value instead of computing it."""
+    for module, value in outputs.items():
+        module.forward = lambda *_, _v=value, **__: _v
+    try:
+        yield
+    finally:
+        for module in outputs:
+            del module.forward
+
+
+@dataclasses.dataclass
+class _Chunk:
+    """What one chunk of contexts needs to replay θ → h[:, position] S^½ downstream of the module."""
+
+    module_args: tuple
+    module_kwargs: dict
+    calls: list[tuple[tuple, dict]]  # (args, kwargs) of the module's block and each later block
+    cached: dict[nn.Module, object]  # outputs of the block's parts that finished before the module started
+    output: Tensor  # the module's output y (n, T, ...)
+
+
+@dataclasses.dataclass
+class _Site:
+    """Where the module sits: its block index (None: the embedding, before every block) and what runs after."""
+
+    model: nn.Module
+    module: nn.Module
+    block: int | None
+    position: int
+    metric_sqrt: Tensor | None
+
+    def finish(self, x: Tensor) -> Tensor:
+        h = final_norm(self.model)(x)[:, self.position]
+        return h if self.metric_sqrt is None else h @ self.metric_sqrt
+
+    def run(self, chunk: _Chunk, y: Tensor) -> Tensor:
+        """h[:, position] S^½ (n, C) of the chunk with the module's output replaced by y."""
+        if self.block is None:
+            out = base_model(self.model)(inputs_embeds=y, use_cache=False).last_hidden_state[:, self.position]
+            return out if self.metric_sqrt is None else out @ self.metric_sqrt
+        layers = decoder_layers(self.model)
+        args, kwargs = chunk.calls[0]
+        with _replaced({**chunk.cached, self.module: y}):
+            x = _first(layers[self.block](*args, **kwargs))
+        for layer, (args, kwargs) in zip(layers[self.block + 1 :], chunk.calls[1:], strict=True):
+            x = _first(layer(x, *args[1:], **kwargs) if args else layer(**{**kwargs, "hidden_states": x}))
+        return self.finish(x)
+
+
+def _ancestors(root: nn.Module, target: nn.Module) -> list[nn.Module]:
+    """Modules from ``root`` down to ``target``'s parent."""
+    for _, child in root.named_children():
+        if child is target:
+            return [root]
+        if any(m is target for m in child.modules()):
+            return [root, *_ancestors(child, target)]
+    return []
+
+
+def _capture(site: _Site, ids: Tensor) -> _Chunk:
+    """One forward pass over a chunk of contexts, recording what ``_Site.run`` replays."""
+    model, module = site.model, site.module
+    layers = decoder_layers(model)
+    record: dict = {"calls": [], "module": [], "done": {}, "counts": {}, "started": False}
+    hooks = []
+    if site.block is not None:
+        for layer in layers[site.block :]:
+            hooks.append(
+                layer.register_forward_pre_hook(lambda _m, a, k: record["calls"].append((a, dict(k))), with_kwargs=True)
+            )
+        path = _ancestors(layers[site.block], module)
+        earlier = [c for a in path for c in a.children() if c not in path and c is not module]
+        for child in earlier:
+
+            def done(m, _a, out):
+                record["counts"][m] = record["counts"].get(m, 0) + 1
+                if not record["started"]:
+                    record["done"][m] = out
+
+            hooks.append(child.register_forward_hook(done))
+
+    def start(_m, args, kwargs):
+        record["started"] = True
+        record["module"].append((args, dict(kwargs)))
+
+    hooks.append(module.register_forward_pre_hook(start, with_kwargs=True))
+    hooks.append(module.register_forward_hook(lambda _m, _a, out: record.update(output=out)))
+    try:
+        with torch.no_grad():
+            base_model(model)(input_ids=ids, use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    if len(record["module"]) != 1:
+        raise ValueError(
+            f"the module is called {len(record['module'])} times in one forward pass; the operator needs a "
+            "module called once per pass (choose one of entk.lm.module_roles(model))"
+        )
+    cached = {m: out for m, out in record["done"].items() if record["counts"][m] == 1}
+    args, kwargs = record["module"][0]
+    return _Chunk(args, kwargs, record["calls"], cached, record["output"])
+
+
+class _Embedding:
+    """The embedding's rows of the tokens that occur, as parameters: y = scale · E[ids]."""
+
+    def __init__(self, module: nn.Module, ids: Tensor):
+        if not isinstance(module, nn.Embedding):
+            raise TypeError(f"the input embedding is a {type(module).__name__}, not an nn.Embedding")
+        self.rows, inverse = torch.unique(ids, return_inverse=True)
+        self.inverse = inverse.reshape(ids.shape)
+        self.scale = getattr(module, "embed_scale", 1.0)
+        self.primals = {"weight": module.weight.detach()[self.rows]}
+        with torch.no_grad():
+            expected = module(ids[:1])
+        if not torch.allclose(self(self.primals, slice(0, 1)), expected):
+            raise TypeError(f"{type(module).__name__} is not a (scaled) table lookup; its operator is not supported")
+
+    def __call__(self, p: Params, rows: slice) -> Tensor:
+        return F.embedding(self.inverse[rows], p["weight"]) * self.scale
+
+
+@dataclasses.dataclass
+class ModuleOperator:
+    """K = S^½ J Jᵀ S^½ of one module of a causal LM on token ids (N, T): ``dim`` = N·C, vectors class-major
+    (row c·N + n); ``n_params`` = P, the module's parameters (for the embedding: the rows of tokens that occur).
+
+    Two exact routes to its products (``route``):
+
+    - "jacobian": the downstream Jacobian D̃ = ∂(h S^½)/∂y (N, C, T', out), T' the positions it reaches,
+      is computed once by C batched vjp passes per chunk and stored; a product is then the module's own
+      jvp/vjp on its cached input and a contraction with D̃. Chosen where D̃ fits 60 % of the budget and
+      C ≤ ``JACOBIAN_MAX_OUTPUTS`` (a converged top 25 takes some hundreds of products, each a vjp and
+      a jvp pass on the other route).
+    - "matrix_free": every product a jvp and a vjp pass through the downstream network, nothing stored
+      beyond one forward pass's inputs per chunk.
+
+    ``max_memory_gb`` (``entk.core.memory``) sizes the chunks of contexts of one batched pass and the store;
+    ``route`` forces one route.
+    """
+
+    model: nn.Module
+    ids: Tensor
+    module: str
+    position: int = -1
+    metric_sqrt: Tensor | None = None
+    max_memory_gb: float | None = None
+    route: str | None = None
+
+    def __post_init__(self):
+        self.ids = checked_ids(self.model, self.ids)
+        check_eager(self.model)
+        modules = dict(self.model.named_modules())
+        if self.module not in modules:
+            raise ValueError(
+                f"no module named {self.module!r} in {type(self.model).__name__}; "
+                "choose one of entk.lm.module_roles(model)"
+            )
+        if self.route not in (None, *ROUTES):
+            raise ValueError(f"route must be one of {ROUTES} (or None to choose), got {self.route!r}")
+        target = modules[self.module]
+        n_tokens = self.ids.shape[1]
+        if not -n_tokens <= self.position < n_tokens:
+            raise ValueError(
+                f"position {self.position} is outside contexts of {n_tokens} tokens; "
+                f"choose one in [-{n_tokens}, {n_tokens})"
+            )
+        ref = next(self.model.parameters())
+        s = None if self.metric_sqrt is None else self.metric_sqrt.to(ref)
+        block = next((i for i, layer in enumerate(decoder_layers(self.model)) if _inside(layer, target)), None)
+        if block is None and target is not self.model.get_input_embeddings():
+            raise ValueError(
+                f"{self.module!r} is neither inside a decoder block nor the input embedding; "
+                "choose one of entk.lm.module_roles(model)"
+            )
+        self._site = _Site(self.model, target, block, self.position % n_tokens, s)
+        self._embedding = _Embedding(target, self.ids) if block is None else None
+        self._primals = (
+            self._embedding.primals if block is None else {n: p.detach() for n, p in target.named_parameters()}
+        )
+        self.n_params = sum(p.numel() for p in self._primals.values())
+        self.n_samples = self.ids.shape[0]
+        self._budget = resolve_max_memory_gb(self.max_memory_gb) * 2**30
+        per_context, y = self._probe()
+        self.n_outputs = y.shape[-1] if s is None else s.shape[1]
+        self.dim = self.n_samples * self.n_outputs
+        store = self.n_samples * self.n_outputs * (self._site.position + 1) * y[0, 0].numel() * y.element_size()
+        if self.route is None:
+            fits = store <= _STORE_SHARE * self._budget
+            self.route = "jacobian" if fits and self.n_outputs <= JACOBIAN_MAX_OUTPUTS else "matrix_free"
+        # A pass carries SUB_BLOCK vectors (products) or C cotangents (the Jacobian).
+        width = self.n_outputs if self.route == "jacobian" else SUB_BLOCK
+        self._chunk = int(
+            max(1, min(self.n_samples, _PASS_SHARE * self._budget // (_PASS_COPIES * width * per_context)))
+        )
+        self._chunks = [
+            self._prepare(slice(s, min(s + self._chunk, self.n_samples))) for s in range(0, self.n_samples, self._chunk)
+        ]
+
+    # --- setting up ---
+
+    def _y(self, chunk: _Chunk | None, rows: slice, p: Params | None = None) -> Tensor:
+        """The module's output on the chunk's cached input, with parameters p (default: its own)."""
+        p = self._primals if p is None else p
+        if self._embedding is not None:
+            return self._embedding(p, rows)
+        return functional_call(self._site.module, p, chunk.module_args, chunk.module_kwargs)
+
+    def _probe(self) -> tuple[int, Tensor]:
+        """Bytes autograd saves per context in one downstream pass (two contexts less one), and y of one context."""
+        sizes, y = [], None
+        for n in (1, 2):
+            total = 0
+
+            def pack(t: Tensor) -> Tensor:
+                nonlocal total
+                total += t.numel() * t.element_size()
+                return t
+
+            rows = slice(0, n)
+            chunk = _capture(self._site, self.ids[rows]) if self._embedding is None else None
+            y = self._y(chunk, rows).detach().requires_grad_()
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                self._site.run(chunk, y)
+            sizes.append(total)
+        return max(sizes[1] - sizes[0], 1), y[:1].detach()
+
+    def _prepare(self, rows: slice):
+        chunk = _capture(self._site, self.ids[rows]) if self._embedding is None else None
+        if self.route == "matrix_free":
+            return rows, chunk
+        jac, keep = self._jacobian(chunk, rows)
+        # Only the module's input is needed from here on.
+        light = None if chunk is None else _Chunk(chunk.module_args, chunk.module_kwargs, [], {}, chunk.output)
+        return rows, light, jac, keep
+
+    def _jacobian(self, chunk: _Chunk | None, rows: slice) -> tuple[Tensor, Tensor]:
+        """D̃ (n, C, T'·out) of the chunk and the positions T' it keeps (those with a nonzero derivative)."""
+        y = self._y(chunk, rows).detach()
+        _, pullback = vjp(lambda v: self._site.run(chunk, v), y)
+        n, c = y.shape[0], self.n_outputs
+        eye = torch.eye(c, dtype=y.dtype, device=y.device)[:, None, :].expand(c, n, c)
+        with torch.no_grad():
+            jac = vmap(pullback)(eye)[0].detach().movedim(0, 1)  # (n, C, T, *out)
+        jac = jac[:, :, : self._site.position + 1]
+        keep = jac.flatten(3).ne(0).any(dim=(0, 1, 3)).nonzero().squeeze(1)
+        return jac[:, :, keep].flatten(2).contiguous(), keep
+
+    # --- the map θ → h S^½ of one chunk (matrix-free route) ---
+
+    def _f(self, i: int) -> Callable[[Params], Tensor]:
+        rows, chunk = self._chunks[i][:2]
+        return lambda p: self._site.run(chunk, self._y(chunk, rows, p))
+
+    # --- products ---
+
+    def _flat(self, t: Params) -> Tensor:
+        return torch.cat([t[k].reshape(t[k].shape[0], -1) for k in self._primals], dim=1).T
+
+    def _unflat(self, u: Tensor) -> Params:
+        sizes = [p.numel() for p in self._primals.values()]
+        parts = u.T.split(sizes, dim=1)
+        return {k: part.reshape(-1, *p.shape) for (k, p), part in zip(self._primals.items(), parts, strict=True)}
+
+    def _j_chunk(self, i: int, tangents: Params) -> Tensor:
+        """J̃ of chunk i on parameter tangents {name: (b, *shape)} → (b, n, C)."""
+        if self.route == "matrix_free":
+            f = self._f(i)
+            return vmap(lambda t: jvp(f, (self._primals,), (t,))[1])(tangents)
+        rows, chunk, jac, keep = self._chunks[i]
+        dy = vmap(lambda t: jvp(lambda p: self._y(chunk, rows, p), (self._primals,), (t,))[1])(tangents)
+        return torch.einsum("ncq,bnq->bnc", jac, dy[:, :, keep].flatten(2))
+
+    def _jt_chunk(self, i: int, cot: Tensor) -> Params:
+        """J̃ᵀ of chunk i on cotangents (b, n, C) → {name: (b, *shape)}, summed over its contexts."""
+        if self.route == "matrix_free":
+            _, pullback = vjp(self._f(i), self._primals)
+            return vmap(pullback)(cot)[0]
+        rows, chunk, jac, keep = self._chunks[i]
+        y, pullback = vjp(lambda p: self._y(chunk, rows, p), self._primals)
+        dy = y.new_zeros(cot.shape[0], *y.shape)
+        dy[:, :, keep] = torch.einsum("ncq,bnc->bnq", jac, cot).reshape(*dy.shape[:2], len(keep), *y.shape[2:])
+        return vmap(pullback)(dy)[0]
+
+    def _j(self, tangents: Params) -> Tensor:
+        """J̃ on parameter tangents {name: (b, *shape)} → (b, N, C), J̃ = S^½ J."""
+        return torch.cat([self._j_chunk(i, tangents) for i in range(len(self._chunks))], dim=1)
+
+    def _jt(self, cot: Tensor) -> Params:
+        """J̃ᵀ on cotangents (b, N, C) → {name: (b, *shape)}, summed over contexts."""
+        return _sum(self._jt_chunk(i, cot[:, self._chunks[i][0]]) for i in range(len(self._chunks)))
+
+    def _jtj(self, tangents: Params) -> Params:
+        """J̃ᵀ J̃ on parameter tangents, chunk by chunk (contexts are independent)."""
+        if self.route == "jacobian":
+            return _sum(self._jt_chunk(i, self._j_chunk(i, tangents)) for i in range(len(self._chunks)))
+        parts = []
+        for i in range(len(self._chunks)):
+            f = self._f(i)
+            _, pullback = vjp(f, self._primals)
+
+            def one(t: Params, f=f, pullback=pullback) -> Params:
+                # The jvp and the vjp of one chunk share its primal pass.
+                return pullback(jvp(f, (self._primals,), (t,))[1])[0]
+
+            parts.append(vmap(one)(tangents))
+        return _sum(parts)
+
+    def _blocks(self, fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        ref = next(iter(self._primals.values()))
+
+        def apply(v: Tensor) -> Tensor:
+            with torch.no_grad():
+                return torch.cat([fn(b.to(ref)).detach() for b in v.split(SUB_BLOCK, dim=1)], dim=1).to(v)
+
+        return apply
+
+    def factor(self) -> Callable[[Tensor], Tensor]:
+        """U (P, b) → J̃ U (N·C, b), class-major."""
+        return self._blocks(lambda u: _class_major(self._j(self._unflat(u))))
+
+    def factor_t(self) -> Callable[[Tensor], Tensor]:
+        """V (N·C, b) → J̃ᵀ V (P, b)."""
+        return self._blocks(lambda v: self._flat(self._jt(_sample_major(v, self.n_samples))))
+
+    def matvec(self) -> Callable[[Tensor], Tensor]:
+        """V (dim, b) → K V."""
+        return self._blocks(lambda v: _class_major(self._j(self._jt(_sample_major(v, self.n_samples)))))
+
+    def gram_matvec(self) -> Callable[[Tensor], Tensor]:
+        """U (P, b) → J̃ᵀ J̃ U: the parameter side, with K's nonzero spectrum."""
+        return self._blocks(lambda u: self._flat(self._jtj(self._unflat(u))))
+
+    def eigenpairs(
+        self, k: int = 25, *, tol: float | None = None, max_iter: int = 200, seed: int = 0, return_info: bool = False
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, SolverInfo]:
+        """Converged top-k eigenpairs: values descending (k,), unit vectors (N·C, k) class-major [, ``SolverInfo``].
+
+        The block solver (``entk.core.eigen.top_eigenpairs_matfree``) runs on the parameter side when P < N·C
+        (eigenvectors mapped back as J̃ u / ‖J̃ u‖), else on K itself; tolerance as for K in either case."""
+        ref = next(iter(self._primals.values()))
+        tol = default_tol(ref.dtype, self.dim) if tol is None else tol
+        on_params = self.n_params < self.dim
+        size = self.n_params if on_params else self.dim
+        matvec = self.gram_matvec() if on_params else self.matvec()
+        vals, vecs, info = top_eigenpairs_matfree(
+            matvec,
+            size,
+            k,
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed,
+            dtype=ref.dtype,
+            device=ref.device,
+            max_basis=self._max_basis(size, k),
+        )
+        if on_params:
+            vecs = self.factor()(vecs)
+            vecs = fix_signs(vecs / vecs.norm(dim=0).clamp_min(torch.finfo(vecs.dtype).tiny))
+            info = dataclasses.replace(info, side="parameter")
+        return (vals, vecs, info) if return_info else (vals, vecs)
+
+    def _max_basis(self, size: int, k: int) -> int:
+        """Largest basis m in [2b, 4b] whose vectors and images take at most half the budget."""
+        b = default_block_size(k, size)
+        itemsize = next(iter(self._primals.values())).element_size()
+        fits = int(self._budget / 2 // (2 * itemsize * size))
+        return min(size, max(2 * b, min(4 * b, fits)))
+
+
+def _sum(parts) -> Params:
+    total = None
+    for part in parts:
+        total = part if total is None else {k: total[k] + part[k] for k in part}
+    return total
+
+
+def _inside(root: nn.Module, target: nn.Module) -> bool:
+    return any(m is target for m in root.modules())
+
+
+def _class_major(y: Tensor) -> Tensor:
+    """(b, N, C) → (C·N, b), row c·N + n."""
+    return y.transpose(1, 2).reshape(y.shape[0], -1).T
+
+
+def _sample_major(v: Tensor, n: int) -> Tensor:
+    """(C·N, b) class-major → (b, N, C)."""
+    return v.T.reshape(v.shape[1], -1, n).transpose(1, 2)

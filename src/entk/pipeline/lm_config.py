@@ -1,0 +1,108 @@
+"""The config's ``language_models:`` entries resolved into what the language-model rules wire
+(docs/spec.md §4). Runs while Snakemake parses the workflow: no torch, no numpy.
+
+Each entry is keyed by an experiment whose model is a Hugging Face causal LM trained here by a kind
+that also writes its probe corpus (``corpus``) and saves Hugging Face checkpoint directories
+(``save_pretrained``). Its modules are known before training from the kind's parameter names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROLE_SUFFIX = {"mlp_out": "mlp.down_proj", "attn_out": "self_attn.o_proj"}
+STATES = ("trained", "init")
+SCHEMA = Path(__file__).resolve().parents[3] / "schemas" / "config.schema.yaml"
+
+
+@dataclass(frozen=True)
+class LanguageModel:
+    """One language-model analysis: its experiment, settings, modules ("role.index" or names) and
+    the checkpoint step of each state (trained: the last, init: the first)."""
+
+    experiment: str
+    settings: dict
+    modules: list[str]
+    steps: dict[str, int]
+
+
+def defaults() -> dict:
+    """Every setting's default, read from the schema's ``$defs/language_model``."""
+    with open(SCHEMA) as fh:
+        props = yaml.safe_load(fh)["$defs"]["language_model"]["properties"]
+    return {k: v["default"] for k, v in props.items() if "default" in v}
+
+
+def expand_modules(specs: list[str], parameters: list[str]) -> tuple[list[str], list[str]]:
+    """(modules, unknown specs): roles expand to ``role.index`` per block, names must own a parameter."""
+    modules = {p.rpartition(".")[0] for p in parameters}
+    out, unknown = [], []
+    for spec in specs:
+        if spec == "embedding":
+            out.append("embedding.0")
+        elif spec in ROLE_SUFFIX:
+            n = sum(m.endswith(ROLE_SUFFIX[spec]) for m in modules)
+            out += [f"{spec}.{i}" for i in range(n)] if n else []
+            unknown += [] if n else [spec]
+        elif spec in modules:
+            out.append(spec)
+        else:
+            unknown.append(spec)
+    return out, unknown
+
+
+def resolve(config: dict, experiments: dict, basedir: str) -> tuple[dict, list[str]]:
+    """{experiment id: LanguageModel} and the problems found, each naming its key and the fix."""
+    from entk.kinds.registry import get_kind
+
+    base, errors, out = defaults(), [], {}
+    for exp_id, given in (config.get("language_models") or {}).items():
+        where = f"config key 'language_models.{exp_id}"
+        exp = experiments.get(exp_id)
+        if exp is None:
+            errors.append(f"{where}': no experiment {exp_id!r}; key each entry by an experiment id")
+            continue
+        kind = get_kind(exp.kind) if exp.kind else None
+        if kind is None or not exp.trained_here or not {"corpus", "save_pretrained"} <= set(kind.functions):
+            errors.append(
+                f"{where}': experiment {exp_id} must be trained here by a kind with a probe corpus and Hugging Face "
+                "checkpoints (story_lm)"
+            )
+            continue
+        s = {**base, **(given or {})}
+        modules, unknown = expand_modules(s["modules"], kind.parameters(exp.settings))
+        if unknown:
+            errors.append(
+                f"{where}.modules': {unknown} match no module; use roles mlp_out, attn_out, embedding or names of "
+                f"modules with parameters, e.g. {kind.parameters(exp.settings)[1].rpartition('.')[0]}"
+            )
+        metric = s["output_metric"]
+        if metric != "unembedding" and not (metric.endswith(".npy") and os.path.isfile(os.path.join(basedir, metric))):
+            errors.append(f"{where}.output_metric': {metric!r} must be unembedding or an existing (C, C) .npy file")
+        if s["lanczos_steps"] < s["top_k"]:
+            errors.append(
+                f"{where}.lanczos_steps': {s['lanczos_steps']} steps give fewer than top_k = {s['top_k']} Ritz "
+                "pairs; raise lanczos_steps or lower top_k"
+            )
+        if round(s["train_fraction"] * s["per_class"]) in (0, s["per_class"]):
+            errors.append(
+                f"{where}.per_class': {s['per_class']} contexts per class leave the train or test half empty at "
+                f"train_fraction {s['train_fraction']}; raise per_class"
+            )
+        out[exp_id] = LanguageModel(exp_id, s, modules, {"trained": exp.steps[-1], "init": exp.steps[0]})
+    paper = (config.get("paper") or {}).get("lm")
+    if paper:
+        for key, ids in (("experiment", [paper["experiment"]]), ("seeds", paper["seeds"])):
+            missing = [e for e in ids if e not in out]
+            if missing:
+                errors.append(f"config key 'paper.lm.{key}': {missing} have no language_models entry; add one")
+            elif not all(any(m.startswith("mlp_out.") for m in out[e].modules) for e in ids):
+                errors.append(
+                    f"config key 'paper.lm.{key}': Table 3 compares each block's MLP down-projection with PCA; "
+                    "add mlp_out to the modules of its language_models entries"
+                )
+    return out, errors
