@@ -1,3 +1,7 @@
+# The generic analyses: light, torch-free jobs on the submit host (localrule) in the analysis env,
+# on one core with the profile's default-resources unless a rule says otherwise.
+
+
 rule analyse:
     input:
         unpack(analysis_inputs),
@@ -18,10 +22,8 @@ rule analyse:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        runtime=10,  # one pass per checkpoint and layer group
     params:
         experiment="{experiment}",
         view="{view}",
@@ -49,9 +51,5 @@ rule spectra_table:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../scripts/concat_csv.py"

@@ -259,14 +259,27 @@ def run_bands(wildcards):
     return bands
 
 
-def paper_eigen(section, view_key="view"):
-    """Input function: the eigen file of a paper section's experiment and view in this run."""
+def paper_view_file(section, name, view_key="view"):
+    """Input function: a file of a paper section's experiment and view in this run, e.g. phases.csv."""
 
     def inputs(wildcards):
         spec = PAPER[section]
-        return f"results/{run_unit(wildcards, spec['experiment'])}/{spec[view_key]}/eigen.npz"
+        return (
+            f"results/{run_unit(wildcards, spec['experiment'])}/{spec[view_key]}/{name}"
+        )
 
     return inputs
+
+
+def paper_eigen(section, view_key="view"):
+    """Input function: the eigen file of a paper section's experiment and view in this run."""
+    return paper_view_file(section, "eigen.npz", view_key)
+
+
+def paper_setting(section, key=None):
+    """Params function: a paper section's entry (key None) or one of its settings, e.g.
+    grok_threshold."""
+    return lambda wildcards: PAPER[section] if key is None else PAPER[section][key]
 
 
 def paper_experiment_file(section, name):

@@ -1,5 +1,8 @@
 # The paper's figures and claims: the only rules that know which experiments they draw (the
 # `paper:` section of the config). Each reads the generic outputs of those experiments.
+# Every rule here is a light, torch-free job on eigen files and CSVs: it runs on the submit host
+# (localrule) in the analysis env, on one core (Snakemake's default threads), with the profile's
+# default-resources; a rule that needs more says so and why.
 
 
 rule claims_tms:
@@ -19,12 +22,8 @@ rule claims_tms:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
-        tms=lambda wc: PAPER["tms"],
+        tms=paper_setting("tms"),
         betas=lambda wc: tms_view_betas(),
         claims=run_bands,
         cliffs=config.get("cliffs", {}),
@@ -49,12 +48,8 @@ rule figure_1:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
-        tms=lambda wc: PAPER["tms"],
+        tms=paper_setting("tms"),
         betas=lambda wc: tms_view_betas(),
         settings=lambda wc: {
             e: EXPERIMENTS[e].settings for e in PAPER["tms"]["experiments"]
@@ -76,13 +71,11 @@ rule smooth_rotation:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        runtime=10,  # one pass per checkpoint of the experiment
     params:
         p=paper_modulus("modadd"),
-        fig5_epochs=lambda wc: PAPER["modadd"]["fig5_epochs"],
+        fig5_epochs=paper_setting("modadd", "fig5_epochs"),
     script:
         "../scripts/smooth_rotation.py"
 
@@ -104,14 +97,12 @@ rule overlap_curve:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        runtime=10,  # one pass per checkpoint of the experiment
     params:
         history_steps=paper_steps("modadd"),
         p=paper_modulus("modadd"),
-        grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
+        grok_threshold=paper_setting("modadd", "grok_threshold"),
     script:
         "../scripts/overlap_curve.py"
 
@@ -122,9 +113,7 @@ rule claims_modadd:
         history=paper_experiment_file("modadd", "history.csv"),
         overlap="results/{run}/overlap_curve.csv",
         rotation="results/{run}/rotation.npz",
-        phases=lambda wc: paper_experiment_file(
-            "modadd", f"{PAPER['modadd']['view']}/phases.csv"
-        )(wc),
+        phases=paper_view_file("modadd", "phases.csv"),
     output:
         csv="results/{run}/modadd_claims.csv",
     log:
@@ -134,15 +123,11 @@ rule claims_modadd:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
         history_steps=paper_steps("modadd"),
         claims=run_bands,
         p=paper_modulus("modadd"),
-        grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
+        grok_threshold=paper_setting("modadd", "grok_threshold"),
     script:
         "../scripts/claims_modadd.py"
 
@@ -161,10 +146,6 @@ rule claims:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     params:
         parts=claim_parts(),
         seeds=claims_seeds,
@@ -188,12 +169,8 @@ rule claims_scale:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
-        claims=config.get("claims", {}),
+        claims=run_bands,
         p=paper_modulus("scale"),
     script:
         "../scripts/claims_scale.py"
@@ -216,10 +193,6 @@ rule figure_2:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
         p=paper_modulus("modadd"),
     script:
@@ -244,15 +217,11 @@ rule figure_3:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
         history_steps=paper_steps("modadd"),
         p=paper_modulus("modadd"),
-        epochs=lambda wc: PAPER["modadd"]["fig3_epochs"],
-        grok_threshold=lambda wc: PAPER["modadd"]["grok_threshold"],
+        epochs=paper_setting("modadd", "fig3_epochs"),
+        grok_threshold=paper_setting("modadd", "grok_threshold"),
     script:
         "../scripts/figure_3.py"
 
@@ -274,10 +243,6 @@ rule figure_4:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     script:
         "../scripts/figure_4.py"
 
@@ -299,12 +264,8 @@ rule figure_5:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
-        epochs=lambda wc: PAPER["modadd"]["fig5_epochs"],
+        epochs=paper_setting("modadd", "fig5_epochs"),
     script:
         "../scripts/figure_5.py"
 
@@ -326,10 +287,6 @@ rule figure_overlap:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
         p=paper_modulus("modadd"),
     script:
@@ -353,10 +310,6 @@ rule figure_scale:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
         p=paper_modulus("scale"),
     script:
@@ -368,9 +321,7 @@ rule claims_transformer:
         tensors=paper_eigen("transformer", "tensors_view"),
         unembed=paper_eigen("transformer", "unembed_view"),
         history=paper_experiment_file("transformer", "history.csv"),
-        phases=lambda wc: paper_experiment_file(
-            "transformer", f"{PAPER['transformer']['unembed_view']}/phases.csv"
-        )(wc),
+        phases=paper_view_file("transformer", "phases.csv", "unembed_view"),
     output:
         frequencies="results/{run}/transformer_keys.csv",
         layers=report(
@@ -387,14 +338,12 @@ rule claims_transformer:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        runtime=10,  # one pass per checkpoint of the experiment
     params:
         history_steps=paper_steps("transformer"),
         p=paper_modulus("transformer"),
-        grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
+        grok_threshold=paper_setting("transformer", "grok_threshold"),
         claims=run_bands,
     script:
         "../scripts/claims_transformer.py"
@@ -418,12 +367,8 @@ rule figure_transformer_layers:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     script:
-        "../scripts/figure_transformer.py"
+        "../scripts/figure_transformer_layers.py"
 
 
 rule figure_transformer:
@@ -444,13 +389,9 @@ rule figure_transformer:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
         history_steps=paper_steps("transformer"),
-        grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
+        grok_threshold=paper_setting("transformer", "grok_threshold"),
     script:
         "../scripts/figure_transformer.py"
 
@@ -480,10 +421,6 @@ rule seed_claims:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     params:
         seeds=[seed for seed in study_seeds() for part in seed_parts()],
     script:
@@ -511,16 +448,12 @@ rule figure_seeds:
     localrule: True
     conda:
         "../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
         seeds=transformer_seeds(),
         steps=[
             run_experiment({"run": f"paper/seed{seed}"}, "transformer").steps
             for seed in transformer_seeds()
         ],
-        grok_threshold=lambda wc: PAPER["transformer"]["grok_threshold"],
+        grok_threshold=paper_setting("transformer", "grok_threshold"),
     script:
         "../scripts/figure_seeds.py"

@@ -104,14 +104,19 @@ def rule_blocks() -> dict[str, str]:
     return rules
 
 
-def test_every_rule_has_a_conda_env_log_and_resources():
+def test_every_rule_has_a_conda_env_log_and_cluster_rules_resources():
     rules = rule_blocks()
     assert {"train", "eigen", "analyse", "claims"} <= set(rules)
     for name, block in rules.items():
         if "script:" not in block and "shell:" not in block:
             continue  # target-only rules (all, scale) run nothing
-        for directive in ("conda:", "log:", "resources:", "threads:"):
+        for directive in ("conda:", "log:"):
             assert directive in block, f"rule {name} lacks {directive}"
+        # A job that goes to a cluster says what it needs; a localrule (a light job on the submit
+        # host) takes one core and the profile's default-resources.
+        if "localrule: True" not in block:
+            for directive in ("resources:", "threads:"):
+                assert directive in block, f"rule {name} runs on a cluster node but lacks {directive}"
         envs = re.findall(r'conda:\s*"\.\./(envs/[^"]+)"', block)
         assert envs and (ROOT / envs[0]).exists(), f"rule {name}: conda env file missing"
 
@@ -156,3 +161,8 @@ def test_rule_scripts_import_only_what_their_env_has(path):
     )
     assert run.returncode == 0, run.stderr
     assert not run.stdout, f"scripts that need a package {path.name} lacks ({', '.join(blocked)}):\n{run.stdout}"
+
+
+def test_the_default_profile_gives_the_light_rules_their_resources():
+    profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    assert {"mem_mb", "runtime"} <= set(profile["default-resources"])
