@@ -2,6 +2,7 @@
 with their key, and the runner computes a view's eigen file for a user's own model exactly."""
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -325,6 +326,21 @@ def test_registry_parameter_names_are_the_built_models():
         assert [n for n, _ in model.named_parameters()] == kind.parameters(settings), name
 
 
+def test_registry_sizes_are_the_built_models_outputs_on_their_inputs():
+    """The (samples, outputs) a kind declares for the parse-time top_k check: a forward pass of the
+    built model on the kind's own inputs has that shape."""
+    from entk.kinds.registry import KINDS
+
+    for name, kind in KINDS.items():
+        settings = kind.settings({"p": 7} if name.startswith("modadd") else {"n_points": 30} if name == "tms" else {})
+        if kind.sizes(settings) is None:
+            assert "inputs" not in kind.functions, f"{name}: its inputs are fixed by its settings; declare sizes"
+            continue
+        with torch.no_grad():
+            out = kind.function("build")(settings)(kind.function("inputs")(settings, 0, "k"))
+        assert tuple(out.shape) == kind.sizes(settings), name
+
+
 def test_a_bundle_alone_rebuilds_its_model(tmp_path):
     """A checkpoint bundle records kind, settings, seed and key: the model and its probe inputs come back."""
     from entk import shared as wf
@@ -337,3 +353,44 @@ def test_a_bundle_alone_rebuilds_its_model(tmp_path):
     rebuilt, x, got = runner.from_bundle(str(tmp_path / "checkpoints.pt"))
     assert torch.equal(rebuilt.W, model.W) and torch.equal(x, tms_inputs(settings, 4, "k"))
     assert got["seed_key"] == "k"
+
+
+def _outside(prop: dict) -> list:
+    """Values just outside each bound the schema gives a kind setting (it refuses them)."""
+    step = 1 if prop.get("type") == "integer" else 0.5
+    out = []
+    if "minimum" in prop:
+        out.append(prop["minimum"] - step)
+    if "exclusiveMinimum" in prop:
+        out.append(prop["exclusiveMinimum"])
+    if "maximum" in prop:
+        out.append(prop["maximum"] + step)
+    if "exclusiveMaximum" in prop:
+        out.append(prop["exclusiveMaximum"])
+    if "enum" in prop:
+        out.append("not-" + str(prop["enum"][0]))
+    return out
+
+
+def test_the_schema_and_the_registry_agree_on_every_kind_setting():
+    """One source for a kind's settings: the schema's default in each description is the registry's,
+    and every value the schema refuses, the kind's own check (which a user's config reaches only
+    through the schema) refuses too, naming the key."""
+    from entk.kinds.registry import KINDS
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    disagree = []
+    for name, kind in KINDS.items():
+        for key, prop in schema["$defs"][f"{name}_settings"]["properties"].items():
+            stated = re.search(r"\(default ([^)]+)\)", prop["description"])
+            value = stated and yaml.safe_load(stated.group(1))
+            if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+                value = float(value) if re.fullmatch(r"[0-9.]+e-?[0-9]+", value) else value
+            if stated is None or value != kind.defaults[key]:
+                disagree.append(
+                    f"{name}.{key}: schema says default {stated and stated.group(1)}, registry {kind.defaults[key]!r}"
+                )
+            for bad in _outside(prop):
+                if not any(f"'{key}'" in m for m in kind.check({**kind.defaults, key: bad})):
+                    disagree.append(f"{name}.{key} = {bad!r}: the schema refuses it, the kind's check does not")
+    assert not disagree, "\n".join(disagree)

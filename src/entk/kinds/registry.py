@@ -39,6 +39,9 @@ class Kind:
     # Parameter names of the built model (settings → names): layer groups are checked against them
     # while the workflow parses, before any training.
     parameters: Callable[[dict], list[str]] = field(default=lambda settings: [])
+    # (samples N, outputs C) of the probe inputs and the model, where the settings fix them (None
+    # where they do not): a view's top_k is checked against the kernel's dimension while parsing.
+    sizes: Callable[[dict], tuple[int, int] | None] = field(default=lambda settings: None)
 
     def function(self, role: str) -> Callable:
         """The kind's ``role`` function ("build", "inputs", "train", "importance"), imported now."""
@@ -81,6 +84,11 @@ def _fraction(settings: dict, key: str, kind: str, lo_open=True, hi_open=True) -
 
 def _check_tms(s: dict) -> list[str]:
     errors = _positive_ints(s, ("n_features", "m", "n_points", "steps"), "tms")
+    errors += [
+        f"setting '{key}' of kind tms: {s[key]} must be at least 2"
+        for key in ("n_features", "n_points")
+        if not errors and s[key] < 2
+    ]
     errors += _fraction(s, "importance_base", "tms", hi_open=False)
     # S = 1 makes every feature zero: an all-zero data set trains nothing and its metrics mean nothing.
     errors += _fraction(s, "sparsity", "tms", lo_open=False)
@@ -222,6 +230,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             checkpoint_steps=lambda s: [s["steps"]],
             check=_check_tms,
             parameters=lambda s: ["W", "b"],
+            sizes=lambda s: (s["n_points"], s["n_features"]),
         ),
         "modadd_mlp": Kind(
             name="modadd_mlp",
@@ -247,6 +256,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             checkpoint_steps=lambda s: _every(s, "epochs", "checkpoint_every"),
             check=_check_modadd_mlp,
             parameters=lambda s: ["fc1.weight", "fc2.weight"],
+            sizes=lambda s: (s["p"] ** 2, s["p"]),
         ),
         "modadd_transformer": Kind(
             name="modadd_transformer",
@@ -279,6 +289,8 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             checkpoint_steps=lambda s: _every(s, "epochs", "log_every"),
             check=_check_transformer,
             parameters=lambda s: ["W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U"],
+            # Every sequence (a, b, '='); logits over the p residues and the '=' token.
+            sizes=lambda s: (s["p"] ** 2, s["p"] + 1),
         ),
         "story_lm": Kind(
             name="story_lm",

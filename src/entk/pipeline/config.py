@@ -20,6 +20,8 @@ from pathlib import Path
 import yaml
 from jsonschema import Draft202012Validator
 
+from entk.kinds.registry import get_kind
+
 
 class ConfigError(ValueError):
     """The workflow config does not fit the schema; the message lists every problem."""
@@ -194,14 +196,10 @@ def _dimension_errors(experiments: dict) -> list[str]:
     """top_k must not exceed a kernel's dimension where the settings fix it."""
     errors = []
     for exp in experiments.values():
-        s = exp.settings
-        # (samples N, outputs C) where the settings fix them; the kernel's dimension is C·N or N.
-        if exp.kind == "tms":
-            n, c = s["n_points"], s["n_features"]
-        elif exp.kind == "modadd_mlp":
-            n, c = s["p"] ** 2, s["p"]
-        else:
+        sizes = None if exp.kind is None else get_kind(exp.kind).sizes(exp.settings)
+        if sizes is None:
             continue
+        n, c = sizes  # the kernel's dimension is C·N (flatten) or N
         for view in exp.views.values():
             dim = n * c if view.outputs == "flatten" else n
             if view.top_k > dim:
