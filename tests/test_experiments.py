@@ -394,3 +394,24 @@ def test_the_schema_and_the_registry_agree_on_every_kind_setting():
                 if not any(f"'{key}'" in m for m in kind.check({**kind.defaults, key: bad})):
                     disagree.append(f"{name}.{key} = {bad!r}: the schema refuses it, the kind's check does not")
     assert not disagree, "\n".join(disagree)
+
+
+def test_every_recipe_takes_the_train_recipe_protocols_parameters():
+    """The kinds' recipes and the example's own keep the one signature ``TrainRecipe`` names: the same
+    parameters, in order, of the same kinds (positional or keyword-only)."""
+    import importlib.util
+    import inspect
+
+    from entk.kinds.registry import KINDS, TrainRecipe
+
+    def shape(fn):
+        params = list(inspect.signature(fn).parameters.values())
+        return [(p.name, p.kind) for p in params if p.name != "self"]
+
+    spec = importlib.util.spec_from_file_location("own_model", ROOT / "examples" / "own_model" / "model.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    recipes = {name: kind.train() for name, kind in KINDS.items()} | {"examples/own_model": example.train}
+    wanted = shape(TrainRecipe.__call__)
+    assert [n for n, _ in wanted][:3] == ["settings", "seed", "key"]
+    assert {name: shape(fn) for name, fn in recipes.items() if shape(fn) != wanted} == {}

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import entk
 from entk.analyses import transformer_analysis as ta
 from entk.kinds import transformer as tf
+from entk.kinds.registry import KINDS
 from entk.kinds.training import HISTORY_COLUMNS
 
 SMALL = {"p": 7, "d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 12}
@@ -90,13 +91,21 @@ def test_model_shapes_scales_and_forward():
     torch.testing.assert_close(model(x), _reference_forward(model, x))
 
 
+KIND = KINDS["modadd_transformer"]
+
+
+def _check(settings: dict) -> list[str]:
+    return KIND.check(KIND.settings(settings))
+
+
 def test_check_names_the_key_and_fix():
-    assert tf.check({}) == []
-    msgs = tf.check({"d_model": 60})
+    assert _check({}) == []
+    msgs = _check({"d_model": 60})
     assert len(msgs) == 1 and "d_model" in msgs[0] and "n_heads·d_head" in msgs[0]
-    assert any("train_fraction" in m for m in tf.check({"train_fraction": 1.5}))
-    assert any("'bogus'" in m for m in tf.check({"bogus": 1}))
-    assert tf.checkpoint_steps({"epochs": 50, "log_every": 20}) == [0, 20, 40, 50]
+    assert any("train_fraction" in m for m in _check({"train_fraction": 1.5}))
+    with pytest.raises(ValueError, match="'bogus'"):
+        tf.train({"bogus": 1}, 0, "k", log=_quiet)
+    assert KIND.checkpoint_steps(KIND.settings({"epochs": 50, "log_every": 20})) == [0, 20, 40, 50]
 
 
 @pytest.mark.parametrize("outputs", ["flatten", "diag_mean", "all_mean"])
@@ -143,7 +152,7 @@ def test_train_history_and_bit_identical_resume(tmp_path):
     def to_disk(epoch, state):
         torch.save(state, tmp_path / f"ckpt_{epoch}.pt")
 
-    steps = tf.checkpoint_steps(TINY)
+    steps = KIND.checkpoint_steps(KIND.settings(TINY))
     assert steps == [0, 2, 4, 6]
     full = tf.train(TINY, 0, "transformer", checkpoint_steps=steps, save_checkpoint=to_disk, log=_quiet)
     assert list(full.columns) == HISTORY_COLUMNS and full["epoch"].tolist() == steps
@@ -278,8 +287,8 @@ def test_author_rng_replays_the_notebooks_weights_split_and_batches():
 
 
 def test_rng_setting_is_checked():
-    assert tf.check({"rng": "author"}) == []
-    msgs = tf.check({"rng": "numpy"})
+    assert _check({"rng": "author"}) == []
+    msgs = _check({"rng": "numpy"})
     assert len(msgs) == 1 and "'rng'" in msgs[0] and "entk" in msgs[0] and "author" in msgs[0]
 
 

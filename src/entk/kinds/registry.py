@@ -12,10 +12,38 @@ a ``Kind`` below, and describe its settings under ``$defs`` in ``schemas/config.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # names for the annotations only: Snakemake imports this module without torch
+    import pandas as pd
+    import torch
+
+
+class TrainRecipe(Protocol):
+    """A training recipe: a kind's ``train`` function, or a user's ``weights: {train: file.py:function}``.
+
+    Trains a fresh model from ``settings``, drawing from streams keyed by ``seed`` and ``key``; at
+    each step of ``checkpoint_steps`` calls ``save_checkpoint(step, state)`` with a state holding the
+    model's ``state_dict`` under "model"; given such a state as ``resume``, continues from it; returns
+    the history (one row per checkpoint step).
+    """
+
+    def __call__(
+        self,
+        settings: dict,
+        seed: int,
+        key: str,
+        *,
+        device: torch.device | str,
+        checkpoint_steps: Sequence[int],
+        save_checkpoint: Callable[[int, dict[str, Any]], None],
+        resume: dict[str, Any] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> pd.DataFrame: ...
 
 
 @dataclass(frozen=True)
@@ -23,8 +51,7 @@ class Kind:
     """A registered model kind.
 
     ``defaults``: every setting with its default. ``functions``: "build" (settings → nn.Module),
-    "inputs" (settings, seed, key → probe inputs (N, ...)), "train" (settings, seed, key, *, device,
-    checkpoint_steps, save_checkpoint, resume, log → history DataFrame) and optionally "importance"
+    "inputs" (settings, seed, key → probe inputs (N, ...)), "train" (a ``TrainRecipe``) and optionally "importance"
     (settings → (C,) output importances, for ``output_weights: {importance: β}``), each as
     "module:function". ``checkpoint_steps`` (settings → steps with a checkpoint) and ``check``
     (settings → one message per bad setting) are plain Python: they run while the workflow parses.
@@ -42,6 +69,10 @@ class Kind:
     # (samples N, outputs C) of the probe inputs and the model, where the settings fix them (None
     # where they do not): a view's top_k is checked against the kernel's dimension while parsing.
     sizes: Callable[[dict], tuple[int, int] | None] = field(default=lambda settings: None)
+
+    def train(self) -> TrainRecipe:
+        """The kind's training recipe, imported now."""
+        return self.function("train")
 
     def function(self, role: str) -> Callable:
         """The kind's ``role`` function ("build", "inputs", "train", "importance"), imported now."""

@@ -26,6 +26,40 @@ def _check_finite(loss: float, where: str, lr: float) -> None:
         )
 
 
+def resume_state(
+    resume: dict[str, Any],
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    *,
+    lr: float,
+    weight_decay: float,
+    last: int,
+    generator: torch.Generator | None = None,
+) -> tuple[int, list[dict[str, float]]]:
+    """Load a state a recipe gave ``save_checkpoint`` into ``model``, ``opt`` (and ``generator``):
+    its epoch and the history rows before it (the row of that epoch is recomputed from the same
+    weights). The optimiser's lr and weight decay must match the checkpoint's, as a mismatch would
+    silently change the run."""
+    missing = {"model", "optimizer", "epoch", "history", *(["generator"] if generator is not None else [])}
+    missing -= resume.keys()
+    if missing:
+        raise ValueError(f"resume state lacks {sorted(missing)}; pass a dict given to save_checkpoint")
+    saved = resume["optimizer"]["param_groups"][0]
+    if (saved["lr"], saved["weight_decay"]) != (lr, weight_decay):
+        raise ValueError(
+            f"resume state was trained with lr={saved['lr']}, weight_decay={saved['weight_decay']}, "
+            f"but this run asks for lr={lr}, weight_decay={weight_decay}"
+        )
+    start = int(resume["epoch"])
+    if not 0 <= start <= last:
+        raise ValueError(f"resume epoch {start} lies outside [0, {last}]")
+    model.load_state_dict(resume["model"])
+    opt.load_state_dict(resume["optimizer"])
+    if generator is not None:
+        generator.set_state(resume["generator"])
+    return start, [dict(r) for r in resume["history"] if r["epoch"] < start]
+
+
 def train_tms(
     model: nn.Module,
     x: torch.Tensor,
@@ -108,22 +142,7 @@ def train_modadd(
     rows: list[dict[str, float]] = []
     start = 0
     if resume is not None:
-        missing = {"model", "optimizer", "epoch", "history"} - resume.keys()
-        if missing:
-            raise ValueError(f"resume state lacks {sorted(missing)}; pass a dict given to save_checkpoint")
-        saved = resume["optimizer"]["param_groups"][0]
-        if (saved["lr"], saved["weight_decay"]) != (lr, weight_decay):
-            raise ValueError(
-                f"resume state was trained with lr={saved['lr']}, weight_decay={saved['weight_decay']}, "
-                f"but this call asks for lr={lr}, weight_decay={weight_decay}"
-            )
-        start = int(resume["epoch"])
-        if not 0 <= start <= epochs:
-            raise ValueError(f"resume epoch {start} lies outside [0, {epochs}]")
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        # Row `start` is recomputed below from the same weights, so keep only the rows before it.
-        rows = [dict(r) for r in resume["history"] if r["epoch"] < start]
+        start, rows = resume_state(resume, model, opt, lr=lr, weight_decay=weight_decay, last=epochs)
     checkpoints = {e for e in checkpoint_epochs if resume is None or e > start}
 
     for epoch in range(start, epochs + 1):

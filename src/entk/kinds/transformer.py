@@ -1,6 +1,6 @@
 """The paper's 1-layer Transformer on (a + b) mod p as the kind ``modadd_transformer`` (docs/spec.md §3):
-the model, its inputs and its training recipe (``build``, ``inputs``, ``train``; ``defaults``,
-``check`` and ``checkpoint_steps`` come from the registry). Its analyses, which need no torch, are in
+the model, its inputs and its training recipe (``build``, ``inputs``, ``train``; its defaults,
+checks and checkpoint steps are its entry in ``entk.kinds.registry``). Its analyses, which need no torch, are in
 ``entk.analyses.transformer_analysis``.
 """
 
@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from entk.kinds.registry import KINDS
-from entk.kinds.training import HISTORY_COLUMNS, TrainingDiverged
+from entk.kinds.training import HISTORY_COLUMNS, TrainingDiverged, resume_state
 
 TENSORS = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U")
 
-# The kind's pure-Python parts live in the registry, which the workflow reads without torch.
+# The kind's pure-Python parts (defaults, checks, checkpoint steps) are its registry entry, which
+# the workflow reads without torch.
 _KIND = KINDS["modadd_transformer"]
-defaults: dict[str, Any] = dict(_KIND.defaults)
 
 
 # --- The model ---
@@ -91,22 +91,8 @@ class Transformer(nn.Module):
 
 
 def _settings(settings: dict) -> dict:
-    return {**defaults, **settings}
-
-
-def check(settings: dict) -> list[str]:
-    """One message per bad setting, naming the key and the fix (unknown keys too)."""
-    unknown = [f"unknown setting {k!r}; known: {sorted(defaults)}" for k in settings if k not in defaults]
-    return unknown or _KIND.check(_settings(settings))
-
-
-def _logged_epochs(s: dict) -> list[int]:
-    return _KIND.checkpoint_steps(s)
-
-
-def checkpoint_steps(settings: dict) -> list[int]:
-    """Epochs with a checkpoint (and a history row): 0, log_every, 2·log_every, … and the last epoch."""
-    return _logged_epochs(_settings(settings))
+    """The settings over the kind's defaults; an unknown key is an error naming the valid ones."""
+    return _KIND.settings(settings)
 
 
 def build(settings: dict, generator: torch.Generator | None = None) -> Transformer:
@@ -238,10 +224,10 @@ def train(
     ``resume`` = such a state continues bit-identically and returns the whole history.
     """
     s = _settings(settings)
-    if msgs := check(settings):
+    if msgs := _KIND.check(s):
         raise ValueError("; ".join(msgs))
     p, epochs, every, bs = s["p"], s["epochs"], s["log_every"], s["batch_size"]
-    logged = set(_logged_epochs(s))
+    logged = set(_KIND.checkpoint_steps(s))
     wanted = sorted(set(checkpoint_steps))
     if stray := [e for e in wanted if e not in logged]:
         raise ValueError(f"checkpoint epochs {stray} have no history row: use multiples of log_every ({every})")
@@ -255,20 +241,9 @@ def train(
     rows: list[dict[str, float]] = []
     start = 0
     if resume is not None:
-        missing = {"model", "optimizer", "generator", "epoch", "history"} - resume.keys()
-        if missing:
-            raise ValueError(f"resume state lacks {sorted(missing)}; pass a dict given to save_checkpoint")
-        saved = resume["optimizer"]["param_groups"][0]
-        if (saved["lr"], saved["weight_decay"]) != (s["lr"], s["weight_decay"]):
-            raise ValueError(
-                f"resume state was trained with lr={saved['lr']}, weight_decay={saved['weight_decay']}, "
-                f"but the settings ask for lr={s['lr']}, weight_decay={s['weight_decay']}"
-            )
-        start = int(resume["epoch"])
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        gen.set_state(resume["generator"])
-        rows = [dict(r) for r in resume["history"] if r["epoch"] < start]
+        start, rows = resume_state(
+            resume, model, opt, lr=s["lr"], weight_decay=s["weight_decay"], last=epochs, generator=gen
+        )
     saves = {e for e in wanted if resume is None or e > start}
     n_train = len(train_idx)
     train_dev = idx["train"]

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 import entk
 from entk.core.checks import analysed_model, check_inputs
 from entk.core.selection import resolve_params
-from entk.kinds.registry import get_kind
+from entk.kinds.registry import TrainRecipe, get_kind
 from entk.shared import load_torch
 
 
@@ -113,12 +113,12 @@ def probe_inputs(exp: dict, seed: int) -> Tensor:
     return x
 
 
-def train_function(exp: dict) -> Callable:
+def train_function(exp: dict) -> TrainRecipe:
     """The training recipe: the kind's, or the user's ``weights: {train: file.py:function}``."""
     weights = exp["weights"]
     if isinstance(weights, dict) and "train" in weights:
         return load_function(weights["train"], "weights.train")
-    return get_kind(exp["kind"]).function("train")
+    return get_kind(exp["kind"]).train()
 
 
 def _state_dict_of(obj, path: str) -> dict:
