@@ -17,9 +17,8 @@ with wf.logged(sm.log[0]):
     paths = iter(sm.input.eigen)
     metrics, rows = [], []
     for exp in tms["experiments"]:
-        plain = load_eigen(path := next(paths))
-        with np.load(path) as data:
-            w = data["weights/W"]
+        plain = load_eigen(next(paths))
+        w = plain.weights["W"]
         values, x = plain.values["full"][-1], plain.inputs
         n = x.shape[1]
         vectors = {beta: load_eigen(next(paths)).vectors["full"][-1] for beta in betas}

@@ -1,7 +1,6 @@
 """Rule claims_transformer: the Transformer's key frequencies by two routes, the Table-2 analogue,
 the W_U grokking diagnostic and the claims rows (paper §3), each written once for the figures."""
 
-import numpy as np
 import pandas as pd
 
 from entk import shared as wf
@@ -15,8 +14,7 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     p, threshold, bands = sm.params.p, sm.params.grok_threshold, sm.params.claims
     tensors, unembed = load_eigen(sm.input.tensors), load_eigen(sm.input.unembed)
-    with np.load(sm.input.tensors) as data:
-        w_e = data["weights/W_E"]
+    w_e = tensors.weights["W_E"]
     # Route (b) reads the top 16 W_U eNTK modes: 1 + 2·n_keys of them hold the keys for up to 7 keys.
     keys = ta.key_frequencies_embedding(w_e, p)
     keys_ntk = ta.key_frequencies_ntk(tensors.vectors["W_U"][-1][:, :16], p)

@@ -11,5 +11,4 @@ with wf.logged(sm.log[0]):
     device = wf.resolve_device(sm.params.device)
     exp, view = sm.params.exp, sm.params.view
     preflight.check_experiment(exp, [view], sm.params.seed, device)
-    arrays = runner.eigen_file(exp, view, list(sm.input.checkpoints), sm.params.seed, device)
-    wf.save_npz(sm.output.eigen, **arrays)
+    runner.eigen_file(exp, view, list(sm.input.checkpoints), sm.params.seed, device).save(sm.output.eigen)

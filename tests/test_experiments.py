@@ -207,8 +207,9 @@ def test_eigen_file_of_user_checkpoints_matches_brute_force(user_dir, outputs):
         views={"v": {"outputs": outputs, "layers": {"full": "all", "first": ["0"]}, "top_k": 4}},
     )
     exp = check_config(cfg, SCHEMA, str(user_dir))["u"]
-    arrays = runner.eigen_file(exp.params(), exp.views["v"].params(), exp.checkpoint_files, 0, torch.device("cpu"))
-    np.savez(user_dir / "eigen.npz", **arrays)
+    runner.eigen_file(exp.params(), exp.views["v"].params(), exp.checkpoint_files, 0, torch.device("cpu")).save(
+        user_dir / "eigen.npz"
+    )
     eig = load_eigen(user_dir / "eigen.npz")  # the contract's keys and shapes
     assert eig.steps.tolist() == [3, 9] and eig.groups == ["full", "first"]
     assert eig.params["first"] == ["0.weight", "0.bias"]
@@ -220,7 +221,9 @@ def test_eigen_file_of_user_checkpoints_matches_brute_force(user_dir, outputs):
             k = brute_force_kernel(model, x, names, outputs).numpy()
             v = eig.vectors[group][t]
             assert np.allclose(k @ v, v * eig.values[group][t], atol=1e-9 * np.abs(ref).max())
-    assert np.array_equal(arrays["weights/2.bias"], models[-1].state_dict()["2.bias"].numpy())
+    assert np.array_equal(eig.weights["2.bias"], models[-1].state_dict()["2.bias"].numpy())
+    with np.load(user_dir / "eigen.npz") as raw:  # the README's layout: the last checkpoint's weights by name
+        assert np.array_equal(raw["weights/2.bias"], models[-1].state_dict()["2.bias"].numpy())
 
 
 def test_float32_experiment_computes_in_float32(user_dir, monkeypatch):
@@ -246,13 +249,13 @@ def test_float32_experiment_computes_in_float32(user_dir, monkeypatch):
         return pairs
 
     monkeypatch.setattr(runner, "view_eigenpairs", spy)
-    arrays = runner.eigen_file(exp.params(), exp.views["v"].params(), exp.checkpoint_files, 0, torch.device("cpu"))
+    eig = runner.eigen_file(exp.params(), exp.views["v"].params(), exp.checkpoint_files, 0, torch.device("cpu"))
     assert seen and set(seen) == {(torch.float32, torch.float32), torch.float32}
     x = runner.probe_inputs(exp.params(), 0).double()
     ref = torch.linalg.eigvalsh(brute_force_kernel(model.double(), x, None, "flatten")).flip(0)[:4].numpy()
-    (group,) = [k for k in arrays if k.startswith("values/")]
-    assert arrays[group].dtype == np.float64
-    np.testing.assert_allclose(arrays[group][0], ref, rtol=1e-4)
+    (values,) = eig.values.values()
+    assert values.dtype == np.float64
+    np.testing.assert_allclose(values[0], ref, rtol=1e-4)
 
 
 def test_one_off_configfile_replaces_experiments(tmp_path):

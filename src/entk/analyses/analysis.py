@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from entk.shared import load_npz
+from entk.shared import load_npz, save_npz
 
 CliffRule = Callable[[np.ndarray], Sequence]
 PHASE_SIGNAL = "d_overlap_final"
@@ -51,7 +51,10 @@ class EigenFile:
 
     steps (T,); groups in config order; values[g] (T, k) descending; vectors[g] (T, D, k) unit
     columns; params[g] the group's parameter names; inputs (N, ...); outputs the output mode;
-    n_outputs C; n_samples N (D = C·N for ``flatten``, else N).
+    n_outputs C; n_samples N (D = C·N for ``flatten``, else N); weights the model's parameters at
+    the last checkpoint, by name (what the claims read besides the eigenpairs).
+
+    The eigen job writes it (``save``) and every reader reads it (``load_eigen``): one layout.
     """
 
     steps: np.ndarray
@@ -63,6 +66,28 @@ class EigenFile:
     outputs: str
     n_outputs: int
     n_samples: int
+    weights: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The file's arrays by key, in the order they are written."""
+        out = {
+            "steps": np.asarray(self.steps, dtype=np.int64),
+            "groups": np.asarray(list(self.groups)),
+            "inputs": self.inputs,
+            "outputs": np.asarray(self.outputs),
+            "n_outputs": np.asarray(self.n_outputs),
+            "n_samples": np.asarray(self.n_samples),
+        }
+        for g in self.groups:
+            out[f"values/{g}"] = self.values[g]
+            out[f"vectors/{g}"] = self.vectors[g]
+            out[f"params/{g}"] = np.asarray(self.params[g])
+        out.update({f"weights/{name}": w for name, w in self.weights.items()})
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write the eigen file all-or-nothing (``load_eigen`` reads it back)."""
+        save_npz(path, **self.arrays())
 
     def index(self, step: int) -> int:
         """Position in ``steps`` of a checkpoint given as a step, or as a Python index when negative."""
@@ -115,7 +140,10 @@ def load_eigen(path: str | Path) -> EigenFile:
                 f"(D = {dim} for outputs {outputs!r}, C = {n_outputs}, N = {n_samples})",
             )
         values[g], vectors[g] = lam.astype(float), vec.astype(float)
-    return EigenFile(steps.astype(np.int64), groups, values, vectors, params, inputs, outputs, n_outputs, n_samples)
+    weights = {key.removeprefix("weights/"): a for key, a in data.items() if key.startswith("weights/")}
+    return EigenFile(
+        steps.astype(np.int64), groups, values, vectors, params, inputs, outputs, n_outputs, n_samples, weights
+    )
 
 
 def _cliff_rule(find_cliffs: CliffRule | None) -> CliffRule:

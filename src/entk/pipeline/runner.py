@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 import entk
+from entk.analyses.analysis import EigenFile
 from entk.core.checks import analysed_model, check_inputs
 from entk.core.selection import resolve_params
 from entk.kinds.registry import TrainRecipe, get_kind
@@ -287,8 +288,8 @@ def view_eigenpairs(
 
 def eigen_file(
     exp: dict, view: dict, checkpoints: list[str], seed: int, device: torch.device, log: Callable[[str], None] = print
-) -> dict[str, np.ndarray]:
-    """The arrays of one view's eigen file (docs: README, "The eigen file") over its checkpoints."""
+) -> EigenFile:
+    """One view's eigen file (docs: README, "The eigen file") over its checkpoints."""
     dtype = {"float32": torch.float32, "float64": torch.float64}[exp["dtype"]]
     x = probe_inputs(exp, seed)
     x_dev = x.to(device, dtype) if x.is_floating_point() else x.to(device)
@@ -327,22 +328,18 @@ def eigen_file(
                 f"step {step}: every eigenvalue of group(s) {zero} is zero: their parameters do not change the "
                 "outputs on these inputs (unused, or behind a dead path); reported with no cliffs"
             )
-    out = {
-        "steps": np.asarray(steps, dtype=np.int64),
-        "groups": np.asarray(list(groups)),
-        "inputs": x.double().numpy() if x.is_floating_point() else x.numpy(),
-        "outputs": np.asarray(view["outputs"]),
-        "n_outputs": np.asarray(n_outputs),
-        "n_samples": np.asarray(x.shape[0]),
-    }
-    params = dict(net.named_parameters())
-    for g, names in groups.items():
-        out[f"values/{g}"] = np.stack(values[g])
-        out[f"vectors/{g}"] = np.stack(vectors[g])
-        out[f"params/{g}"] = np.asarray(_group_param_names(model, names, prefix))
-    for name in params:
-        out[f"weights/{name}"] = last_state[name].double().cpu().numpy()
-    return out
+    return EigenFile(
+        steps=np.asarray(steps, dtype=np.int64),
+        groups=list(groups),
+        values={g: np.stack(values[g]) for g in groups},
+        vectors={g: np.stack(vectors[g]) for g in groups},
+        params={g: _group_param_names(model, names, prefix) for g, names in groups.items()},
+        inputs=x.double().numpy() if x.is_floating_point() else x.numpy(),
+        outputs=view["outputs"],
+        n_outputs=n_outputs,
+        n_samples=x.shape[0],
+        weights={name: last_state[name].double().cpu().numpy() for name, _ in net.named_parameters()},
+    )
 
 
 def _group_param_names(model: nn.Module, names: list[str] | None, prefix: str) -> list[str]:
