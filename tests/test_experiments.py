@@ -133,14 +133,14 @@ def test_user_functions_errors_name_file_and_function(user_dir):
         runner.build_model(exp)
 
 
-def test_layer_groups_and_positions(user_dir):
+def test_view_groups_and_positions(user_dir):
     model = runner.build_model({"kind": None, "model": "model.py:build", "settings": {"width": 5}})
     assert model[0].out_features == 5  # settings reach the user's function as keyword arguments
-    assert runner.layer_groups(model, "per_tensor") == {n: [n] for n in ("0.weight", "0.bias", "2.weight", "2.bias")}
-    assert runner.layer_groups(model, "per_module") == {"0": ["0.weight", "0.bias"], "2": ["2.weight", "2.bias"]}
-    assert runner.layer_groups(model, "all") == {"full": None}
+    assert runner.view_groups(model, "per_tensor") == {n: [n] for n in ("0.weight", "0.bias", "2.weight", "2.bias")}
+    assert runner.view_groups(model, "per_module") == {"0": ["0.weight", "0.bias"], "2": ["2.weight", "2.bias"]}
+    assert runner.view_groups(model, "all") == {"full": None}
     with pytest.raises(ValueError, match="layer group 'x'.*unknown parameter or module name 'nope'"):
-        runner.layer_groups(model, {"x": ["nope"]})
+        runner.view_groups(model, {"x": ["nope"]})
     x = torch.randn(4, 3)
     with pytest.raises(ValueError, match=r"position: 0 is set but the model's output is \(1, 2\)"):
         runner.positioned(model, x, 0)
@@ -159,7 +159,7 @@ def test_layer_groups_and_positions(user_dir):
         runner.positioned(seq, xs, None)
     wrapped, prefix = runner.positioned(seq, xs, -1)
     assert prefix == "net." and torch.equal(wrapped(xs), seq(xs)[:, -1])
-    assert runner.layer_groups(wrapped, "per_tensor", prefix) == {
+    assert runner.view_groups(wrapped, "per_tensor", prefix) == {
         "lin.weight": ["net.lin.weight"],
         "lin.bias": ["net.lin.bias"],
     }

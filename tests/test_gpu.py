@@ -77,7 +77,7 @@ def test_view_eigenpairs_of_the_transformer_match_the_cpu():
     for device in ("cpu", "cuda"):
         model = transformer.build(settings, torch.Generator().manual_seed(0)).to(device=device, dtype=DT)
         x = transformer.inputs(settings).to(device)
-        groups = runner.layer_groups(model, "per_tensor")
+        groups = runner.view_groups(model, "per_tensor")
         out[device] = runner.view_eigenpairs(model, x, groups, "all_mean", None, 10, None)
     for name, (vals, vecs) in out["cpu"].items():
         assert torch.allclose(out["cuda"][name][0].cpu(), vals, rtol=1e-8, atol=1e-12 * vals.abs().max()), name

@@ -49,7 +49,7 @@ from entk.core.eigen import (
 from entk.core.kernel import Kernel, check_outputs, check_weights, sum_kernels
 from entk.core.matfree import ntk_matvec
 from entk.core.memory import budget_bytes, check_fits, resolve_max_memory_gb
-from entk.core.selection import GroupSpec, atoms, layer_groups, selected_names, to_model
+from entk.core.selection import ROOT_GROUP, GroupSpec, atoms, layer_groups, selected_names, to_model
 from entk.core.trace import plan
 
 Group = str | list[str] | None
@@ -317,7 +317,7 @@ def layer_ntks(model: nn.Module, x: Tensor, layers: dict[str, list[str] | None],
 @guarded
 def layerwise_ntk(model: nn.Module, x: Tensor, **kw) -> dict[str, Tensor]:
     """Dense eNTK per module that directly owns parameters ('' = the root); they sum to the full one."""
-    return {("" if g == "root" else g): k.dense() for g, k in NTK(model, x, **kw).layers().items()}
+    return {("" if g == ROOT_GROUP else g): k.dense() for g, k in NTK(model, x, **kw).layers().items()}
 
 
 @guarded

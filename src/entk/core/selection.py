@@ -48,13 +48,22 @@ def selected_names(model: nn.Module, params: list[str] | None) -> list[str]:
     return [n for n, _ in model.named_parameters() if n in chosen]
 
 
+# The group of the parameters a model owns itself (a module name of ""), in per-module groupings.
+ROOT_GROUP = "root"
+
+
+def module_groups(model: nn.Module, within: list[str] | None = None) -> dict[str, list[str]]:
+    """{module name: its parameter names} for each module that directly owns parameters (in
+    ``within``, None = all); the model's own parameters form the group ``ROOT_GROUP``."""
+    return {(m or ROOT_GROUP): names for m, names in resolve_params(model, within).items()}
+
+
 def layer_groups(model: nn.Module, groups: GroupSpec, within: list[str]) -> dict[str, list[str]]:
     """{group name: parameter names} for ``groups``: "per_tensor", "per_module" (also for None), or
     {name: parameter/module names, None = all}; only parameters in ``within`` count."""
     keep = set(within)
     if groups is None or groups == "per_module":
-        per_module = resolve_params(model, within)
-        return {(m or "root"): names for m, names in per_module.items()}
+        return module_groups(model, within)
     if groups == "per_tensor":
         return {n: [n] for n in within}
     if not isinstance(groups, dict):

@@ -79,7 +79,7 @@ def check_view(exp: dict, view: dict, net: nn.Module, x: Tensor, log: Callable[[
     key = lambda *k: runner.config_key(exp, "views", view["name"], *k)  # noqa: E731
     try:
         model, prefix = runner.positioned(net, x, view["position"])
-        groups = runner.layer_groups(model, view["layers"], prefix)
+        groups = runner.view_groups(model, view["layers"], prefix)
     except ValueError as e:
         raise ValueError(f"{key()}: {e}") from None
     with torch.no_grad():

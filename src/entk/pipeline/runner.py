@@ -20,7 +20,7 @@ from torch import Tensor, nn
 import entk
 from entk.analyses.analysis import EigenFile
 from entk.core.checks import analysed_model, check_inputs
-from entk.core.selection import resolve_params
+from entk.core.selection import module_groups, resolve_params
 from entk.kinds.registry import TrainRecipe, get_kind
 from entk.shared import load_torch
 
@@ -229,18 +229,18 @@ def positioned(model: nn.Module, x: Tensor, position: int | None) -> tuple[nn.Mo
     return AtPosition(model, position), "net."
 
 
-def layer_groups(model: nn.Module, layers, prefix: str = "") -> dict[str, list[str] | None]:
-    """The view's layer groups → {group: parameter/module names, None = all}.
+def view_groups(model: nn.Module, layers, prefix: str = "") -> dict[str, list[str] | None]:
+    """A view's ``layers:`` setting → {group: parameter/module names, None = all}.
 
     ``all`` is one group "full"; ``per_tensor`` one group per parameter; ``per_module`` one per
-    module that owns parameters ("root" for the model's own)."""
+    module that owns parameters (``entk.core.selection.module_groups``)."""
     inner = model.net if prefix else model
     if layers == "all":
         return {"full": None}
     if layers == "per_tensor":
         return {name: [prefix + name] for name, _ in inner.named_parameters()}
     if layers == "per_module":
-        return {(m or "root"): [prefix + n for n in names] for m, names in resolve_params(inner, None).items()}
+        return {m: [prefix + n for n in names] for m, names in module_groups(inner).items()}
     groups = {}
     for name, spec in layers.items():
         groups[name] = None if spec == "all" else [prefix + s for s in spec]
@@ -308,7 +308,7 @@ def eigen_file(
         net.eval()
         model, prefix = positioned(net, x_dev, view["position"])
         if groups is None:
-            groups = layer_groups(model, view["layers"], prefix)
+            groups = view_groups(model, view["layers"], prefix)
             with torch.no_grad():
                 n_outputs = model(x_dev[:1]).shape[1]
             weights = output_weights(exp, view["output_weights"], n_outputs)
