@@ -3,7 +3,7 @@ import re
 from snakemake.utils import validate
 
 from entk.pipeline.config import check_config, settle_config
-from entk.pipeline.experiments import Untracked, seed_unit
+from entk.pipeline.experiments import FunctionSpec, Untracked, seed_unit
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 settle_config(
@@ -66,8 +66,8 @@ def user_files(exp):
         specs.append(exp.weights["train"])
     files = []
     for spec in specs:
-        if spec and ".py:" in spec:
-            files.append(spec.rpartition(":")[0])
+        if FunctionSpec.names_one(spec):
+            files.append(FunctionSpec.parse(spec).path)
         elif spec and spec.endswith((".pt", ".npy")):
             files.append(spec)
     return files

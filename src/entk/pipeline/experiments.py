@@ -97,6 +97,24 @@ class Experiment:
         }
 
 
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A user's function named in the config as ``path/file.py:function`` (model, inputs, weights.train)."""
+
+    path: str
+    name: str
+
+    @classmethod
+    def parse(cls, spec: str) -> FunctionSpec:
+        path, _, name = spec.rpartition(":")
+        return cls(path, name)
+
+    @staticmethod
+    def names_one(spec) -> bool:
+        """Whether a config value names a function (else a kind, a tensor file or nothing)."""
+        return isinstance(spec, str) and ".py:" in spec
+
+
 def natural_key(path: str) -> list:
     """Sort key that orders numbers in a name as numbers: step_2 before step_10 (text order would
     put step_10 first and label the files with the wrong steps)."""
@@ -109,7 +127,7 @@ def _where(exp_id: str, *keys: str) -> str:
 
 def _user_file(spec: str, basedir: str, where: str, errors: list[str]) -> None:
     """Check that the file of a "file.py:function" spec exists."""
-    path = spec.rpartition(":")[0]
+    path = FunctionSpec.parse(spec).path
     if not os.path.isfile(os.path.join(basedir, path)):
         errors.append(f"{where}: {path} does not exist (paths are relative to the working directory {basedir})")
 
@@ -234,7 +252,7 @@ def resolve_experiment(exp_id: str, entry: dict, config: dict, basedir: str, err
         if inputs.endswith((".pt", ".npy")):
             if not os.path.isfile(os.path.join(basedir, inputs)):
                 errors.append(f"{_where(exp_id, 'inputs')}: {inputs} does not exist (relative to {basedir})")
-        elif ".py:" in inputs:
+        elif FunctionSpec.names_one(inputs):
             _user_file(inputs, basedir, _where(exp_id, "inputs"), errors)
         else:
             errors.append(f"{_where(exp_id, 'inputs')}: {inputs!r} must be kind, a .pt/.npy file or file.py:function")

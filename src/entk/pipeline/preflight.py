@@ -27,6 +27,7 @@ from entk.core.selection import resolve_params
 from entk.kinds import training
 from entk.kinds.registry import get_kind
 from entk.pipeline import runner
+from entk.pipeline.experiments import FunctionSpec
 
 
 def _forward_once(exp: dict, model: nn.Module, x1: Tensor) -> None:
@@ -138,10 +139,10 @@ def code_digest(exp: dict) -> str:
         files |= {inspect.getsourcefile(kind.function(role)) for role in ("build", "train")}
         files.add(inspect.getsourcefile(training))
     else:
-        files.add(exp["model"].rpartition(":")[0])
+        files.add(FunctionSpec.parse(exp["model"]).path)
     weights = exp["weights"]
     if isinstance(weights, dict) and "train" in weights:
-        files.add(weights["train"].rpartition(":")[0])
+        files.add(FunctionSpec.parse(weights["train"]).path)
     digest = hashlib.sha256()
     for f in sorted(str(Path(f).resolve()) for f in files):
         digest.update(Path(f).read_bytes())

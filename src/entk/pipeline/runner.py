@@ -22,12 +22,14 @@ from entk.analyses.analysis import EigenFile
 from entk.core.checks import analysed_model, check_inputs
 from entk.core.selection import module_groups, resolve_params
 from entk.kinds.registry import TrainRecipe, get_kind
+from entk.pipeline.experiments import FunctionSpec
 from entk.shared import load_torch
 
 
 def load_function(spec: str, what: str) -> Callable:
     """The function of a ``path/file.py:function`` spec; errors name the file and the function."""
-    path, _, name = spec.rpartition(":")
+    fn_spec = FunctionSpec.parse(spec)
+    path, name = fn_spec.path, fn_spec.name
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{what}: {path} does not exist (paths are relative to the working directory)")
