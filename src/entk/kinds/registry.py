@@ -6,8 +6,10 @@ no rule names a model. The heavy parts (model, inputs, training) live in torch m
 ``"module:function"`` strings and are imported only by the jobs that call them; this module, which
 Snakemake imports while it parses the workflow, needs neither torch nor numpy.
 
-Adding a kind: write its ``build``/``inputs``/``train`` functions (see ``entk.kinds.recipes``), register
-a ``Kind`` below, and describe its settings under ``$defs`` in ``schemas/config.schema.yaml``.
+Adding a kind: write its ``build``/``inputs``/``train`` functions in a module of this package (see
+``entk.kinds.recipes``; ``train`` is a ``TrainRecipe``), register a ``Kind`` below, and describe its
+settings under ``$defs`` in ``schemas/config.schema.yaml`` (tests/test_experiments.py holds the two
+to one another).
 """
 
 from __future__ import annotations
