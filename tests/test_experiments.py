@@ -321,6 +321,10 @@ def test_registry_parameter_names_are_the_built_models():
 
     for name, kind in KINDS.items():
         settings = kind.settings({"p": 7} if name.startswith("modadd") else {})
+        if name == "hf_causal_lm":
+            # A model of the user's: its names are known once its directory is loaded (its first job checks them).
+            assert kind.parameters(settings) == []
+            continue
         model = kind.function("build")(settings)
         assert [n for n, _ in model.named_parameters()] == kind.parameters(settings), name
 
