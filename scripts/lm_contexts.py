@@ -17,7 +17,7 @@ with wf.logged(sm.log[0]):
     kind = get_kind(exp["kind"])
     if "contexts" in kind.functions:
         # A model of the user's: its contexts and labels are files, the same at every draw.
-        where = f"config key 'language_models.{exp['id']}"
+        where = f"config key 'language_models.{exp['id']}.modules'"
         contexts = kind.function("contexts")(exp["settings"], s, directory, sm.params.modules, where)
         print(f"{len(contexts['labels'])} contexts of the classes {s['classes']} from the user's files")
     else:

@@ -172,7 +172,7 @@ def test_contexts_refuse_what_only_the_model_shows(files, monkeypatch):
     with pytest.raises(ValueError, match=r"class ADV has 0 sample\(s\).* drop it from the classes"):
         hf_lm.contexts(settings, lm_settings(classes=["DET", "ADV"]), "step_10", ["mlp_out.0"], "here")
     with pytest.raises(
-        ValueError, match=r"here.modules: LlamaForCausalLM has 2 module\(s\) of role mlp_out, so mlp_out.2 does"
+        ValueError, match=r"here: LlamaForCausalLM has 2 module\(s\) of role mlp_out, so mlp_out.2 does"
     ):
         hf_lm.contexts(settings, lm_settings(), "step_10", ["mlp_out.2"], "here")
     with pytest.raises(ValueError, match=r"'model.layers.0.mlp' is no module with parameters of LlamaForCausalLM"):

@@ -191,9 +191,9 @@ def check_modules(model: nn.Module, specs: list[str], where: str) -> None:
 
 def contexts(settings: dict, lm_settings: dict, model_dir: str, modules: list[str], where: str) -> dict:
     """The probe contexts of the settings' files: ids (N, T), labels (N,) class indices, classes,
-    and each context's row in the files (``index``)."""
+    and each context's row in the files (``index``); ``where`` names the modules' config key."""
     model = lm.load_causal_lm(model_dir)
-    check_modules(model, modules, f"{where}.modules")
+    check_modules(model, modules, where)
     if settings["tokens"] is not None:
         ids = lm.load_token_ids(settings["tokens"])
         ids = ids if settings["n_contexts"] is None else ids[: settings["n_contexts"]]
