@@ -4,10 +4,15 @@ language-model rules' wiring, each bad input refused with one line naming the pr
 random weights drawn from the experiment's seed."""
 
 import copy
+import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conftest import ROOT
 from entk import hf_lm, lm
@@ -204,3 +209,32 @@ def test_random_weights_come_from_the_seed_and_key(tmp_path):
     loaded = lm.load_causal_lm(tmp_path / "saved")
     ids = torch.tensor([[2, 3, 4, 5]])
     torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_the_workflow_saves_a_configs_random_weights_and_reads_directories_in_place(files, tmp_path):
+    """Dry run: a config's model is drawn (train) and saved (lm_export) before its contexts; a directory
+    model's jobs read the user's directory of each state, and nothing exports it."""
+    work = tmp_path / "work"
+    shutil.copytree(files, work)
+    cfg = config(lm={"modules": ["mlp_out.1"]})
+    cfg["experiments"]["rand"] = {
+        "kind": "hf_causal_lm",
+        "settings": {"config": LLAMA, "tokens": "tokens.npy", "labels": "labels.txt"},
+    }
+    cfg["language_models"]["rand"] = cfg["language_models"]["mine"]
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (work / "Snakefile").write_text(
+        f'configfile: "config.yaml"\n\n\nmodule entk:\n    snakefile:\n        "{ROOT / "Snakefile"}"\n'
+        "    config:\n        config\n\n\nuse rule * from entk\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--printshellcmds", "--quiet", "rules"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    plan = run.stdout + run.stderr
+    for rule, count in (("train", 1), ("lm_export", 1), ("lm_contexts", 2), ("lm_eigen", 3), ("lm_detectors", 3)):
+        assert re.search(rf"^{rule}\s+{count}$", plan, re.M), (rule, count, plan)
