@@ -384,6 +384,30 @@ def lm_step(wildcards):
     ]
 
 
+def lm_model_dir(wildcards):
+    """The Hugging Face directory of the model in a state (the user's, or the one lm_export writes)."""
+    lm = LANGUAGE_MODELS[wildcards.experiment]
+    return lm.directory(lm_step(wildcards))
+
+
+def lm_model_input(wildcards):
+    """What a language-model job reads its model from: the user's directory, or all lm_export writes."""
+    lm = LANGUAGE_MODELS[wildcards.experiment]
+    return lm_model_dir(wildcards) if lm.directories else f"results/{lm.experiment}/hf"
+
+
+def lm_exported():
+    """The language models whose directories the workflow writes (trained here, or random weights)."""
+    return [e for e, lm in LANGUAGE_MODELS.items() if not lm.directories]
+
+
+def lm_training_eigen_files(wildcards):
+    """Every module's eigen file at every analysed state, module-major in step order."""
+    lm = LANGUAGE_MODELS[wildcards.experiment]
+    base = lm_dir(wildcards.experiment, wildcards.draw)
+    return [f"{base}/{st}/eigen/{m}.npz" for m in lm.modules for st in lm.training]
+
+
 def lm_metric_files(wildcards):
     metric = LANGUAGE_MODELS[wildcards.experiment].settings["output_metric"]
     return [] if metric == "unembedding" else [metric]
@@ -397,13 +421,19 @@ def lm_eigen_files(wildcards):
 
 
 def lm_outputs(exp_ids, draw=0):
-    """The detector and Lanczos tables of both states of these language models at one draw."""
-    return [
-        f"{lm_dir(e, draw)}/{state}/{name}.csv"
-        for e in exp_ids
-        for state in STATES
-        for name in ("detectors", "lanczos")
-    ]
+    """The detector and Lanczos tables of the states of these language models at one draw, and
+    their spectra and phases over training where their entry asks for them."""
+    out = []
+    for e in exp_ids:
+        lm = LANGUAGE_MODELS[e]
+        out += [
+            f"{lm_dir(e, draw)}/{state}/{name}.csv"
+            for state in lm.states
+            for name in ("detectors", "lanczos")
+        ]
+        if lm.settings["over_training"]:
+            out += [f"{lm_dir(e, draw)}/{name}.csv" for name in ("spectra", "phases")]
+    return out
 
 
 def lm_paper_file(state, name):

@@ -1,12 +1,13 @@
 # Language models (docs/spec.md §4): for each `language_models:` entry, its checkpoints as Hugging
-# Face directories, probe contexts per draw, one eNTK eigen job per module and state, the hidden
-# states of the PCA baseline and the detector tables; the `paper: lm` section's Table-3 analogue,
-# figure, claims and seed table.
+# Face directories (the user's own, or saved here), probe contexts per draw, one eNTK eigen job per
+# module and state, the hidden states of the PCA baseline and the detector tables, and with
+# over_training the spectra and phases across every checkpoint; the `paper: lm` section's Table-3
+# analogue, figure, claims and seed table.
 
 
 wildcard_constraints:
     draw=r"\d+",
-    state="|".join(STATES),
+    state="|".join(STATES) + r"|step\d+",
     module=r"[A-Za-z0-9_.]+",
 
 
@@ -20,7 +21,7 @@ rule lm_export:
     benchmark:
         "results/benchmarks/{experiment}/lm_export.tsv"
     wildcard_constraints:
-        experiment=_alternatives(LANGUAGE_MODELS),
+        experiment=_alternatives(lm_exported()),
     conda:
         "../envs/compute.yaml"
     threads: 1
@@ -35,7 +36,7 @@ rule lm_export:
 
 rule lm_contexts:
     input:
-        hf="results/{experiment}/hf",
+        hf=lm_model_input,
     output:
         contexts="results/{experiment}/lm/d{draw}/contexts.npz",
     log:
@@ -51,7 +52,8 @@ rule lm_contexts:
     params:
         exp=experiment_params,
         lm=lm_params,
-        step=lm_step,
+        model_dir=lm_model_dir,
+        modules=lambda wc: LANGUAGE_MODELS[wc.experiment].modules,
         seed=config["seed"],
     script:
         "../scripts/lm_contexts.py"
@@ -59,7 +61,7 @@ rule lm_contexts:
 
 rule lm_hidden:
     input:
-        hf="results/{experiment}/hf",
+        hf=lm_model_input,
         contexts="results/{experiment}/lm/d{draw}/contexts.npz",
     output:
         hidden="results/{experiment}/lm/d{draw}/{state}/hidden.npz",
@@ -75,14 +77,14 @@ rule lm_hidden:
         runtime=10,
     params:
         lm=lm_params,
-        step=lm_step,
+        model_dir=lm_model_dir,
     script:
         "../scripts/lm_hidden.py"
 
 
 rule lm_eigen:
     input:
-        hf="results/{experiment}/hf",
+        hf=lm_model_input,
         contexts="results/{experiment}/lm/d{draw}/contexts.npz",
         metric=lm_metric_files,
     output:
@@ -100,10 +102,37 @@ rule lm_eigen:
         runtime=60,
     params:
         lm=lm_params,
-        step=lm_step,
+        model_dir=lm_model_dir,
         max_memory_gb=lambda wc: EXPERIMENTS[wc.experiment].max_memory_gb,
     script:
         "../scripts/lm_eigen.py"
+
+
+rule lm_spectra:
+    input:
+        eigen=lm_training_eigen_files,
+    output:
+        spectra="results/{experiment}/lm/d{draw}/spectra.csv",
+        phases="results/{experiment}/lm/d{draw}/phases.csv",
+    log:
+        "logs/{experiment}/lm/d{draw}/spectra.log",
+    benchmark:
+        "results/benchmarks/{experiment}/lm/d{draw}/spectra.tsv"
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        modules=lambda wc: LANGUAGE_MODELS[wc.experiment].modules,
+        steps=lambda wc: [
+            LANGUAGE_MODELS[wc.experiment].steps[st]
+            for st in LANGUAGE_MODELS[wc.experiment].training
+        ],
+    script:
+        "../scripts/lm_spectra.py"
 
 
 rule lm_detectors:

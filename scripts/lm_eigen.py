@@ -13,7 +13,7 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     wf.set_threads(sm.threads)
     s = sm.params.lm
-    model = lm.load_causal_lm(f"{sm.input.hf}/step_{sm.params.step}")
+    model = lm.load_causal_lm(sm.params.model_dir, dtype=getattr(torch, sm.params.lm["dtype"]))
     with np.load(sm.input.contexts) as data:
         ids = torch.from_numpy(data["ids"])
     metric = lm_views.output_metric(model, s["output_metric"])

@@ -11,7 +11,7 @@ from entk.pipeline import lm_views
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     wf.set_threads(sm.threads)
-    model = lm.load_causal_lm(f"{sm.input.hf}/step_{sm.params.step}")
+    model = lm.load_causal_lm(sm.params.model_dir, dtype=getattr(torch, sm.params.lm["dtype"]))
     with np.load(sm.input.contexts) as data:
         ids = torch.from_numpy(data["ids"])
     hidden = lm_views.last_hidden_states(model, ids, sm.params.lm["position"])

@@ -325,6 +325,10 @@ def test_registry_parameter_names_are_the_built_models():
 
     for name, kind in KINDS.items():
         settings = kind.settings({"p": 7} if name.startswith("modadd") else {})
+        if name == "hf_causal_lm":
+            # A model of the user's: its names are known once its directory is loaded (its first job checks them).
+            assert kind.parameters(settings) == []
+            continue
         model = kind.function("build")(settings)
         assert [n for n, _ in model.named_parameters()] == kind.parameters(settings), name
 
@@ -389,7 +393,8 @@ def test_the_schema_and_the_registry_agree_on_every_kind_setting():
             value = stated and yaml.safe_load(stated.group(1))
             if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
                 value = float(value) if re.fullmatch(r"[0-9.]+e-?[0-9]+", value) else value
-            if stated is None or value != kind.defaults[key]:
+            # A setting without a default (None in the registry) says in words what its absence means.
+            if kind.defaults[key] is not None and (stated is None or value != kind.defaults[key]):
                 disagree.append(
                     f"{name}.{key}: schema says default {stated and stated.group(1)}, registry {kind.defaults[key]!r}"
                 )

@@ -16,6 +16,9 @@ from torch import Tensor, nn
 
 from entk.shared import load_torch
 
+# Files of which a saved tokenizer has at least one (tokenizer.save_pretrained).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
 
 def check_model_dir(path: str | Path) -> Path:
     """A local Hugging Face causal-LM directory: it holds ``config.json`` and its architecture is a causal LM."""
@@ -58,10 +61,9 @@ def load_tokenizer(model_dir: str | Path):
     from transformers import AutoTokenizer
 
     model_dir = Path(model_dir)
-    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-    if not any((model_dir / n).is_file() for n in names):
+    if not any((model_dir / n).is_file() for n in TOKENIZER_FILES):
         raise ValueError(
-            f"{model_dir} has no tokenizer (none of {', '.join(names)}): save the model's tokenizer there "
+            f"{model_dir} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save the model's tokenizer there "
             "(tokenizer.save_pretrained) or give token ids instead of text"
         )
     return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)

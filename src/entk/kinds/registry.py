@@ -214,6 +214,45 @@ def _check_story_lm(s: dict) -> list[str]:
     return errors
 
 
+def _check_hf_causal_lm(s: dict) -> list[str]:
+    """The shape of the settings; the files they name are checked by the language_models entry."""
+    k = "of kind hf_causal_lm"
+    model, errors = s["model"], []
+    if (model is None) == (s["config"] is None):
+        errors.append(
+            f"settings {k}: give exactly one of model (a Hugging Face directory, or a list of them in training "
+            "order) or config ({model_type: ..., sizes}: random weights)"
+        )
+    if s["config"] is not None and not (
+        isinstance(s["config"], dict) and isinstance(s["config"].get("model_type"), str)
+    ):
+        errors.append(f"setting 'config' {k}: {s['config']!r} must be a map with model_type (e.g. llama) and sizes")
+    dirs = [model] if isinstance(model, str) else list(model or [])
+    if s["steps"] is not None:
+        steps = s["steps"]
+        if len(steps) != len(dirs):
+            errors.append(
+                f"setting 'steps' {k}: {len(steps)} steps for {len(dirs)} model directories; give one per directory"
+            )
+        elif any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            errors.append(f"setting 'steps' {k}: {steps} must increase (the directories' order is the training axis)")
+    if (s["tokens"] is None) == (s["text"] is None):
+        errors.append(f"settings {k}: give exactly one of tokens (token ids (N, T), .npy or .pt) or text (a text file)")
+    if s["labels"] is None:
+        errors.append(f"setting 'labels' {k}: give a file with one label per context (.npy, .json, or one per line)")
+    if s["tokenizer"] is not None and s["text"] is None:
+        errors.append(f"setting 'tokenizer' {k}: only a text input is tokenized; drop it or give text")
+    if s["n_contexts"] is not None and not (isinstance(s["n_contexts"], int) and s["n_contexts"] >= 1):
+        errors.append(f"setting 'n_contexts' {k}: {s['n_contexts']!r} must be a whole number ≥ 1, or left out for all")
+    return errors
+
+
+def _hf_causal_lm_steps(s: dict) -> list[int]:
+    """One step per model directory (the given steps, else 0, 1, 2, …); a config's random weights are step 0."""
+    n = 1 if isinstance(s["model"], str) or s["model"] is None else len(s["model"])
+    return list(s["steps"]) if s["steps"] is not None else list(range(n))
+
+
 def _story_lm_parameters(settings: dict) -> list[str]:
     """Parameter names of the built Gemma-3 (tests check them against a built one)."""
     block = [
@@ -357,6 +396,35 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             checkpoint_steps=lambda s: _every(s, "steps", "checkpoint_every"),
             check=_check_story_lm,
             parameters=_story_lm_parameters,
+        ),
+        "hf_causal_lm": Kind(
+            name="hf_causal_lm",
+            description="a Hugging Face causal LM of yours, not trained here: a local directory, a list of them "
+            "(checkpoints of one run) or a config (random weights), with your contexts and labels (docs/spec.md §4)",
+            defaults=MappingProxyType(
+                {
+                    "model": None,
+                    "steps": None,
+                    "config": None,
+                    "tokens": None,
+                    "text": None,
+                    "tokenizer": None,
+                    "n_contexts": None,
+                    "labels": None,
+                }
+            ),
+            functions=MappingProxyType(
+                {
+                    "build": "entk.kinds.hf_lm:build",
+                    "train": "entk.kinds.hf_lm:train",
+                    "save_pretrained": "entk.kinds.hf_lm:save_pretrained",
+                    "contexts": "entk.kinds.hf_lm:contexts",
+                    "directories": "entk.kinds.hf_lm:directories",
+                    "resolve": "entk.kinds.hf_lm:resolve",
+                }
+            ),
+            checkpoint_steps=_hf_causal_lm_steps,
+            check=_check_hf_causal_lm,
         ),
     }
 )

@@ -1,15 +1,18 @@
 """The config's ``language_models:`` entries resolved into what the language-model rules wire
 (docs/spec.md §4). Runs while Snakemake parses the workflow: no torch, no numpy.
 
-Each entry is keyed by an experiment whose model is a Hugging Face causal LM trained here by a kind
-that also writes its probe corpus (``corpus``) and saves Hugging Face checkpoint directories
-(``save_pretrained``). Its modules are known before training from the kind's parameter names.
+Each entry is keyed by an experiment whose model is a Hugging Face causal LM: either trained here by
+a kind that also writes its probe corpus (``corpus``) and saves Hugging Face checkpoint directories
+(``save_pretrained``), its modules known before training from the kind's parameter names; or a
+model of the user's (a kind with ``contexts``, ``directories`` and ``resolve``: hf_causal_lm), whose
+directories, files and number of blocks ``resolve`` checks here (it reads ``config.json`` with
+transformers, so only a config with such an entry pays that import while parsing).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -21,13 +24,31 @@ SCHEMA = Path(__file__).resolve().parents[3] / "schemas" / "config.schema.yaml"
 
 @dataclass(frozen=True)
 class LanguageModel:
-    """One language-model analysis: its experiment, settings, modules ("role.index" or names) and
-    the checkpoint step of each state (trained: the last, init: the first)."""
+    """One language-model analysis: its experiment, settings, modules ("role.index" or names), the
+    checkpoint step of each state (trained: the last, init: the first, step<t>: one between them,
+    analysed with over_training) and the user's model directory of each step (none: the workflow
+    saves them, results/<experiment>/hf/step_<t>)."""
 
     experiment: str
     settings: dict
     modules: list[str]
     steps: dict[str, int]
+    directories: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def states(self) -> list[str]:
+        """The states whose detectors are analysed: trained and init, or trained alone when they are one checkpoint."""
+        return list(STATES) if self.steps["init"] != self.steps["trained"] else ["trained"]
+
+    @property
+    def training(self) -> list[str]:
+        """Every analysed state in step order: the training axis of over_training."""
+        between = sorted((t, state) for state, t in self.steps.items() if state.startswith("step"))
+        return ["init", *(state for _, state in between), "trained"] if len(self.states) == 2 else ["trained"]
+
+    def directory(self, step: int) -> str:
+        """The Hugging Face directory of the model at a checkpoint step."""
+        return self.directories.get(step, f"results/{self.experiment}/hf/step_{step}")
 
 
 def defaults() -> dict:
@@ -37,13 +58,18 @@ def defaults() -> dict:
     return {k: v["default"] for k, v in props.items() if "default" in v}
 
 
-def expand_modules(specs: list[str], parameters: list[str]) -> tuple[list[str], list[str]]:
-    """(modules, unknown specs): roles expand to ``role.index`` per block, names must own a parameter."""
+def expand_modules(specs: list[str], parameters: list[str], blocks: int | None = None) -> tuple[list[str], list[str]]:
+    """(modules, unknown specs): roles expand to ``role.index`` per block, names must own a parameter.
+
+    With ``blocks`` (a model of the user's, whose parameter names are known only once it is loaded),
+    roles expand to that many blocks and names pass, both checked by the job that loads the model."""
     modules = {p.rpartition(".")[0] for p in parameters}
     out, unknown = [], []
     for spec in specs:
         if spec == "embedding":
             out.append("embedding.0")
+        elif blocks is not None:
+            out += [f"{spec}.{i}" for i in range(blocks)] if spec in ROLE_SUFFIX else [spec]
         elif spec in ROLE_SUFFIX:
             n = sum(m.endswith(ROLE_SUFFIX[spec]) for m in modules)
             out += [f"{spec}.{i}" for i in range(n)] if n else []
@@ -67,18 +93,29 @@ def resolve(config: dict, experiments: dict, basedir: str) -> tuple[dict, list[s
             errors.append(f"{where}': no experiment {exp_id!r}; key each entry by an experiment id")
             continue
         kind = get_kind(exp.kind) if exp.kind else None
-        if kind is None or not exp.trained_here or not {"corpus", "save_pretrained"} <= set(kind.functions):
+        functions = set(kind.functions) if kind else set()
+        s = {**base, **(given or {})}
+        blocks, directories = None, {}
+        if {"contexts", "directories", "resolve"} <= functions:
+            if kind.check(exp.settings):
+                continue  # the experiment's own check has named the problem
+            blocks, problems = kind.function("resolve")(exp.settings, basedir, s["context_length"])
+            errors += [f"config key 'experiments.{exp_id}.settings': {p}" for p in problems]
+            directories = dict(zip(exp.steps, kind.function("directories")(exp.settings), strict=False))
+            if problems:
+                continue
+        elif kind is None or not exp.trained_here or not {"corpus", "save_pretrained"} <= functions:
             errors.append(
                 f"{where}': experiment {exp_id} must be trained here by a kind with a probe corpus and Hugging Face "
-                "checkpoints (story_lm)"
+                "checkpoints (story_lm), or be a model of yours (kind hf_causal_lm)"
             )
             continue
-        s = {**base, **(given or {})}
-        modules, unknown = expand_modules(s["modules"], kind.parameters(exp.settings))
+        params = kind.parameters(exp.settings)
+        modules, unknown = expand_modules(s["modules"], params, blocks)
         if unknown:
             errors.append(
                 f"{where}.modules': {unknown} match no module; use roles mlp_out, attn_out, embedding or names of "
-                f"modules with parameters, e.g. {kind.parameters(exp.settings)[1].rpartition('.')[0]}"
+                f"modules with parameters, e.g. {params[1].rpartition('.')[0]}"
             )
         metric = s["output_metric"]
         if metric != "unembedding" and not (metric.endswith(".npy") and os.path.isfile(os.path.join(basedir, metric))):
@@ -93,7 +130,21 @@ def resolve(config: dict, experiments: dict, basedir: str) -> tuple[dict, list[s
                 f"{where}.per_class': {s['per_class']} contexts per class leave the train or test half empty at "
                 f"train_fraction {s['train_fraction']}; raise per_class"
             )
-        out[exp_id] = LanguageModel(exp_id, s, modules, {"trained": exp.steps[-1], "init": exp.steps[0]})
+        if s["over_training"] and len(exp.steps) < 2:
+            errors.append(
+                f"{where}.over_training': experiment {exp_id} has one checkpoint ({exp.steps}); the spectra over "
+                "training need at least two (a list of model directories); set over_training: false"
+            )
+        between = {f"step{t}": t for t in exp.steps[1:-1]} if s["over_training"] else {}
+        steps = {"trained": exp.steps[-1], "init": exp.steps[0], **between}
+        out[exp_id] = LanguageModel(exp_id, s, modules, steps, directories)
+    for exp_id, exp in experiments.items():
+        kind = get_kind(exp.kind) if exp.kind else None
+        if kind is not None and "contexts" in kind.functions and exp_id not in (config.get("language_models") or {}):
+            errors.append(
+                f"config key 'experiments.{exp_id}': a model of kind {exp.kind} is analysed by the language-model "
+                f"rules; add an entry language_models: {{{exp_id}: {{}}}} (its keys have defaults)"
+            )
     paper = (config.get("paper") or {}).get("lm")
     if paper:
         for key, ids in (("experiment", [paper["experiment"]]), ("seeds", paper["seeds"])):
