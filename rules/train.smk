@@ -10,6 +10,9 @@ rule train:
         "results/benchmarks/{experiment}/train.tsv"
     wildcard_constraints:
         experiment=_alternatives(TRAINED),
+    # A training gates every job of its experiment: start them all before any eigen job, or the
+    # scheduler (which breaks ties arbitrarily) can leave a long one, and its chain, for the end.
+    priority: 1
     conda:
         "../envs/compute.yaml"
     threads: 1

@@ -85,60 +85,70 @@ def test_leading_number_and_seed_column():
 TINY = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
 
 
-def _tiny_seed_study() -> dict:
-    """TMS model a and the Transformer of .test/config.yaml over seeds [0, 1], and single-seed entries
-    with the same seed_key: a0 (seed 0) outside the paper, a1 and t1 (seed 1) as the paper's runs."""
+def _tiny_seed_study(single_seed: int) -> dict:
+    """TMS model a and the Transformer of .test/config.yaml over seeds [0, 1] (a_seeds, t_seeds), and
+    single-seed entries with the same seed_key at ``single_seed`` (a_single, t_single) as the paper's runs."""
     a, t = TINY["experiments"]["a"], TINY["experiments"]["transformer"]
-    claims = {**TINY["claims"], "tms_represented": {"a1": 3}}
     return {
         **{k: v for k, v in TINY.items() if k not in ("experiments", "paper", "claims")},
         "experiments": {
             "a_seeds": {**a, "seeds": [0, 1]},
-            "a0": {**a, "seed": 0, "seed_key": "a_seeds", "default": False},
-            "a1": {**a, "seed": 1, "seed_key": "a_seeds"},
+            "a_single": {**a, "seed": single_seed, "seed_key": "a_seeds"},
             "t_seeds": {**t, "seeds": [0, 1]},
-            "t1": {**t, "seed": 1, "seed_key": "t_seeds"},
+            "t_single": {**t, "seed": single_seed, "seed_key": "t_seeds"},
         },
         "paper": {
-            "tms": {**TINY["paper"]["tms"], "experiments": ["a1"]},
-            "transformer": {**TINY["paper"]["transformer"], "experiment": "t1"},
-            "seeds": {"experiments": {"a1": "a_seeds", "t1": "t_seeds"}},
+            "tms": {**TINY["paper"]["tms"], "experiments": ["a_single"]},
+            "transformer": {**TINY["paper"]["transformer"], "experiment": "t_single"},
+            "seeds": {"experiments": {"a_single": "a_seeds", "t_single": "t_seeds"}},
         },
-        "claims": claims,
+        "claims": {**TINY["claims"], "tms_represented": {"a_single": 3}},
     }
 
 
-@pytest.mark.slow
-def test_tiny_seed_study_end_to_end(tmp_path):
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_tiny_seed_study()))
+def _snakemake(workdir, *targets) -> str:
     run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "2"]
-        + ["seeds", "results/claims.csv", "results/a0/plain/eigen.npz"],
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2"]
+        + list(targets),
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "Claims over seeds" in run.stdout + run.stderr
+    return run.stdout + run.stderr
+
+
+@pytest.mark.slow
+def test_tiny_seed_study_end_to_end(tmp_path):
+    """Each seed's column of the seed table is what the single-seed entries with that seed measure, row
+    for row: the study at seeds [0, 1] against the paper's claims of single-seed runs at 1, then at 0."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_tiny_seed_study(1)))
+    assert "Claims over seeds" in _snakemake(tmp_path, "seeds", "results/claims.csv")
     results = tmp_path / "results"
     for unit in ("a_seeds/seed0", "a_seeds/seed1", "t_seeds/seed0", "t_seeds/seed1"):
         assert (results / unit / "checkpoints.pt").exists(), unit
-    table = pd.read_csv(results / "paper" / "seed_claims.csv", dtype=str)
+    table = pd.read_csv(results / "paper" / "seed_claims.csv", dtype=str).set_index("claim")
     assert [c for c in table.columns if c.startswith("seed ")] == ["seed 0", "seed 1"]
     assert len(table) >= 10 and not table[["seed 0", "seed 1"]].isin(["—"]).any().any()
-    # Seed 1 of the study measures what the single-seed entries with seed 1 measure.
-    claims = pd.read_csv(results / "claims.csv", dtype=str)
-    assert set(claims["seed"]) == {"1"}
-    assert claims.set_index("claim")["measured"].to_dict() == table.set_index("claim")["seed 1"].to_dict()
-    # Seed 0's unit is the single entry with seed 0: the same eigenpairs, bit for bit.
-    single = results / "a0" / "plain" / "eigen.npz"
-    with np.load(results / "a_seeds" / "seed0" / "plain" / "eigen.npz") as x, np.load(single) as y:
-        assert sorted(x.files) == sorted(y.files)
-        for key in x.files:
-            assert np.array_equal(x[key], y[key]), key
-    with np.load(results / "a_seeds" / "seed1" / "plain" / "eigen.npz") as x, np.load(single) as y:
-        assert not np.array_equal(x["values/full"], y["values/full"])  # another seed, another model
     assert (results / "figures" / "fig_seeds.png").stat().st_size > 10_000
+    measured = {}
+    for seed in (1, 0):
+        if seed == 0:
+            (tmp_path / "config.yaml").write_text(yaml.safe_dump(_tiny_seed_study(0)))
+            _snakemake(tmp_path, "results/claims.csv")
+        claims = pd.read_csv(results / "claims.csv", dtype=str)
+        assert set(claims["seed"]) == {str(seed)}
+        measured[seed] = claims.set_index("claim")["measured"].to_dict()
+        assert measured[seed] == table[f"seed {seed}"].to_dict(), seed
+    assert measured[0] != measured[1]  # another seed, another model
+    # Seed 0's unit is the single entry at seed 0, bit for bit: its eigenpairs and its training history.
+    with np.load(results / "a_seeds" / "seed0" / "plain" / "eigen.npz") as x:
+        with np.load(results / "a_single" / "plain" / "eigen.npz") as y:
+            assert sorted(x.files) == sorted(y.files)
+            for key in x.files:
+                assert np.array_equal(x[key], y[key]), key
+    history = [(results / unit / "history.csv").read_bytes() for unit in ("t_seeds/seed0", "t_single")]
+    assert history[0] == history[1]
 
 
 def test_seed_figure_marks_each_seeds_epochs_and_aligns_the_curves():

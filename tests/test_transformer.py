@@ -286,6 +286,21 @@ def test_author_rng_replays_the_notebooks_weights_split_and_batches():
     assert history["epoch"].tolist() == [0, 2, 4, 5]
 
 
+def test_author_rng_draws_the_published_runs_initial_weights_at_p29():
+    """At the published run's sizes and seed (p = 29, d_model 64, 4 heads, d_mlp 256, seed 2), the
+    replay's initial weights are the notebook model's drawn after torch.manual_seed(2), bit for bit."""
+    s = {"p": 29, "d_model": 64, "n_heads": 4, "d_head": 16, "d_mlp": 256, "train_fraction": 0.5}
+    s |= {"epochs": 1, "log_every": 1, "batch_size": 64, "lr": 3e-4, "weight_decay": 1.0, "rng": "author"}
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        drawn = _NotebookTransformer(30, 64, 4, 256)
+    initial = {}
+    tf.train(s, 2, "ignored", checkpoint_steps=[0], save_checkpoint=initial.__setitem__, log=_quiet)
+    assert initial[0]["model"].keys() == dict(drawn.named_parameters()).keys()
+    for name, value in drawn.named_parameters():
+        assert torch.equal(initial[0]["model"][name], value.detach()), name
+
+
 def test_rng_setting_is_checked():
     assert _check({"rng": "author"}) == []
     msgs = _check({"rng": "numpy"})
