@@ -37,12 +37,12 @@ from entk.memory import resolve_max_memory_gb, saved_bytes_per_sample
 Params = dict[str, Tensor]
 _FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
 # Vectors per batched pass on the matrix-free route: intermediates grow with it, and the solver's
-# block (k + oversampling) splits into a few such passes. The jacobian route's chunks are sized for
-# C cotangents, so its products take up to C vectors a pass, each pass streaming D̃ once.
+# block (k + oversampling) splits into a few such passes. The jacobian route's products take up to C
+# vectors a pass (its chunks are sized for that), each pass streaming D̃ once.
 SUB_BLOCK = 16
-# A pass batched over w vectors keeps transients of up to about a dozen copies of the largest saved
-# activation per vector (the default LM's attention output projections, whose downstream holds the
-# MLP's activations and their GELU derivatives; its MLP projections need fewer).
+# A pass keeps transients of up to about a dozen copies of the largest saved activation per vector it
+# carries (the default LM's attention output projections, whose downstream holds the MLP's activations
+# and their GELU derivatives; its MLP projections need fewer).
 _PASS_COPIES = 12
 # Shares of the budget: one batched pass over a chunk of contexts, and the stored Jacobian D̃.
 _PASS_SHARE = 0.25
@@ -230,8 +230,9 @@ class ModuleOperator:
     Two exact routes to its products (``route``):
 
     - "jacobian": the downstream Jacobian D̃ = ∂(h S^½)/∂y (N, C, T', out), T' the positions it reaches,
-      is computed once by C batched vjp passes per chunk and stored; a product is then the module's own
-      jvp/vjp on its cached input and a contraction with D̃. Chosen where D̃ fits 60 % of the budget and
+      is computed once by C vjp passes per chunk (one cotangent each) and stored; a product is then the
+      module's own jvp/vjp on its cached input (two matrix products for an ``nn.Linear``, on the kept
+      positions) and a contraction with D̃. Chosen where D̃ fits 60 % of the budget and
       C ≤ ``JACOBIAN_MAX_OUTPUTS`` (a converged top 25 takes some hundreds of products, each a vjp and
       a jvp pass on the other route).
     - "matrix_free": every product a jvp and a vjp pass through the downstream network, nothing stored
@@ -293,10 +294,16 @@ class ModuleOperator:
         if self.route is None:
             fits = store <= _STORE_SHARE * self._budget
             self.route = "jacobian" if fits and self.n_outputs <= JACOBIAN_MAX_OUTPUTS else "matrix_free"
-        # A pass carries SUB_BLOCK vectors (products) or C cotangents (the Jacobian): the primal's saved
-        # tensors once, and transients of a few copies of the largest of them per vector.
-        self._width = self.n_outputs if self.route == "jacobian" else SUB_BLOCK
-        per_pass = per_context + _PASS_COPIES * self._width * max(largest, y.numel() * y.element_size())
+        # A pass holds the primal's saved tensors once and transients of some copies of the largest of them
+        # per vector: SUB_BLOCK vectors on the matrix-free route; one cotangent at a time for D̃, which is
+        # kept, and products of up to C vectors, each the size of a context's D̃, on the jacobian route.
+        largest = max(largest, y.numel() * y.element_size())
+        if self.route == "jacobian":
+            self._width = self.n_outputs
+            per_pass = per_context + _PASS_COPIES * largest + 2 * store // self.n_samples
+        else:
+            self._width = SUB_BLOCK
+            per_pass = per_context + _PASS_COPIES * SUB_BLOCK * largest
         self._chunk = int(max(1, min(self.n_samples, _PASS_SHARE * self._budget // per_pass)))
         self._chunks = [
             self._prepare(slice(s, min(s + self._chunk, self.n_samples))) for s in range(0, self.n_samples, self._chunk)
@@ -342,9 +349,11 @@ class ModuleOperator:
         y = self._y(chunk, rows).detach()
         _, pullback = vjp(lambda v: self._site.run(chunk, v), y)
         n, c = y.shape[0], self.n_outputs
-        eye = torch.eye(c, dtype=y.dtype, device=y.device)[:, None, :].expand(c, n, c)
+        eye = torch.eye(c, dtype=y.dtype, device=y.device)
+        # One cotangent a pass: batched over the C cotangents (vmap) every element-wise transient is C times
+        # the activations, which took more time (memory-bound) and C times the memory.
         with torch.no_grad():
-            jac = vmap(pullback)(eye)[0].detach().movedim(0, 1)  # (n, C, T, *out)
+            jac = torch.stack([pullback(eye[k].expand(n, c))[0] for k in range(c)], dim=1)  # (n, C, T, *out)
         jac = jac[:, :, : self._site.position + 1]
         keep = jac.flatten(3).ne(0).any(dim=(0, 1, 3)).nonzero().squeeze(1)
         return jac[:, :, keep].flatten(2).contiguous(), keep
