@@ -132,14 +132,33 @@ def test_embedding_rows_that_occur(tiny):
     close(op.matvec()(v), j @ (j.T @ v))
 
 
-def test_chunks_of_contexts_give_the_same_products(tiny):
+@pytest.mark.parametrize("route", ["jacobian", "matrix_free"])
+def test_chunks_of_contexts_give_the_brute_force_products(tiny, route):
     _, model, ids, s = tiny
     module = lm.module_roles(model)["attn_out"][0]
-    whole = lm.module_operator(model, ids, module, metric_sqrt=s)
-    chunked = lm.module_operator(model, ids, module, metric_sqrt=s, max_memory_gb=1e-6)
-    assert len(chunked._chunks) == N > len(whole._chunks)
-    v = torch.randn(whole.dim, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    close(chunked.matvec()(v), whole.matvec()(v))
+    j = brute_force_factor(model, ids, module, -1, s)
+    chunked = lm.ModuleOperator(model, ids, module, metric_sqrt=s, max_memory_gb=1e-6, route=route)
+    assert len(chunked._chunks) == N
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(chunked.dim, 2, generator=g, dtype=j.dtype)
+    u = torch.randn(chunked.n_params, 2, generator=g, dtype=j.dtype)
+    # A chunk dropped or counted twice changes its contexts' rows of J̃ u and every entry of J̃ᵀ J̃ u.
+    close(chunked.matvec()(v), j @ (j.T @ v))
+    close(chunked.gram_matvec()(u), j.T @ (j @ u))
+
+
+@pytest.mark.parametrize(("block", "kept"), [(0, [0, 1, 2, 3]), (-1, [3])])
+def test_stored_jacobian_keeps_the_positions_that_reach_the_output(tiny, block, kept):
+    _, model, ids, s = tiny
+    module = lm.module_roles(model)["mlp_out"][block]
+    op = lm.ModuleOperator(model, ids, module, position=3, metric_sqrt=s, route="jacobian")
+    # The last block's MLP reaches the output only at the output's own position; an earlier block's, through
+    # attention, at every position up to it.
+    assert [c[3].tolist() for c in op._chunks] == [kept]
+    j = brute_force_factor(model, ids, module, 3, s)
+    u = torch.randn(op.n_params, 2, generator=torch.Generator().manual_seed(5), dtype=j.dtype)
+    close(op.gram_matvec()(u), j.T @ (j @ u))
+    close(op.factor()(u), j @ u)
 
 
 def test_lanczos_on_a_known_spectrum():

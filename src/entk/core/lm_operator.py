@@ -32,15 +32,18 @@ from torch.func import functional_call, jvp, vjp, vmap
 
 from entk.core.eigen import SolverInfo, default_block_size, default_tol, fix_signs, top_eigenpairs_matfree
 from entk.core.lm_inputs import checked_ids
-from entk.core.memory import resolve_max_memory_gb
+from entk.core.memory import resolve_max_memory_gb, saved_bytes_per_sample
 
 Params = dict[str, Tensor]
 _FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
-# Vectors per batched pass: intermediates grow with it, and the solver's block (k + oversampling)
-# splits into a few such passes.
+# Vectors per batched pass on the matrix-free route: intermediates grow with it, and the solver's
+# block (k + oversampling) splits into a few such passes. The jacobian route's products take up to C
+# vectors a pass (its chunks are sized for that), each pass streaming D̃ once.
 SUB_BLOCK = 16
-# Batched passes keep about three activation-sized tensors per vector alive (as ``entk.core.matfree``).
-_PASS_COPIES = 3
+# A pass keeps transients of up to about a dozen copies of the largest saved activation per vector it
+# carries (the default LM's attention output projections, whose downstream holds the MLP's activations
+# and their GELU derivatives; its MLP projections need fewer).
+_PASS_COPIES = 12
 # Shares of the budget: one batched pass over a chunk of contexts, and the stored Jacobian D̃.
 _PASS_SHARE = 0.25
 _STORE_SHARE = 0.6
@@ -227,8 +230,9 @@ class ModuleOperator:
     Two exact routes to its products (``route``):
 
     - "jacobian": the downstream Jacobian D̃ = ∂(h S^½)/∂y (N, C, T', out), T' the positions it reaches,
-      is computed once by C batched vjp passes per chunk and stored; a product is then the module's own
-      jvp/vjp on its cached input and a contraction with D̃. Chosen where D̃ fits 60 % of the budget and
+      is computed once by C vjp passes per chunk (one cotangent each) and stored; a product is then the
+      module's own jvp/vjp on its cached input (two matrix products for an ``nn.Linear``, on the kept
+      positions) and a contraction with D̃. Chosen where D̃ fits 60 % of the budget and
       C ≤ ``JACOBIAN_MAX_OUTPUTS`` (a converged top 25 takes some hundreds of products, each a vjp and
       a jvp pass on the other route).
     - "matrix_free": every product a jvp and a vjp pass through the downstream network, nothing stored
@@ -278,20 +282,29 @@ class ModuleOperator:
             self._embedding.primals if block is None else {n: p.detach() for n, p in target.named_parameters()}
         )
         self.n_params = sum(p.numel() for p in self._primals.values())
+        # nn.Linear's products on the jacobian route are two matrix products for a whole block of vectors
+        # (vmap of its jvp/vjp over weight tangents copies the input once per vector).
+        self._linear = block is not None and type(target).forward is nn.Linear.forward
         self.n_samples = self.ids.shape[0]
         self._budget = resolve_max_memory_gb(self.max_memory_gb) * 2**30
-        per_context, y = self._probe()
+        per_context, largest, y = self._probe()
         self.n_outputs = y.shape[-1] if s is None else s.shape[1]
         self.dim = self.n_samples * self.n_outputs
         store = self.n_samples * self.n_outputs * (self._site.position + 1) * y[0, 0].numel() * y.element_size()
         if self.route is None:
             fits = store <= _STORE_SHARE * self._budget
             self.route = "jacobian" if fits and self.n_outputs <= JACOBIAN_MAX_OUTPUTS else "matrix_free"
-        # A pass carries SUB_BLOCK vectors (products) or C cotangents (the Jacobian).
-        width = self.n_outputs if self.route == "jacobian" else SUB_BLOCK
-        self._chunk = int(
-            max(1, min(self.n_samples, _PASS_SHARE * self._budget // (_PASS_COPIES * width * per_context)))
-        )
+        # A pass holds the primal's saved tensors once and transients of some copies of the largest of them
+        # per vector: SUB_BLOCK vectors on the matrix-free route; one cotangent at a time for D̃, which is
+        # kept, and products of up to C vectors, each the size of a context's D̃, on the jacobian route.
+        largest = max(largest, y.numel() * y.element_size())
+        if self.route == "jacobian":
+            self._width = self.n_outputs
+            per_pass = per_context + _PASS_COPIES * largest + 2 * store // self.n_samples
+        else:
+            self._width = SUB_BLOCK
+            per_pass = per_context + _PASS_COPIES * SUB_BLOCK * largest
+        self._chunk = int(max(1, min(self.n_samples, _PASS_SHARE * self._budget // per_pass)))
         self._chunks = [
             self._prepare(slice(s, min(s + self._chunk, self.n_samples))) for s in range(0, self.n_samples, self._chunk)
         ]
@@ -305,30 +318,28 @@ class ModuleOperator:
             return self._embedding(p, rows)
         return functional_call(self._site.module, p, chunk.module_args, chunk.module_kwargs)
 
-    def _probe(self) -> tuple[int, Tensor]:
-        """Bytes autograd saves per context in one downstream pass (two contexts less one), and y of one context."""
-        sizes, y = [], None
-        for n in (1, 2):
-            total = 0
+    def _probe(self) -> tuple[int, int, Tensor]:
+        """Bytes autograd saves per context in one downstream pass (all, and the largest tensor); y of one context."""
+        outputs = []
 
-            def pack(t: Tensor) -> Tensor:
-                nonlocal total
-                total += t.numel() * t.element_size()
-                return t
-
+        def run(n: int) -> None:
             rows = slice(0, n)
             chunk = _capture(self._site, self.ids[rows]) if self._embedding is None else None
             y = self._y(chunk, rows).detach().requires_grad_()
-            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                self._site.run(chunk, y)
-            sizes.append(total)
-        return max(sizes[1] - sizes[0], 1), y[:1].detach()
+            outputs.append(y)
+            self._site.run(chunk, y)
+
+        total, largest = saved_bytes_per_sample(run)
+        return max(total, 1), largest, outputs[0].detach()
 
     def _prepare(self, rows: slice):
         chunk = _capture(self._site, self.ids[rows]) if self._embedding is None else None
         if self.route == "matrix_free":
             return rows, chunk
         jac, keep = self._jacobian(chunk, rows)
+        if self._linear:
+            # A linear layer maps each position on its own: its input at the kept positions is all a product needs.
+            return rows, chunk.module_args[0][:, keep].contiguous(), jac, keep
         # Only the module's input is needed from here on.
         light = None if chunk is None else _Chunk(chunk.module_args, chunk.module_kwargs, [], {}, chunk.output)
         return rows, light, jac, keep
@@ -338,9 +349,11 @@ class ModuleOperator:
         y = self._y(chunk, rows).detach()
         _, pullback = vjp(lambda v: self._site.run(chunk, v), y)
         n, c = y.shape[0], self.n_outputs
-        eye = torch.eye(c, dtype=y.dtype, device=y.device)[:, None, :].expand(c, n, c)
+        eye = torch.eye(c, dtype=y.dtype, device=y.device)
+        # One cotangent a pass: batched over the C cotangents (vmap) every element-wise transient is C times
+        # the activations, which took more time (memory-bound) and C times the memory.
         with torch.no_grad():
-            jac = vmap(pullback)(eye)[0].detach().movedim(0, 1)  # (n, C, T, *out)
+            jac = torch.stack([pullback(eye[k].expand(n, c))[0] for k in range(c)], dim=1)  # (n, C, T, *out)
         jac = jac[:, :, : self._site.position + 1]
         keep = jac.flatten(3).ne(0).any(dim=(0, 1, 3)).nonzero().squeeze(1)
         return jac[:, :, keep].flatten(2).contiguous(), keep
@@ -367,6 +380,8 @@ class ModuleOperator:
             f = self._f(i)
             return vmap(lambda t: jvp(f, (self._primals,), (t,))[1])(tangents)
         rows, chunk, jac, keep = self._chunks[i]
+        if self._linear:
+            return torch.bmm(jac, _linear_jvp(chunk, tangents)).permute(2, 0, 1)
         dy = vmap(lambda t: jvp(lambda p: self._y(chunk, rows, p), (self._primals,), (t,))[1])(tangents)
         return torch.einsum("ncq,bnq->bnc", jac, dy[:, :, keep].flatten(2))
 
@@ -376,6 +391,8 @@ class ModuleOperator:
             _, pullback = vjp(self._f(i), self._primals)
             return vmap(pullback)(cot)[0]
         rows, chunk, jac, keep = self._chunks[i]
+        if self._linear:
+            return _linear_vjp(chunk, torch.bmm(jac.transpose(1, 2), cot.permute(1, 2, 0)), "bias" in self._primals)
         y, pullback = vjp(lambda p: self._y(chunk, rows, p), self._primals)
         dy = y.new_zeros(cot.shape[0], *y.shape)
         dy[:, :, keep] = torch.einsum("ncq,bnc->bnq", jac, cot).reshape(*dy.shape[:2], len(keep), *y.shape[2:])
@@ -410,7 +427,7 @@ class ModuleOperator:
 
         def apply(v: Tensor) -> Tensor:
             with torch.no_grad():
-                return torch.cat([fn(b.to(ref)).detach() for b in v.split(SUB_BLOCK, dim=1)], dim=1).to(v)
+                return torch.cat([fn(b.to(ref)).detach() for b in v.split(self._width, dim=1)], dim=1).to(v)
 
         return apply
 
@@ -465,6 +482,29 @@ class ModuleOperator:
         itemsize = next(iter(self._primals.values())).element_size()
         fits = int(self._budget / 2 // (2 * itemsize * size))
         return min(size, max(2 * b, min(4 * b, fits)))
+
+
+def _linear_jvp(x: Tensor, tangents: Params) -> Tensor:
+    """dy (n, T'·out, b) of nn.Linear on its input x (n, T', in), tangents {weight: (b, out, in)[, bias: (b, out)]}."""
+    w = tangents["weight"]
+    b, out, width = w.shape
+    n, t = x.shape[:2]
+    dy = (x.reshape(-1, width) @ w.reshape(b * out, width).T).reshape(n, t, b, out)
+    if "bias" in tangents:
+        dy = dy + tangents["bias"]
+    return dy.permute(0, 1, 3, 2).reshape(n, t * out, b)
+
+
+def _linear_vjp(x: Tensor, dy: Tensor, bias: bool) -> Params:
+    """nn.Linear's parameter cotangents from output cotangents dy (n, T'·out, b) on input x (n, T', in), summed over
+    contexts and positions → {weight: (b, out, in)[, bias: (b, out)]}."""
+    n, t, width = x.shape
+    b = dy.shape[-1]
+    flat = dy.reshape(n * t, -1)  # columns (out, b)
+    grads = {"weight": (flat.T @ x.reshape(n * t, width)).reshape(-1, b, width).transpose(0, 1)}
+    if bias:
+        grads["bias"] = flat.sum(0).reshape(-1, b).T
+    return grads
 
 
 def _sum(parts) -> Params:

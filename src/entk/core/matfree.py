@@ -26,7 +26,7 @@ from torch.func import functional_call, jvp, vjp, vmap
 
 from entk.core.checks import guarded
 from entk.core.kernel import check_outputs, check_weights
-from entk.core.memory import resolve_max_memory_gb
+from entk.core.memory import resolve_max_memory_gb, saved_bytes_per_sample
 from entk.core.selection import n_outputs, resolve_params, to_model
 
 Matvec = Callable[[Tensor], Tensor]
@@ -77,21 +77,9 @@ def _functional(model: nn.Module, names: list[str]) -> tuple[Callable[[Params, T
 
 def _bytes_per_sample(f: Callable[[Params, Tensor], Tensor], primals: Params, x: Tensor) -> int:
     """Bytes autograd saves per extra sample in one forward, i.e. the per-sample activation size."""
-    sizes = []
-    for n in (1, 2):
-        total = 0
-
-        def pack(t: Tensor) -> Tensor:
-            nonlocal total
-            total += t.numel() * t.element_size()
-            return t
-
-        p = {k: v.detach().requires_grad_() for k, v in primals.items()}
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            f(p, x[:n])
-        sizes.append(total)
-    # Differencing two sizes drops what does not grow with the samples (saved weights).
-    return max(sizes[1] - sizes[0], x[:1].numel() * x.element_size(), 1)
+    p = {k: v.detach().requires_grad_() for k, v in primals.items()}
+    total, _ = saved_bytes_per_sample(lambda n: f(p, x[:n]))
+    return max(total, x[:1].numel() * x.element_size(), 1)
 
 
 def _problem(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 
 DEFAULT_MAX_MEMORY_GB = 4.0
 MAX_MEMORY_ENV = "ENTK_MAX_MEMORY_GB"
@@ -83,3 +84,30 @@ def block_rows(elems: int, per_row: float, per_pair: float, dim: int) -> int:
     else:
         b = (math.sqrt(per_row**2 + 4 * per_pair * elems) - per_row) / (2 * per_pair)
     return max(1, min(dim, int(b)))
+
+
+def saved_bytes_per_sample(run: Callable[[int], object]) -> tuple[int, int]:
+    """What autograd saves per extra sample when ``run(n)`` runs a differentiable pass on the first n
+    samples: (bytes of all saved tensors, bytes of the largest one), each the growth from n = 1 to 2.
+
+    Differencing drops what does not grow with the samples (weights, masks shared by the batch); the
+    two passes save the same tensors in the same order, so the largest growth is taken tensor by
+    tensor. A pass batched over w vectors (cotangents or tangents) keeps the primal's saved tensors
+    once, while its transients are of the order of w copies of the largest of them (autograd frees
+    each gradient once the ops before it have used it)."""
+    import torch
+
+    runs: list[list[int]] = []
+    for n in (1, 2):
+        sizes: list[int] = []
+
+        def pack(t, sizes=sizes):
+            sizes.append(t.numel() * t.element_size())
+            return t
+
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            run(n)
+        runs.append(sizes)
+    total = max(sum(runs[1]) - sum(runs[0]), 0)
+    largest = max((b - a for a, b in zip(*runs, strict=False)), default=0) if len(runs[0]) == len(runs[1]) else total
+    return total, max(largest, 0)
