@@ -104,6 +104,7 @@ rule lm_eigen:
         lm=lm_params,
         model_dir=lm_model_dir,
         max_memory_gb=lambda wc: EXPERIMENTS[wc.experiment].max_memory_gb,
+        device=config.get("device", "auto"),
     script:
         "../scripts/lm_eigen.py"
 

@@ -13,10 +13,11 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     wf.set_threads(sm.threads)
     s = sm.params.lm
-    model = lm.load_causal_lm(sm.params.model_dir, dtype=getattr(torch, sm.params.lm["dtype"]))
+    device = wf.resolve_device(sm.params.device)
+    model = lm.load_causal_lm(sm.params.model_dir, dtype=getattr(torch, sm.params.lm["dtype"])).to(device)
     with np.load(sm.input.contexts) as data:
-        ids = torch.from_numpy(data["ids"])
-    metric = lm_views.output_metric(model, s["output_metric"])
+        ids = torch.from_numpy(data["ids"]).to(device)
+    metric = lm_views.output_metric(model, s["output_metric"]).to(device)
     arrays = lm_views.module_eigen(
         model,
         ids,

@@ -82,3 +82,26 @@ def test_view_eigenpairs_of_the_transformer_match_the_cpu():
     for name, (vals, vecs) in out["cpu"].items():
         assert torch.allclose(out["cuda"][name][0].cpu(), vals, rtol=1e-8, atol=1e-12 * vals.abs().max()), name
         assert_same_eigenvectors(vals, vecs, out["cuda"][name][1])
+
+
+def test_language_model_module_eigen_matches_the_cpu():
+    """One module's K = S^½ J Jᵀ S^½ of a tiny story LM: the eigen job's arrays on CUDA as on the CPU."""
+    from entk.kinds import story_lm
+    from entk.kinds.registry import get_kind
+    from entk.pipeline import lm_views
+
+    s = get_kind("story_lm").settings({"d_model": 8, "n_layers": 2, "n_heads": 2, "d_mlp": 16, "context_length": 6})
+    ids = torch.randint(3, len(story_lm.vocabulary()), (6, 5), generator=torch.Generator().manual_seed(2))
+    out = {}
+    for device in ("cpu", "cuda"):
+        model = story_lm.seeded_build(s, torch.Generator().manual_seed(1)).double().eval().to(device)
+        metric = lm_views.output_metric(model, "unembedding").to(device)
+        out[device] = lm_views.module_eigen(
+            model, ids.to(device), "mlp_out.1", metric, position=-1, top_k=4, lanczos_steps=24,
+            max_memory_gb=None, log=lambda m: None,
+        )  # fmt: skip
+    for key in ("values", "lanczos_values"):
+        assert out["cuda"][key] == pytest.approx(out["cpu"][key], rel=1e-6)
+    assert lm_views.subspace_overlap(out["cuda"]["vectors"], out["cpu"]["vectors"].astype(float)) == pytest.approx(
+        1, abs=1e-4
+    )

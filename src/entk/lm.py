@@ -181,12 +181,20 @@ def module_operator(
 
 
 def lanczos(
-    matvec: Callable[[Tensor], Tensor], dim: int, *, steps: int = 50, k: int = 25, seed: int = 0, dtype=torch.float32
+    matvec: Callable[[Tensor], Tensor],
+    dim: int,
+    *,
+    steps: int = 50,
+    k: int = 25,
+    seed: int = 0,
+    dtype=torch.float32,
+    device=None,
 ) -> tuple[Tensor, Tensor]:
     """The author's solver: ``steps`` Lanczos steps from a random start, the three-term recurrence plus
-    one full Gram–Schmidt pass per step, ``eigh`` of the tridiagonal; top-k Ritz pairs (k,), (dim, k)."""
+    one full Gram–Schmidt pass per step, ``eigh`` of the tridiagonal; top-k Ritz pairs (k,), (dim, k).
+    The start is drawn on the CPU whatever ``device`` the products run on, so a seed starts alike on both."""
     gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(dim, generator=gen, dtype=dtype)
+    q = torch.randn(dim, generator=gen, dtype=dtype).to(device)
     q = q / q.norm()
     basis, alphas, betas = [q], [], []
     prev, beta = torch.zeros_like(q), torch.zeros((), dtype=dtype)

@@ -94,8 +94,11 @@ def module_eigen(
     seconds = time.perf_counter() - start
     log(f"{name}: converged top {k} in {seconds:.1f} s, λ1 {values[0]:.4g}, λ{k} {values[-1]:.4g}")
     start = time.perf_counter()
-    l_values, l_vectors = lm.lanczos(op.matvec(), op.dim, steps=lanczos_steps, k=k, seed=0, dtype=dtype)
+    l_values, l_vectors = lm.lanczos(
+        op.matvec(), op.dim, steps=lanczos_steps, k=k, seed=0, dtype=dtype, device=ids.device
+    )
     l_seconds = time.perf_counter() - start
+    values, vectors, l_values, l_vectors = (t.cpu() for t in (values, vectors, l_values, l_vectors))
     overlap = subspace_overlap(vectors.double().numpy(), l_vectors.double().numpy())
     log(f"{name}: {lanczos_steps}-step Lanczos in {l_seconds:.1f} s, top-{k} overlap {overlap:.4f}")
     return {
@@ -122,7 +125,7 @@ def last_hidden_states(model: nn.Module, ids: Tensor, position: int = -1, batch:
         torch.stack(model(input_ids=b, output_hidden_states=True).hidden_states)[:, :, position]
         for b in ids.split(batch)
     ]
-    return torch.cat(parts, 1).double().numpy()
+    return torch.cat(parts, 1).double().cpu().numpy()
 
 
 def word_ids(tokenizer, words: set[str]) -> dict[str, int]:
