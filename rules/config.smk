@@ -1,16 +1,26 @@
-# Read before the `configfile:` directive: the library's path for every job, and config.yaml
-# checked strictly, so a syntax error or a duplicate key names the file and line.
+# Read before the `configfile:` directive: config.yaml checked strictly, so a syntax error or a
+# duplicate key names the file and line. The workflow and every job import entk as an installed
+# package: ./run.sh installs it into .venv (pip install -e .), and with --sdm conda each env's
+# post-deploy script installs it from this checkout.
 import os
 import sys
 
+try:
+    import entk
+except ModuleNotFoundError as err:
+    raise ModuleNotFoundError(
+        f"entk is not installed in the Python that runs snakemake ({sys.executable}): run ./run.sh paper "
+        "from the entk checkout, or pip install -e /path/to/entk in this environment"
+    ) from err
+
 # current_basedir (this file's folder), not basedir: used as a module, basedir is the user's folder.
-ENTK_SRC = os.path.normpath(os.path.join(str(workflow.current_basedir), "..", "src"))
-sys.path.insert(0, ENTK_SRC)
-# The library is imported from the checkout, so rules need no `pip install` inside their conda
-# envs; PYTHONPATH carries it into every job (local, conda or cluster).
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(p for p in (ENTK_SRC, os.getenv("PYTHONPATH")) if p)
-)
+ENTK_SRC = os.path.normpath(os.path.join(str(workflow.current_basedir), "..", "src", "entk"))
+if os.path.dirname(os.path.realpath(entk.__file__)) != os.path.realpath(ENTK_SRC):
+    print(
+        f"warning: the installed entk ({os.path.dirname(entk.__file__)}) is not this checkout's "
+        f"({ENTK_SRC}); its jobs run that code (pip install -e this checkout to run this one)",
+        file=sys.stderr,
+    )
 
 from entk.pipeline.config import load_yaml_strict
 

@@ -166,3 +166,37 @@ def test_rule_scripts_import_only_what_their_env_has(path):
 def test_the_default_profile_gives_the_light_rules_their_resources():
     profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
     assert {"mem_mb", "runtime"} <= set(profile["default-resources"])
+
+
+@pytest.mark.parametrize("path", ENVS, ids=lambda p: p.name)
+def test_each_env_installs_entk_from_this_checkout(path, tmp_path):
+    """Snakemake runs <env>.post-deploy.sh in the new conda env: it must pip-install this checkout's root
+    (the folder with pyproject.toml), whatever folder the workflow runs from."""
+    script = path.with_suffix(".post-deploy.sh")
+    assert script.is_file(), f"{script.name} is missing: jobs in {path.name} could not import entk"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text('#!/bin/sh\necho "$@"\n')
+    (fake / "python").chmod(0o755)
+    run = subprocess.run(
+        ["bash", str(script)], cwd=tmp_path, env={"PATH": f"{fake}:/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    args = run.stdout.split()
+    assert args[:3] == ["-m", "pip", "install"] and "-e" in args, args
+    assert (args[args.index("-e") + 1]) == str(ROOT.resolve())
+
+
+def test_snakemake_without_entk_installed_says_how_to_install_it(tmp_path):
+    """The workflow imports entk as a package (no path edits): where it is missing, the message says
+    to install it instead of a bare ModuleNotFoundError from deep in the Snakefile."""
+    code = "import sys; sys.modules['entk'] = None; from snakemake.cli import main; sys.argv[0] = 'snakemake'; main()"
+    run = subprocess.run(
+        [sys.executable, "-c", code, "-s", str(ROOT / "Snakefile"), "-n", "--quiet"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "entk is not installed" in run.stdout + run.stderr and "pip install -e" in run.stdout + run.stderr
