@@ -14,7 +14,9 @@ except ModuleNotFoundError as err:
     ) from err
 
 # current_basedir (this file's folder), not basedir: used as a module, basedir is the user's folder.
-ENTK_SRC = os.path.normpath(os.path.join(str(workflow.current_basedir), "..", "src", "entk"))
+ENTK_SRC = os.path.normpath(
+    os.path.join(str(workflow.current_basedir), "..", "src", "entk")
+)
 if os.path.dirname(os.path.realpath(entk.__file__)) != os.path.realpath(ENTK_SRC):
     print(
         f"warning: the installed entk ({os.path.dirname(entk.__file__)}) is not this checkout's "
