@@ -115,6 +115,18 @@ def _fraction(settings: dict, key: str, kind: str, lo_open=True, hi_open=True) -
     return [] if ok else [f"setting '{key}' of kind {kind}: {v!r} must lie in {interval}"]
 
 
+def _rates(settings: dict, kind: str) -> list[str]:
+    """The optimiser's lr (> 0) and weight_decay (≥ 0), each a number."""
+    return [
+        f"setting '{k}' of kind {kind}: {settings[k]!r} must be a {'positive' if k == 'lr' else 'non-negative'} number"
+        for k in ("lr", "weight_decay")
+        if not isinstance(settings[k], int | float)
+        or isinstance(settings[k], bool)
+        or settings[k] < 0
+        or (k == "lr" and settings[k] == 0)
+    ]
+
+
 def _check_tms(s: dict) -> list[str]:
     errors = _positive_ints(s, ("n_features", "m", "n_points", "steps"), "tms")
     errors += [
@@ -149,12 +161,7 @@ def _check_modadd_mlp(s: dict) -> list[str]:
             f"setting 'hidden' of kind modadd_mlp: {s['hidden']} units on p² = {s['p'] ** 2} inputs need "
             f"{s['p'] ** 2 * s['hidden'] * 8 / 2**30:.0f} GiB per activation; use fewer units"
         )
-    for key in ("lr", "weight_decay"):
-        if not isinstance(s[key], int | float) or s[key] < 0 or (key == "lr" and s[key] == 0):
-            errors.append(
-                f"setting '{key}' of kind modadd_mlp: {s[key]!r} must be a "
-                f"{'positive' if key == 'lr' else 'non-negative'} number"
-            )
+    errors += _rates(s, "modadd_mlp")
     return errors
 
 
@@ -176,12 +183,7 @@ def _check_transformer(s: dict) -> list[str]:
             f"setting 'd_model' of kind modadd_transformer: {s['d_model']} must equal n_heads·d_head = "
             f"{s['n_heads']}·{s['d_head']}; set d_head to d_model / n_heads"
         )
-    for key in ("lr", "weight_decay"):
-        if not isinstance(s[key], int | float) or s[key] < 0 or (key == "lr" and s[key] == 0):
-            errors.append(
-                f"setting '{key}' of kind modadd_transformer: {s[key]!r} must be a "
-                f"{'positive' if key == 'lr' else 'non-negative'} number"
-            )
+    errors += _rates(s, "modadd_transformer")
     if s["rng"] not in TRANSFORMER_RNGS:
         errors.append(
             f"setting 'rng' of kind modadd_transformer: {s['rng']!r} must be one of {list(TRANSFORMER_RNGS)} "
@@ -200,12 +202,7 @@ def _check_story_lm(s: dict) -> list[str]:
         for k in ints
         if not isinstance(s[k], int) or isinstance(s[k], bool) or s[k] < 1
     ]
-    for k in ("lr", "weight_decay"):
-        if not isinstance(s[k], int | float) or isinstance(s[k], bool) or s[k] < 0 or (k == "lr" and s[k] == 0):
-            errors.append(
-                f"setting '{k}' of kind story_lm: {s[k]!r} must be a "
-                f"{'positive' if k == 'lr' else 'non-negative'} number"
-            )
+    errors += _rates(s, "story_lm")
     if not errors and s["d_model"] % s["n_heads"]:
         errors.append(
             f"setting 'n_heads' of kind story_lm: d_model = {s['d_model']} is not divisible by {s['n_heads']} heads; "
