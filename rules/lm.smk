@@ -225,6 +225,11 @@ rule figure_lm:
         "../scripts/figure_lm.py"
 
 
+if "lm" in PAPER:
+
+    SEED_TABLES.append("results/paper/lm_seed_table.csv")
+
+
 rule lm_seed_table:
     input:
         detectors=lambda wc: [

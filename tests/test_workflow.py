@@ -140,6 +140,25 @@ def test_dry_run_with_profile(profile, tmp_path):
     assert "figure_1" in out and "rule train:" in out
 
 
+def test_default_and_seeds_targets_build_the_language_model(tmp_path):
+    """The paper's language model (docs/spec.md §4) is in the default target (every module of the
+    trained and initial model, its claims and figure) and its seed table in the seeds target (the
+    other training seeds' MLP down-projections only, the trained model)."""
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+
+    def lm_jobs(*target):
+        out = snakemake(tmp_path, "-n", *target)
+        rules = re.findall(r"^rule (\w+):", out, re.M)
+        return rules, re.findall(r"output: results/(stories\S*)/lm/d\d/(\w+)/eigen/(\S+)\.npz", out)
+
+    rules, eigen = lm_jobs()
+    assert len(eigen) == 14 and {"claims_lm", "figure_lm"} <= set(rules)
+    rules, eigen = lm_jobs("seeds")
+    others = [e for e in eigen if e[0] != "stories"]
+    assert "lm_seed_table" in rules and len(others) == 12
+    assert all(state == "trained" and module.startswith("mlp_out") for _, state, module in others), others
+
+
 @pytest.mark.parametrize("target", ["scale"])
 def test_dry_run_of_optional_targets(target, tmp_path):
     (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
