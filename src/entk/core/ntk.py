@@ -49,8 +49,8 @@ from entk.core.eigen import (
 from entk.core.kernel import Kernel, check_outputs, check_weights, sum_kernels
 from entk.core.matfree import ntk_matvec
 from entk.core.memory import budget_bytes, check_fits, resolve_max_memory_gb
-from entk.core.selection import ROOT_GROUP, GroupSpec, atoms, layer_groups, selected_names, to_model
-from entk.core.trace import plan
+from entk.core.selection import GroupSpec, atoms, layer_groups, module_name, selected_names, to_model
+from entk.core.trace import Plan, plan
 
 Group = str | list[str] | None
 
@@ -105,11 +105,11 @@ class NTK:
         self._atoms = atoms(self.names, self.groups)
         self._atom_kernels: dict[tuple[str, ...], Kernel] = {}
         self._kernels: dict[tuple[str, ...], Kernel] = {}
-        self._plan: tuple[set[str], list] | None = None
+        self._plan: Plan | None = None
 
     # --- what each parameter takes ---
 
-    def _planned(self) -> tuple[set[str], list]:
+    def _planned(self) -> Plan:
         if self._plan is None:
             with eval_mode(self.model):
                 self._plan = plan(self.model, self.x, self.names)
@@ -118,8 +118,8 @@ class NTK:
     @property
     def paths(self) -> dict[str, str]:
         """{parameter: "structured" | "generic"}: which path computes its Jacobian structure."""
-        structured_names, _ = self._planned()
-        return {n: "structured" if n in structured_names else "generic" for n in self.names}
+        on_structured = self._planned().structured
+        return {n: "structured" if n in on_structured else "generic" for n in self.names}
 
     def names_of(self, group: Group = None) -> list[str]:
         """The parameter names of a group: None = every selected one, a group's name, or a list of names."""
@@ -156,7 +156,7 @@ class NTK:
         check_fits(
             self._storage(atoms_) / 2**30, f"the kernels of {len(names)} parameter(s) (dim {self.dim})", self.x.device
         )
-        on_structured, reference = self._planned()
+        on_structured, probe = self._planned()
         budget = budget_bytes(self.max_memory_gb)
         fast = [n for n in names if n in on_structured]
         slow = [n for n in names if n not in on_structured]
@@ -164,7 +164,7 @@ class NTK:
             atom_of = {n: i for i, a in enumerate(atoms_) for n in a}
             per_block = (
                 structured.kernels(
-                    self.model, self.x, fast, reference, self.weights, self.outputs, self.n_outputs, budget, atom_of
+                    self.model, self.x, fast, probe, self.weights, self.outputs, self.n_outputs, budget, atom_of
                 )
                 if fast
                 else {}
@@ -317,7 +317,7 @@ def layer_ntks(model: nn.Module, x: Tensor, layers: dict[str, list[str] | None],
 @guarded
 def layerwise_ntk(model: nn.Module, x: Tensor, **kw) -> dict[str, Tensor]:
     """Dense eNTK per module that directly owns parameters ('' = the root); they sum to the full one."""
-    return {("" if g == ROOT_GROUP else g): k.dense() for g, k in NTK(model, x, **kw).layers().items()}
+    return {module_name(g): k.dense() for g, k in NTK(model, x, **kw).layers().items()}
 
 
 @guarded
