@@ -7,8 +7,9 @@ from torch.func import functional_call, jacrev
 
 import entk
 from entk import top_eigenpairs
-from entk.core.eigen import EigenInfo, choose_method, kernel_eigenpairs, top_eigenpairs_matfree
-from entk.core.matfree import SUB_BLOCK, factor_matvec, ntk_matvec, param_matvec
+from entk.core.eigen import EigenInfo, choose_method, kernel_eigenpairs
+from entk.core.matfree import SUB_BLOCK, factor_matvec, ntk_matvec, param_matvec, products
+from entk.core.solvers import top_eigenpairs_matfree
 from entk.kinds.models import TMS
 
 DT = torch.float64
@@ -74,7 +75,9 @@ def test_matvec_equals_dense_kernel(case, outputs):
         kernel = dense_ntk(model, x, names, outputs, w)
         v = torch.randn(kernel.shape[0], SUB_BLOCK + 2, dtype=DT)
         for budget in (1.0, 1e-9):  # one chunk of samples; one sample per chunk
-            matvec = ntk_matvec(model, x, params=names, outputs=outputs, output_weights=w, max_memory_gb=budget)
+            matvec = ntk_matvec(
+                products(model, x, params=names, outputs=outputs, output_weights=w, max_memory_gb=budget)
+            )
             assert rel_err(matvec(v), kernel @ v) <= 1e-12, (names, budget)
 
 
@@ -87,23 +90,22 @@ def test_param_side_products_equal_dense_factor(case, outputs):
     f = dense_factor(model, x, subset, outputs, w)
     u = torch.randn(f.shape[1], SUB_BLOCK + 3, dtype=DT)  # more than one sub-block
     for budget in (1.0, 1e-9):
-        gram, size = param_matvec(model, x, params=subset, outputs=outputs, output_weights=w, max_memory_gb=budget)
-        fu = factor_matvec(model, x, params=subset, outputs=outputs, output_weights=w, max_memory_gb=budget)
-        assert size == f.shape[1]
-        assert rel_err(gram(u), f.T @ (f @ u)) <= 1e-12, budget
-        assert rel_err(fu(u), f @ u) <= 1e-12, budget
+        pb = products(model, x, params=subset, outputs=outputs, output_weights=w, max_memory_gb=budget)
+        assert pb.n_params == f.shape[1]
+        assert rel_err(param_matvec(pb)(u), f.T @ (f @ u)) <= 1e-12, budget
+        assert rel_err(factor_matvec(pb)(u), f @ u) <= 1e-12, budget
 
 
 def test_param_side_refuses_diag_mean():
     model, x, _ = CASES["mlp_tanh_bias"]
     for fn in (param_matvec, factor_matvec):
         with pytest.raises(ValueError, match="use ntk_matvec"):
-            fn(model, x, outputs="diag_mean")
+            fn(products(model, x, outputs="diag_mean"))
 
 
 def test_matvec_keeps_the_callers_dtype():
     model, x, _ = CASES["tms"]
-    matvec = ntk_matvec(model, x, outputs="all_mean")
+    matvec = ntk_matvec(products(model, x, outputs="all_mean"))
     out = matvec(torch.randn(x.shape[0], 2, dtype=torch.float32))
     assert out.dtype == torch.float32 and out.shape == (x.shape[0], 2)
 
@@ -261,9 +263,13 @@ def test_one_memory_rule_for_kernels_products_and_solver(monkeypatch):
     # one sample per chunk, same numbers.
     monkeypatch.setenv("ENTK_MAX_MEMORY_GB", "1e-9")
     assert rel_err(entk.compact_ntk(model, x).dense(), expected) <= 1e-12
-    assert rel_err(ntk_matvec(model, x)(v), expected @ v) <= 1e-12
+    assert rel_err(ntk_matvec(products(model, x))(v), expected @ v) <= 1e-12
     monkeypatch.setenv("ENTK_MAX_MEMORY_GB", "0")
-    for call in (lambda: entk.compact_ntk(model, x), lambda: ntk_matvec(model, x), lambda: top_eigenpairs(model, x, 2)):
+    for call in (
+        lambda: entk.compact_ntk(model, x),
+        lambda: ntk_matvec(products(model, x)),
+        lambda: top_eigenpairs(model, x, 2),
+    ):
         with pytest.raises(ValueError, match="max_memory_gb must be positive"):
             call()
 

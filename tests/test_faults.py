@@ -19,7 +19,7 @@ from torch.func import functional_call, jacrev
 from conftest import ROOT
 from entk import compact_ntk, empirical_ntk, layer_ntks, layerwise_ntk, top_eigenpairs
 from entk import shared as wf
-from entk.core.matfree import factor_matvec, ntk_matvec, param_matvec
+from entk.core.matfree import factor_matvec, ntk_matvec, param_matvec, products
 from entk.pipeline.config import ConfigError, coerce_numbers, config_errors, load_yaml_strict, replace_sections
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -47,9 +47,9 @@ ENTRIES = {
     "layerwise_ntk": lambda m, x: sum(layerwise_ntk(m, x).values()),
     "top_eigenpairs": lambda m, x: top_eigenpairs(m, x, 3, outputs="diag_mean")[0],
     "top_eigenpairs_matrix_free": lambda m, x: top_eigenpairs(m, x, 3, method="matrix_free", tol=1e-10)[0],
-    "ntk_matvec": lambda m, x: eye_product(ntk_matvec(m, x), 2 * x.shape[0]),
-    "param_matvec": lambda m, x: eye_product(param_matvec(m, x)[0], 38),
-    "factor_matvec": lambda m, x: eye_product(factor_matvec(m, x), 38),
+    "ntk_matvec": lambda m, x: eye_product(ntk_matvec(products(m, x)), 2 * x.shape[0]),
+    "param_matvec": lambda m, x: eye_product(param_matvec(products(m, x)), 38),
+    "factor_matvec": lambda m, x: eye_product(factor_matvec(products(m, x)), 38),
 }
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import entk
-from entk.core.matfree import param_matvec
+from entk.core.matfree import param_matvec, products
 from entk.kinds.models import ModMLP, modadd_inputs
 from entk.shared import resolve_device
 
@@ -40,7 +40,7 @@ def test_kernels_products_and_eigenpairs_match_the_cpu():
         assert k_gpu.device.type == "cuda"
         assert torch.allclose(k_gpu.cpu(), k_cpu, rtol=1e-10, atol=1e-12 * k_cpu.abs().max())
     u = torch.randn(sum(p.numel() for p in cpu[0].parameters()), 5, dtype=DT)
-    assert torch.allclose(param_matvec(*gpu)[0](u.cuda()).cpu(), param_matvec(*cpu)[0](u), rtol=1e-10)
+    assert torch.allclose(param_matvec(products(*gpu))(u.cuda()).cpu(), param_matvec(products(*cpu))(u), rtol=1e-10)
     # P = 2496 > C·N = 2197 here, so the compact kernel is dense and "gram" does not apply.
     for method in ("dense", "matrix_free"):
         v_cpu, vec_cpu = entk.NTK(*cpu).eigenpairs(10, method=method)

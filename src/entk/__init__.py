@@ -18,7 +18,7 @@ _EXPORTS = {
     "Cliff": "entk.analyses.spectrum",
     "find_cliffs": "entk.analyses.spectrum",
     "detect_cliff": "entk.analyses.spectrum",
-    "fix_signs": "entk.core.eigen",
+    "fix_signs": "entk.core.solvers",
     "kernel_eigenpairs": "entk.core.eigen",
     "top_eigenpairs": "entk.core.ntk",
     "laplacians": "entk.analyses.rotation",

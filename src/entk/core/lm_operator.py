@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp, vmap
 
-from entk.core.eigen import SolverInfo, default_block_size, default_tol, fix_signs, top_eigenpairs_matfree
 from entk.core.lm_inputs import checked_ids
 from entk.core.memory import resolve_max_memory_gb, saved_bytes_per_sample
+from entk.core.solvers import SolverInfo, default_block_size, default_tol, fix_signs, top_eigenpairs_matfree
 
 Params = dict[str, Tensor]
 _FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")

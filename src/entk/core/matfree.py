@@ -1,11 +1,13 @@
 """Matrix-free eNTK: kernel–vector products without forming K or J.
 
-K = F Fᵀ in every output mode (``entk.core.kernel``). Two products come from that:
+K = F Fᵀ in every output mode (``entk.core.kernel``). ``products`` sets a model's eNTK up once as
+``Products``; three products come from it:
 
 - ``ntk_matvec``    K V = F (Fᵀ V) on vectors of the kernel's side (C·N or N),
 - ``param_matvec``  Fᵀ F U on parameter vectors (P), the Gram side: the same nonzero spectrum, and
                     the smaller space when P < C·N (the flattened eNTK of the p = 113 MLP: 174 k
-                    against 1.44 M), with ``factor_matvec`` (F U) to map its eigenvectors back.
+                    against 1.44 M), with ``factor_matvec`` (F U) and ``kernel_vectors`` to map its
+                    eigenvectors back.
 
 Fᵀ V is a vector–Jacobian product (``torch.func.vjp``, cotangents on the outputs) and F U a
 Jacobian–vector product (``torch.func.jvp``), batched over vectors with ``torch.func.vmap``.
@@ -24,12 +26,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp, vmap
 
-from entk.core.checks import guarded
+from entk.core.checks import eval_mode, guarded
 from entk.core.kernel import check_outputs, check_weights
 from entk.core.memory import resolve_max_memory_gb, saved_bytes_per_sample
 from entk.core.selection import n_outputs, resolve_params, to_model
+from entk.core.solvers import Matvec, fix_signs, unit_columns
 
-Matvec = Callable[[Tensor], Tensor]
 Params = dict[str, Tensor]
 
 SUB_BLOCK = 16
@@ -37,13 +39,15 @@ WORKING_SET_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
-class _Problem:
-    """A model's eNTK set up for products: f(params, x (n, ...)) -> (n, C) and what it needs."""
+class Products:
+    """A model's eNTK of ``outputs`` set up for products: f(params, x (n, ...)) -> (n, C) in eval mode,
+    the selected parameters' values, output weights (C,), activation bytes per sample and the budget."""
 
     f: Callable[[Params, Tensor], Tensor]
     primals: Params
     x: Tensor
     weights: Tensor
+    outputs: str
     per_sample: int
     budget: float
 
@@ -54,6 +58,11 @@ class _Problem:
     @property
     def c(self) -> int:
         return self.weights.shape[0]
+
+    @property
+    def n_params(self) -> int:
+        """P, the side of ``param_matvec``."""
+        return sum(t.numel() for t in self.primals.values())
 
     def chunk(self, vectors: int) -> int:
         """Samples per pass for a batch of ``vectors``: the cache target, capped by the memory budget."""
@@ -70,7 +79,9 @@ def _functional(model: nn.Module, names: list[str]) -> tuple[Callable[[Params, T
     frozen.update(dict(model.named_buffers()))
 
     def f(p: Params, xs: Tensor) -> Tensor:
-        return functional_call(model, {**frozen, **p}, (xs,))
+        # Products are called long after they are set up: the model's own modes may have changed since.
+        with eval_mode(model):
+            return functional_call(model, {**frozen, **p}, (xs,))
 
     return f, selected
 
@@ -82,14 +93,22 @@ def _bytes_per_sample(f: Callable[[Params, Tensor], Tensor], primals: Params, x:
     return max(total, x[:1].numel() * x.element_size(), 1)
 
 
-def _problem(
+@guarded
+def products(
     model: nn.Module,
     x: Tensor,
-    params: list[str] | None,
-    outputs: str,
-    output_weights: Tensor | None,
-    max_memory_gb: float | None,
-) -> _Problem:
+    *,
+    params: list[str] | None = None,
+    outputs: str = "flatten",
+    output_weights: Tensor | None = None,
+    max_memory_gb: float | None = None,
+) -> Products:
+    """The eNTK of ``outputs`` (``entk.core.kernel``) of the selected ``params`` of ``model`` on x (N, ...),
+    output weights (C,), set up for ``ntk_matvec``, ``param_matvec`` and ``factor_matvec``.
+
+    ``max_memory_gb`` (default: ``entk.core.memory.resolve_max_memory_gb``) bounds the autograd
+    intermediates of one chunk of samples (not the block of vectors itself).
+    """
     check_outputs(outputs)
     ref = next(model.parameters())
     x = to_model(model, x)
@@ -98,10 +117,10 @@ def _problem(
     w = torch.ones(c, dtype=ref.dtype, device=ref.device) if w is None else w.to(ref)
     f, primals = _functional(model, [k for names in resolve_params(model, params).values() for k in names])
     per_sample = _bytes_per_sample(f, primals, x) + 2 * c * ref.element_size()
-    return _Problem(f, primals, x, w, per_sample, resolve_max_memory_gb(max_memory_gb) * 2**30)
+    return Products(f, primals, x, w, outputs, per_sample, resolve_max_memory_gb(max_memory_gb) * 2**30)
 
 
-def _jt(pb: _Problem, cot: Tensor) -> Params:
+def _jt(pb: Products, cot: Tensor) -> Params:
     """Jᵀ on output cotangents (s, N, C) -> parameter tangents {name: (s, *shape)}, summed over samples."""
     chunk, total = pb.chunk(cot.shape[0]), None
     for s in range(0, pb.n, chunk):
@@ -111,7 +130,7 @@ def _jt(pb: _Problem, cot: Tensor) -> Params:
     return total
 
 
-def _j(pb: _Problem, tangents: Params) -> Tensor:
+def _j(pb: Products, tangents: Params) -> Tensor:
     """J on parameter tangents {name: (s, *shape)} -> output tangents (s, N, C)."""
     chunk = pb.chunk(next(iter(tangents.values())).shape[0])
 
@@ -121,7 +140,7 @@ def _j(pb: _Problem, tangents: Params) -> Tensor:
     return torch.cat([vmap(push(pb.x[s : s + chunk]))(tangents) for s in range(0, pb.n, chunk)], dim=1)
 
 
-def _jtj(pb: _Problem, tangents: Params, between: Callable[[Tensor], Tensor]) -> Params:
+def _jtj(pb: Products, tangents: Params, between: Callable[[Tensor], Tensor]) -> Params:
     """Jᵀ ∘ between ∘ J on parameter tangents {name: (s, *shape)}, one fused pass per chunk of samples."""
     chunk, total = pb.chunk(next(iter(tangents.values())).shape[0]), None
     for s in range(0, pb.n, chunk):
@@ -146,41 +165,29 @@ def _in_sub_blocks(fn: Matvec) -> Matvec:
     return lambda v: torch.cat([fn(block) for block in v.split(SUB_BLOCK, dim=1)], dim=1)
 
 
-def _in_model_dtype(pb: _Problem, fn: Matvec) -> Matvec:
+def _in_model_dtype(pb: Products, fn: Matvec) -> Matvec:
     # The autodiff passes run in the model's dtype and device; the caller's vectors may not.
     ref = next(iter(pb.primals.values()))
     return lambda v: fn(v.to(ref)).to(v)
 
 
-@guarded
-def ntk_matvec(
-    model: nn.Module,
-    x: Tensor,
-    *,
-    params: list[str] | None = None,
-    outputs: str = "flatten",
-    output_weights: Tensor | None = None,
-    max_memory_gb: float | None = None,
-) -> Matvec:
-    """V (dim, b) -> K V (dim, b) for the eNTK of ``outputs`` (dim = C·N class-major, or N), never forming K or J.
+def ntk_matvec(pb: Products) -> Matvec:
+    """V (dim, b) -> K V (dim, b) for the eNTK (dim = C·N class-major, or N), never forming K or J.
 
-    ``max_memory_gb`` (default: ``entk.core.memory.resolve_max_memory_gb``) bounds the autograd
-    intermediates of one chunk of samples (not the block itself).
     One product costs a vjp and a jvp per vector, C of each for ``diag_mean``.
     """
-    pb = _problem(model, x, params, outputs, output_weights, max_memory_gb)
     n, c, w = pb.n, pb.c, pb.weights
 
     def jjt(cot: Tensor) -> Tensor:
         return _j(pb, _jt(pb, cot))
 
-    if outputs == "flatten":
+    if pb.outputs == "flatten":
 
         def kv(v: Tensor) -> Tensor:
             cot = v.T.reshape(-1, c, n).transpose(1, 2) * w
             return _class_major(jjt(cot) * w)
 
-    elif outputs == "all_mean":
+    elif pb.outputs == "all_mean":
         # F = (1/C) Σ_c w_c J_c: one cotangent per vector spread over every output.
         def kv(v: Tensor) -> Tensor:
             return (jjt(v.T[:, :, None] * (w / c)) * (w / c)).sum(-1).T
@@ -221,26 +228,17 @@ def _flat_codec(primals: Params) -> tuple[Callable[[Tensor], Params], Callable[[
     return unflatten, flatten
 
 
-@guarded
-def param_matvec(
-    model: nn.Module,
-    x: Tensor,
-    *,
-    params: list[str] | None = None,
-    outputs: str = "flatten",
-    output_weights: Tensor | None = None,
-    max_memory_gb: float | None = None,
-) -> tuple[Matvec, int]:
-    """(U (P, b) -> Fᵀ F U (P, b), P): the eNTK's Gram on the parameter side, for ``flatten`` and ``all_mean``.
+def param_matvec(pb: Products) -> Matvec:
+    """U (P, b) -> Fᵀ F U (P, b): the eNTK's Gram on the parameter side (P = ``pb.n_params``), for ``flatten``
+    and ``all_mean``.
 
-    Its nonzero eigenvalues are the eNTK's; ``factor_matvec`` maps its eigenvectors u to the
+    Its nonzero eigenvalues are the eNTK's; ``kernel_vectors`` maps its eigenvectors u to the
     kernel's, F u / √λ. Parameters are stacked in ``model.named_parameters()`` order.
     """
-    _check_param_space(outputs)
-    pb = _problem(model, x, params, outputs, output_weights, max_memory_gb)
+    _check_param_space(pb.outputs)
     w, c = pb.weights, pb.c
     unflatten, flatten = _flat_codec(pb.primals)
-    if outputs == "flatten":
+    if pb.outputs == "flatten":
         w2 = w * w
 
         def between(y: Tensor) -> Tensor:
@@ -251,27 +249,21 @@ def param_matvec(
         def between(y: Tensor) -> Tensor:
             return (y * w).sum(-1, keepdim=True) * (w / c**2)
 
-    size = sum(t.numel() for t in pb.primals.values())
-    return _in_model_dtype(pb, _in_sub_blocks(lambda u: flatten(_jtj(pb, unflatten(u), between)))), size
+    return _in_model_dtype(pb, _in_sub_blocks(lambda u: flatten(_jtj(pb, unflatten(u), between))))
 
 
-@guarded
-def factor_matvec(
-    model: nn.Module,
-    x: Tensor,
-    *,
-    params: list[str] | None = None,
-    outputs: str = "flatten",
-    output_weights: Tensor | None = None,
-    max_memory_gb: float | None = None,
-) -> Matvec:
+def factor_matvec(pb: Products) -> Matvec:
     """U (P, b) -> F U (dim, b): the eNTK's factor on parameter vectors (dim = C·N class-major, or N)."""
-    _check_param_space(outputs)
-    pb = _problem(model, x, params, outputs, output_weights, max_memory_gb)
+    _check_param_space(pb.outputs)
     unflatten, _ = _flat_codec(pb.primals)
 
     def fu(u: Tensor) -> Tensor:
         y = _j(pb, unflatten(u)) * pb.weights
-        return _class_major(y) if outputs == "flatten" else y.sum(-1).T / pb.c
+        return _class_major(y) if pb.outputs == "flatten" else y.sum(-1).T / pb.c
 
     return _in_model_dtype(pb, _in_sub_blocks(fu))
+
+
+def kernel_vectors(pb: Products, u: Tensor) -> Tensor:
+    """The kernel's unit eigenvectors (dim, k), signs fixed, from those of ``param_matvec``'s Gram u (P, k)."""
+    return fix_signs(unit_columns(factor_matvec(pb)(u)))

@@ -19,6 +19,8 @@ matrix-free instead (``entk.core.matfree``).
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import math
 from collections.abc import Callable
 
@@ -35,24 +37,17 @@ from entk.core.checks import (
     finite_outputs,
     guarded,
 )
-from entk.core.eigen import (
-    EigenInfo,
-    check_k,
-    check_method,
-    choose_method,
-    kernel_eigenpairs,
-    matrix_free_eigenpairs,
-    matvec_bytes,
-    memory_estimates_gb,
-    on_parameter_side,
-)
+from entk.core.eigen import MATVEC_SHARE, EigenInfo, EigenSizes, check_request, kernel_eigenpairs
 from entk.core.kernel import Kernel, check_outputs, check_weights, sum_kernels
-from entk.core.matfree import ntk_matvec
+from entk.core.matfree import Products, kernel_vectors, ntk_matvec, param_matvec, products
 from entk.core.memory import budget_bytes, check_fits, resolve_max_memory_gb
-from entk.core.selection import ROOT_GROUP, GroupSpec, atoms, layer_groups, selected_names, to_model
-from entk.core.trace import plan
+from entk.core.selection import GroupSpec, atoms, layer_groups, module_name, selected_names, to_model
+from entk.core.solvers import SolverInfo, davidson
+from entk.core.trace import Plan, plan
 
 Group = str | list[str] | None
+
+logger = logging.getLogger(__name__)
 
 
 class NTK:
@@ -105,11 +100,11 @@ class NTK:
         self._atoms = atoms(self.names, self.groups)
         self._atom_kernels: dict[tuple[str, ...], Kernel] = {}
         self._kernels: dict[tuple[str, ...], Kernel] = {}
-        self._plan: tuple[set[str], list] | None = None
+        self._plan: Plan | None = None
 
     # --- what each parameter takes ---
 
-    def _planned(self) -> tuple[set[str], list]:
+    def _planned(self) -> Plan:
         if self._plan is None:
             with eval_mode(self.model):
                 self._plan = plan(self.model, self.x, self.names)
@@ -118,8 +113,8 @@ class NTK:
     @property
     def paths(self) -> dict[str, str]:
         """{parameter: "structured" | "generic"}: which path computes its Jacobian structure."""
-        structured_names, _ = self._planned()
-        return {n: "structured" if n in structured_names else "generic" for n in self.names}
+        on_structured = self._planned().structured
+        return {n: "structured" if n in on_structured else "generic" for n in self.names}
 
     def names_of(self, group: Group = None) -> list[str]:
         """The parameter names of a group: None = every selected one, a group's name, or a list of names."""
@@ -156,7 +151,7 @@ class NTK:
         check_fits(
             self._storage(atoms_) / 2**30, f"the kernels of {len(names)} parameter(s) (dim {self.dim})", self.x.device
         )
-        on_structured, reference = self._planned()
+        on_structured, probe = self._planned()
         budget = budget_bytes(self.max_memory_gb)
         fast = [n for n in names if n in on_structured]
         slow = [n for n in names if n not in on_structured]
@@ -164,7 +159,7 @@ class NTK:
             atom_of = {n: i for i, a in enumerate(atoms_) for n in a}
             per_block = (
                 structured.kernels(
-                    self.model, self.x, fast, reference, self.weights, self.outputs, self.n_outputs, budget, atom_of
+                    self.model, self.x, fast, probe, self.weights, self.outputs, self.n_outputs, budget, atom_of
                 )
                 if fast
                 else {}
@@ -234,63 +229,63 @@ class NTK:
         budget, and the eigenpairs come matrix-free if none does. ``tol``, ``max_iter`` and ``seed``
         steer the matrix-free solver only.
         """
-        check_method(method)
-        check_k(k, self.dim)
+        check_request(k, self.dim, method)
         names = self.names_of(group)
-        n_params = self._numel(names)
         itemsize = dict(self.model.named_parameters())[names[0]].element_size()
-        side = n_params if on_parameter_side(self.outputs, n_params, self.dim) else self.dim
-        mv = matvec_bytes(k, side, self.n_samples, self.n_outputs, n_params, itemsize, self.max_memory_gb)
-        estimates = memory_estimates_gb(self.dim, self._width(names), k, itemsize, mv, side)
+        sizes = EigenSizes.of_model(
+            k, self.n_samples, self.n_outputs, self._numel(names), self.outputs, itemsize, self.max_memory_gb
+        )
+        estimates = sizes.estimates_gb()
         built = tuple(names) in self._kernels
-        chosen = method if method != "auto" else ("built" if built else choose_method(estimates, self.max_memory_gb))
+        chosen = "built" if built and method == "auto" else sizes.method(method, self.max_memory_gb)
         if chosen != "built" and math.isfinite(estimates[chosen]):
             kernel_gb = 0 if built or chosen == "matrix_free" else self._storage([tuple(names)]) / 2**30
             need = estimates[chosen] + kernel_gb
             check_fits(need, f"the top {k} eigenpairs by {chosen} (kernel dim {self.dim})", self.x.device)
+        settings = {"tol": tol, "max_iter": max_iter, "seed": seed}
         if chosen != "matrix_free":
             vals, vecs, info = kernel_eigenpairs(
-                self.kernel(group),
-                k,
-                method=method,
-                max_memory_gb=self.max_memory_gb,
-                tol=tol,
-                max_iter=max_iter,
-                seed=seed,
-                return_info=True,
+                self.kernel(group), k, method=method, max_memory_gb=self.max_memory_gb, return_info=True, **settings
             )
             info = EigenInfo(info.method, estimates, info.solver)
         else:
-            with eval_mode(self.model):
-                vals, vecs, solver = matrix_free_eigenpairs(
-                    self.model,
-                    self.x,
-                    k,
-                    names,
-                    self.outputs,
-                    self.weights,
-                    self.max_memory_gb,
-                    (self.n_samples, self.n_outputs, n_params, itemsize),
-                    tol=tol,
-                    max_iter=max_iter,
-                    seed=seed,
-                )
+            vals, vecs, solver = self._matrix_free(names, sizes, settings)
             info = EigenInfo("matrix_free", estimates, solver)
         return (vals, vecs, info) if return_info else (vals, vecs)
+
+    def _products(self, names: list[str], max_memory_gb: float) -> Products:
+        return products(
+            self.model,
+            self.x,
+            params=names,
+            outputs=self.outputs,
+            output_weights=self.weights,
+            max_memory_gb=max_memory_gb,
+        )
+
+    def _matrix_free(self, names: list[str], sizes: EigenSizes, settings: dict) -> tuple[Tensor, Tensor, SolverInfo]:
+        """Top k by the block solver on the side ``sizes`` chose: K itself, or Fᵀ F (P, P) mapped back."""
+        pb = self._products(names, MATVEC_SHARE * self.max_memory_gb)
+        on_params = sizes.parameter_side
+        logger.info(
+            "top-%d eNTK eigenpairs by matrix_free on the %s side (%d)",
+            sizes.k,
+            "parameter" if on_params else "kernel",
+            sizes.solver_dim,
+        )
+        ref = next(self.model.parameters())
+        matvec = param_matvec(pb) if on_params else ntk_matvec(pb)
+        vals, vecs, solver = davidson(sizes.problem(matvec, self.max_memory_gb, ref.dtype, ref.device, **settings))
+        if on_params:
+            return vals, kernel_vectors(pb, vecs), dataclasses.replace(solver, side="parameter")
+        return vals, vecs, solver
 
     def matvec(self, group: Group = None) -> Callable[[Tensor], Tensor]:
         """V (dim, b) → K V for a group's eNTK: from its kernel if computed, else matrix-free."""
         names = self.names_of(group)
         if tuple(names) in self._kernels:
             return self._kernels[tuple(names)].matvec()
-        return ntk_matvec(
-            self.model,
-            self.x,
-            params=names,
-            outputs=self.outputs,
-            output_weights=self.weights,
-            max_memory_gb=self.max_memory_gb,
-        )
+        return ntk_matvec(self._products(names, self.max_memory_gb))
 
 
 # --- One-call conveniences on NTK ---
@@ -317,7 +312,7 @@ def layer_ntks(model: nn.Module, x: Tensor, layers: dict[str, list[str] | None],
 @guarded
 def layerwise_ntk(model: nn.Module, x: Tensor, **kw) -> dict[str, Tensor]:
     """Dense eNTK per module that directly owns parameters ('' = the root); they sum to the full one."""
-    return {("" if g == ROOT_GROUP else g): k.dense() for g, k in NTK(model, x, **kw).layers().items()}
+    return {module_name(g): k.dense() for g, k in NTK(model, x, **kw).layers().items()}
 
 
 @guarded

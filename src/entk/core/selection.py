@@ -58,6 +58,11 @@ def module_groups(model: nn.Module, within: list[str] | None = None) -> dict[str
     return {(m or ROOT_GROUP): names for m, names in resolve_params(model, within).items()}
 
 
+def module_name(group: str) -> str:
+    """The module a group of ``module_groups`` stands for: "" (the model itself) for ``ROOT_GROUP``."""
+    return "" if group == ROOT_GROUP else group
+
+
 def layer_groups(model: nn.Module, groups: GroupSpec, within: list[str]) -> dict[str, list[str]]:
     """{group name: parameter names} for ``groups``: "per_tensor", "per_module" (also for None), or
     {name: parameter/module names, None = all}; only parameters in ``within`` count."""

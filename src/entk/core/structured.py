@@ -74,12 +74,12 @@ def _simple(uses: list[Use], numel: int) -> bool:
     return bool(torch.equal(pos.flatten().sort().values, every))
 
 
-def blocks(reference: list[Use], simple: set[str], atom_of: dict[str, int]) -> list[list[int]]:
+def use_blocks(probe: list[Use], simple: set[str], atom_of: dict[str, int]) -> list[list[int]]:
     """Indices of the probe's uses computed as one: ``simple`` parameters (``_simple``) of one atom that
     read the same output gradient (a layer's weight and bias) share it, their act sides side by side;
     every other use is a block of its own."""
     found: dict[tuple, list[int]] = {}
-    for i, u in enumerate(reference):
+    for i, u in enumerate(probe):
         shares = u.name in simple and u.grad_rows and u.grad_key is not None and u.act.is_floating_point()
         key = (id(u.out), u.grad_key, atom_of[u.name]) if shares else ("own", i)
         found.setdefault(key, []).append(i)
@@ -108,15 +108,15 @@ def _class_grads(f: Tensor, outs: list[Tensor], weights: Tensor | None, mean: bo
 
 
 def chunk_forward(
-    model: nn.Module, xb: Tensor, params: dict[str, Tensor], reference: list, groups: list[list[int]]
+    model: nn.Module, xb: Tensor, params: dict[str, Tensor], signatures: list, blocks: list[list[int]]
 ) -> tuple[Tensor, list[Use]]:
-    """Forward pass on samples xb: outputs (n, C) and one use per block of ``groups`` (``blocks``); the
-    uses of ``params`` must match the probe's signatures ``reference``."""
+    """Forward pass on samples xb: outputs (n, C) and one use per block of use indices (``use_blocks``); the
+    uses of ``params`` must match the probe's ``signatures``."""
     f, tracer = traced_forward(model, xb, params)
     uses = [u for u in tracer.uses if u.name in params]
-    if [u.signature() for u in uses] != reference:
+    if [u.signature() for u in uses] != signatures:
         raise RuntimeError("a parameter was used differently than on the probe samples")
-    return f, [_merged(uses, b) for b in groups]
+    return f, [_merged(uses, b) for b in blocks]
 
 
 def _distinct(uses: list[Use]) -> tuple[list[Tensor], list[int]]:
@@ -143,8 +143,8 @@ def replicated_grads(
     model: nn.Module,
     xb: Tensor,
     params: dict[str, Tensor],
-    signature: list,
-    groups: list[list[int]],
+    signatures: list,
+    blocks: list[list[int]],
     weights: Tensor | None,
     c: int,
 ) -> tuple[list[Use], list[Tensor]]:
@@ -153,7 +153,7 @@ def replicated_grads(
     so this is C passes' worth of gradients for the cost of one pass over C·n rows (worth it where a
     pass is small and its overhead would dominate)."""
     n = xb.shape[0]
-    f, uses = chunk_forward(model, xb.repeat(c, *[1] * (xb.ndim - 1)), params, signature, groups)
+    f, uses = chunk_forward(model, xb.repeat(c, *[1] * (xb.ndim - 1)), params, signatures, blocks)
     w = torch.ones(c, dtype=f.dtype, device=f.device) if weights is None else weights.to(f)
     mask = torch.diag(w)[:, None, :].expand(c, n, c).reshape(c * n, c)
     outs, which = _distinct(uses)
@@ -190,29 +190,29 @@ def factors(
     outputs: str,
     n_outputs: int,
     budget: int,
-    groups: list[list[int]],
+    blocks: list[list[int]],
     simple: set[str],
 ) -> list[Factors]:
-    """Every block's factors (``blocks``), computed over chunks of samples that fit the budget; only
+    """Every block's factors (``use_blocks``), computed over chunks of samples that fit the budget; only
     ``simple`` parameters' rows can be compressed."""
-    reference = [_merged(probe, b) for b in groups]
+    merged = [_merged(probe, b) for b in blocks]
     dtype = next(iter(params.values())).dtype
     elem = torch.empty(0, dtype=dtype).element_size()
-    sides = [_sides(u) for u in reference]
+    sides = [_sides(u) for u in merged]
     per_sample = sum(t * (3 * n_outputs * g + a) for t, g, a in sides)
     chunk = max(1, budget // (elem * max(per_sample, 1)))
-    compressible = [outputs == "diag_mean" and u.name in simple and n_outputs > 1 for u in reference]
+    compressible = [outputs == "diag_mean" and u.name in simple and n_outputs > 1 for u in merged]
     # A small first chunk finds the diag_mean bases (the one step that forms Grams), and later
     # chunks mostly only project onto them.
     first = min(chunk, 2 * n_outputs) if any(compressible) else chunk
     starts = [0, *range(first, x.shape[0], chunk)]
     ends = [*starts[1:], x.shape[0]]
-    signature = [u.signature() for u in probe]
-    acts: list[list[Tensor]] = [[] for _ in reference]
-    hs: list[list[Tensor]] = [[] for _ in reference]
+    signatures = [u.signature() for u in probe]
+    acts: list[list[Tensor]] = [[] for _ in merged]
+    hs: list[list[Tensor]] = [[] for _ in merged]
     bases = [
         x.new_zeros(_sides(u)[1], n_outputs, 0, dtype=dtype) if ok else None
-        for u, ok in zip(reference, compressible, strict=True)
+        for u, ok in zip(merged, compressible, strict=True)
     ]
     # One backward pass per class has a fixed cost; where a pass is this small, one pass over the chunk
     # repeated per class (``replicated_grads``, whose activations hold C copies) is cheaper.
@@ -221,7 +221,7 @@ def factors(
     for start, end in zip(starts, ends, strict=True):
         xb = x[start:end]
         if all(compressible) and all(b is not None and b.shape[2] for b in bases):
-            f, uses = chunk_forward(model, xb, params, signature, groups)
+            f, uses = chunk_forward(model, xb, params, signatures, blocks)
             # Known bases: project class by class; a chunk that leaves them is redone with its G.
             streamed = chunk_projections(f, uses, weights, bases)
             if not any(compression.growing(e, r, n_outputs).any() for e, r in streamed):
@@ -232,9 +232,9 @@ def factors(
         nb = end - start
         small = nb * flops < REPLICATE_FLOPS and nb * (per_sample + copies) * elem <= budget
         if small and outputs != "all_mean" and n_outputs > 1:
-            uses, g_list = replicated_grads(model, xb, params, signature, groups, weights, n_outputs)
+            uses, g_list = replicated_grads(model, xb, params, signatures, blocks, weights, n_outputs)
         else:
-            f, uses = chunk_forward(model, xb, params, signature, groups)
+            f, uses = chunk_forward(model, xb, params, signatures, blocks)
             g_list = chunk_grads(f, uses, weights, outputs == "all_mean")
         for i, (u, g) in enumerate(zip(uses, g_list, strict=True)):
             acts[i].append(u.act)
@@ -247,7 +247,7 @@ def factors(
             else:
                 hs[i].append(g.permute(1, 2, 0, 3))
     result = []
-    for i, u in enumerate(reference):
+    for i, u in enumerate(merged):
         if outputs == "flatten":
             h = torch.cat(hs[i], dim=1).flatten(0, 1)
         elif outputs == "all_mean" or not compressible[i]:
@@ -389,12 +389,12 @@ def kernels(
     probe = [u for u in probe if u.name in params]
     atom_of = {nm: i for i, nm in enumerate(names)} if atom_of is None else atom_of
     simple = {nm for nm, p in params.items() if _simple([u for u in probe if u.name == nm], p.numel())}
-    groups = blocks(probe, simple, atom_of)
-    facs = factors(model, x, params, probe, weights, outputs, n_outputs, budget, groups, simple)
+    blocks = use_blocks(probe, simple, atom_of)
+    facs = factors(model, x, params, probe, weights, outputs, n_outputs, budget, blocks, simple)
     n = x.shape[0]
     result = {}
     for nm in names:
-        own = [(b, fac) for b, fac in zip(groups, facs, strict=True) if probe[b[0]].name == nm]
+        own = [(b, fac) for b, fac in zip(blocks, facs, strict=True) if probe[b[0]].name == nm]
         if nm in simple and own:
             ((block, fac),) = own
             result[tuple(probe[i].name for i in block)] = single_use_kernel(fac, n, n_outputs, outputs, budget)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -146,7 +147,14 @@ def jacobian_rows(use: Use, grad: Tensor) -> Tensor:
     return outer_rows(use.act, grad, use.act_dim, use.grad_rows)
 
 
-def plan(model: nn.Module, x: Tensor, names: list[str]) -> tuple[set[str], list[Use]]:
+class Plan(NamedTuple):
+    """Which parameters take the structured path, and the probe's uses of them (one sample, call order)."""
+
+    structured: set[str]
+    probe: list[Use]
+
+
+def plan(model: nn.Module, x: Tensor, names: list[str]) -> Plan:
     """The parameters among ``names`` whose uses are all recognised, per sample, and exact, and their
     uses in a forward pass on one sample (in call order).
 
@@ -169,7 +177,7 @@ def plan(model: nn.Module, x: Tensor, names: list[str]) -> tuple[set[str], list[
     ok = {n for n in ok if sig_one[n] == sig_two[n] and sig_two[n]}
     uses = [u for u in two.uses if u.name in ok]
     if not uses:
-        return set(), []
+        return Plan(set(), [])
     cot = torch.randn(f.shape, generator=torch.Generator().manual_seed(0), dtype=f.dtype).to(f.device)
     outs = list({id(u.out): u.out for u in uses}.values())
     with gradients_on(params):
@@ -189,4 +197,4 @@ def plan(model: nn.Module, x: Tensor, names: list[str]) -> tuple[set[str], list[
         w = torch.zeros_like(got[n]) if want[n] is None else want[n].flatten()
         if (got[n] - w).norm() <= tol * max(got[n].norm(), w.norm()):
             exact.add(n)
-    return exact, [u for u in one.uses if u.name in exact]
+    return Plan(exact, [u for u in one.uses if u.name in exact])

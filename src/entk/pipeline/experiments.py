@@ -43,7 +43,7 @@ class View:
     outputs: str
     output_weights: object
     position: int | None
-    layers: object  # a keyword of LAYER_KEYWORDS or {group: "all" | [names]}
+    layers: str | dict[str, str | list[str]]  # a keyword of LAYER_KEYWORDS or {group: "all" | [names]}
     top_k: int
     steps: list[int]  # the checkpoints it analyses
     features: str | None
