@@ -2,7 +2,6 @@
 with their key, and the runner computes a view's eigen file for a user's own model exactly."""
 
 import copy
-import re
 
 import numpy as np
 import pytest
@@ -271,12 +270,27 @@ def test_one_off_configfile_replaces_experiments(tmp_path):
     assert list(cfg["experiments"]) == ["x"] and "paper" not in cfg
 
 
-def test_every_kind_has_its_settings_described_in_the_schema():
+def test_the_workflow_validates_each_kind_settings_by_the_kind_itself():
+    """The schema the workflow checks a config against holds every kind's own settings schema."""
     from entk.kinds.registry import KINDS
+    from entk.pipeline.config import load_schema
 
-    schema = yaml.safe_load(SCHEMA.read_text())
+    schema = load_schema(SCHEMA)
     for name, kind in KINDS.items():
-        assert set(schema["$defs"][f"{name}_settings"]["properties"]) == set(kind.defaults), name
+        assert schema["$defs"][f"{name}_settings"]["properties"] == kind.settings, name
+    cfg = shipped()
+    cfg["experiments"]["mlp"]["settings"]["hidden"] = 0
+    with pytest.raises(ConfigError, match=r"experiments\.mlp\.settings\.hidden'?: 0 is less than the minimum of 1"):
+        check_config(cfg, SCHEMA, str(ROOT))
+
+
+def test_a_bad_setting_the_schema_lets_through_is_refused_by_the_kind_when_the_config_is_read():
+    """Each setting is in range, so only the kind's own check, reached while the workflow parses,
+    sees that d_model ≠ n_heads·d_head."""
+    cfg = shipped()
+    cfg["experiments"]["transformer"]["settings"].update(d_model=60, n_heads=4, d_head=16)
+    with pytest.raises(ConfigError, match=r"experiments\.transformer\.settings'?: setting 'd_model' of kind"):
+        check_config(cfg, SCHEMA, str(ROOT))
 
 
 def test_paper_transformer_section_names_an_experiment():
@@ -324,7 +338,7 @@ def test_registry_parameter_names_are_the_built_models():
     from entk.kinds.registry import KINDS
 
     for name, kind in KINDS.items():
-        settings = kind.settings({"p": 7} if name.startswith("modadd") else {})
+        settings = kind.with_defaults({"p": 7} if name.startswith("modadd") else {})
         if name == "hf_causal_lm":
             # A model of the user's: its names are known once its directory is loaded (its first job checks them).
             assert kind.parameters(settings) == []
@@ -339,7 +353,9 @@ def test_registry_sizes_are_the_built_models_outputs_on_their_inputs():
     from entk.kinds.registry import KINDS
 
     for name, kind in KINDS.items():
-        settings = kind.settings({"p": 7} if name.startswith("modadd") else {"n_points": 30} if name == "tms" else {})
+        settings = kind.with_defaults(
+            {"p": 7} if name.startswith("modadd") else {"n_points": 30} if name == "tms" else {}
+        )
         if kind.sizes(settings) is None:
             assert "inputs" not in kind.functions, f"{name}: its inputs are fixed by its settings; declare sizes"
             continue
@@ -351,7 +367,7 @@ def test_registry_sizes_are_the_built_models_outputs_on_their_inputs():
 def test_a_bundle_alone_rebuilds_its_model(tmp_path):
     """A checkpoint bundle records kind, settings, seed and key: the model and its probe inputs come back."""
     from entk import shared as wf
-    from entk.kinds.recipes import tms_inputs
+    from entk.kinds.tms import inputs as tms_inputs
 
     settings = {"n_features": 6, "m": 2, "sparsity": 0.5, "importance_base": 0.8, "n_points": 9, "steps": 3, "lr": 0.01}
     model = runner.build_model({"kind": "tms", "model": None, "settings": settings})
@@ -379,25 +395,14 @@ def _outside(prop: dict) -> list:
     return out
 
 
-def test_the_schema_and_the_registry_agree_on_every_kind_setting():
-    """One source for a kind's settings: the schema's default in each description is the registry's,
-    and every value the schema refuses, the kind's own check (which a user's config reaches only
-    through the schema) refuses too, naming the key."""
+def test_every_value_a_kind_schema_refuses_its_check_refuses_too():
+    """A kind's check (which ``kind.train`` and the Python API run without the schema) refuses
+    every value just outside a bound its settings schema gives, naming the key."""
     from entk.kinds.registry import KINDS
 
-    schema = yaml.safe_load(SCHEMA.read_text())
     disagree = []
     for name, kind in KINDS.items():
-        for key, prop in schema["$defs"][f"{name}_settings"]["properties"].items():
-            stated = re.search(r"\(default ([^)]+)\)", prop["description"])
-            value = stated and yaml.safe_load(stated.group(1))
-            if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
-                value = float(value) if re.fullmatch(r"[0-9.]+e-?[0-9]+", value) else value
-            # A setting without a default (None in the registry) says in words what its absence means.
-            if kind.defaults[key] is not None and (stated is None or value != kind.defaults[key]):
-                disagree.append(
-                    f"{name}.{key}: schema says default {stated and stated.group(1)}, registry {kind.defaults[key]!r}"
-                )
+        for key, prop in kind.settings.items():
             for bad in _outside(prop):
                 if not any(f"'{key}'" in m for m in kind.check({**kind.defaults, key: bad})):
                     disagree.append(f"{name}.{key} = {bad!r}: the schema refuses it, the kind's check does not")

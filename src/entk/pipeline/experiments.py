@@ -235,7 +235,7 @@ def resolve_experiment(exp_id: str, entry: dict, config: dict, basedir: str, err
     if has_kind:
         try:
             kind = get_kind(entry["kind"])
-            settings = kind.settings(entry.get("settings"))
+            settings = kind.with_defaults(entry.get("settings"))
         except ValueError as err:
             errors.append(f"{_where(exp_id, 'settings' if entry['kind'] in KINDS else 'kind')}: {err}")
             return None
