@@ -14,12 +14,20 @@ from conftest import ROOT
 from entk.analyses.analysis import load_eigen
 from entk.pipeline import runner
 from entk.pipeline.config import ConfigError, check_config
+from entk.pipeline.experiments import Experiment, View
 
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 
 
 def shipped() -> dict:
     return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def job_experiment(**given) -> Experiment:
+    """An experiment as a job gets it, from the given params over a model of the user's."""
+    params = {"id": "u", "kind": None, "model": "model.py:build", "settings": {}, "weights": "train", "inputs": "kind"}
+    params |= {"seed": 0, "seed_key": "u", "dtype": "float64", "max_memory_gb": None, "steps": [0]}
+    return Experiment.from_params(params | given)
 
 
 def test_shipped_config_resolves_every_experiment():
@@ -127,13 +135,13 @@ def test_paper_section_must_name_existing_experiments_and_views():
 def test_user_functions_errors_name_file_and_function(user_dir):
     with pytest.raises(AttributeError, match=r"model.py has no function 'nope'"):
         runner.load_function("model.py:nope", "model")
-    exp = {"kind": None, "model": "model.py:not_a_model", "settings": {}}
+    exp = job_experiment(model="model.py:not_a_model")
     with pytest.raises(TypeError, match="returned int, not a torch.nn.Module"):
         runner.build_model(exp)
 
 
 def test_view_groups_and_positions(user_dir):
-    model = runner.build_model({"kind": None, "model": "model.py:build", "settings": {"width": 5}})
+    model = runner.build_model(job_experiment(settings={"width": 5}))
     assert model[0].out_features == 5  # settings reach the user's function as keyword arguments
     assert runner.view_groups(model, "per_tensor") == {n: [n] for n in ("0.weight", "0.bias", "2.weight", "2.bias")}
     assert runner.view_groups(model, "per_module") == {"0": ["0.weight", "0.bias"], "2": ["2.weight", "2.bias"]}
@@ -165,7 +173,7 @@ def test_view_groups_and_positions(user_dir):
 
 
 def test_checkpoint_that_does_not_fit_lists_the_keys(user_dir):
-    model = runner.build_model({"kind": None, "model": "model.py:build", "settings": {}})
+    model = runner.build_model(job_experiment())
     state = {k: v for k, v in model.state_dict().items() if k != "2.bias"}
     state["extra"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"missing keys \['2.bias'\], unexpected keys \['extra'\]"):
@@ -198,7 +206,7 @@ def test_eigen_file_of_user_checkpoints_matches_brute_force(user_dir, outputs):
     (user_dir / "ckpt").mkdir()
     models = []
     for step in (3, 9):
-        m = runner.build_model({"kind": None, "model": "model.py:build", "settings": {}}).double()
+        m = runner.build_model(job_experiment()).double()
         torch.save({"model": m.state_dict()}, user_dir / "ckpt" / f"step{step}.pt")
         models.append(m)
     cfg = user_config(
@@ -206,13 +214,13 @@ def test_eigen_file_of_user_checkpoints_matches_brute_force(user_dir, outputs):
         views={"v": {"outputs": outputs, "layers": {"full": "all", "first": ["0"]}, "top_k": 4}},
     )
     exp = check_config(cfg, SCHEMA, str(user_dir))["u"]
-    runner.eigen_file(exp.params(), exp.views["v"].params(), exp.checkpoint_files, 0, torch.device("cpu")).save(
-        user_dir / "eigen.npz"
-    )
+    runner.eigen_file(
+        Experiment.from_params(exp.params()), View(**exp.views["v"].params()), exp.checkpoint_files, torch.device("cpu")
+    ).save(user_dir / "eigen.npz")
     eig = load_eigen(user_dir / "eigen.npz")  # the contract's keys and shapes
     assert eig.steps.tolist() == [3, 9] and eig.groups == ["full", "first"]
     assert eig.params["first"] == ["0.weight", "0.bias"]
-    x = runner.probe_inputs(exp.params(), 0).double()
+    x = runner.probe_inputs(exp).double()
     for t, model in enumerate(models):
         for group, names in (("full", None), ("first", ["0.weight", "0.bias"])):
             ref = torch.linalg.eigvalsh(brute_force_kernel(model, x, names, outputs)).flip(0)[:4].numpy()
@@ -230,7 +238,7 @@ def test_float32_experiment_computes_in_float32(user_dir, monkeypatch):
     # in float64, the values within float32 round-off of the float64 reference.
     assert torch.get_default_dtype() == torch.float32  # what a workflow job starts with
     (user_dir / "ckpt").mkdir()
-    model = runner.build_model({"kind": None, "model": "model.py:build", "settings": {}})
+    model = runner.build_model(job_experiment())
     torch.save({"model": model.state_dict()}, user_dir / "ckpt" / "step5.pt")
     cfg = user_config(
         dtype="float32",
@@ -248,9 +256,11 @@ def test_float32_experiment_computes_in_float32(user_dir, monkeypatch):
         return pairs
 
     monkeypatch.setattr(runner, "view_eigenpairs", spy)
-    eig = runner.eigen_file(exp.params(), exp.views["v"].params(), exp.checkpoint_files, 0, torch.device("cpu"))
+    eig = runner.eigen_file(
+        Experiment.from_params(exp.params()), View(**exp.views["v"].params()), exp.checkpoint_files, torch.device("cpu")
+    )
     assert seen and set(seen) == {(torch.float32, torch.float32), torch.float32}
-    x = runner.probe_inputs(exp.params(), 0).double()
+    x = runner.probe_inputs(exp).double()
     ref = torch.linalg.eigvalsh(brute_force_kernel(model.double(), x, None, "flatten")).flip(0)[:4].numpy()
     (values,) = eig.values.values()
     assert values.dtype == np.float64
@@ -370,7 +380,7 @@ def test_a_bundle_alone_rebuilds_its_model(tmp_path):
     from entk.kinds.tms import inputs as tms_inputs
 
     settings = {"n_features": 6, "m": 2, "sparsity": 0.5, "importance_base": 0.8, "n_points": 9, "steps": 3, "lr": 0.01}
-    model = runner.build_model({"kind": "tms", "model": None, "settings": settings})
+    model = runner.build_model(job_experiment(kind="tms", model=None, settings=settings))
     meta = {"kind": "tms", "model": None, "settings": settings, "seed": 4, "seed_key": "k", "weights": "train"}
     wf.save_torch(tmp_path / "checkpoints.pt", {**meta, "steps": [3], "states": {3: model.state_dict()}})
     rebuilt, x, got = runner.from_bundle(str(tmp_path / "checkpoints.pt"))
