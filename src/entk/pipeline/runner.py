@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-import entk
 from entk.analyses.analysis import EigenFile
 from entk.core.checks import analysed_model, check_inputs
+from entk.core.ntk import NTK
 from entk.core.selection import module_groups, resolve_params
 from entk.kinds.registry import TrainRecipe
 from entk.pipeline.experiments import Experiment, FunctionSpec, View
@@ -290,7 +290,7 @@ def view_eigenpairs(
     """Top-k eigenpairs {group: (values (k,), vectors (D, k))} of each group's kernel, from one
     ``entk.NTK``: each atom's kernel is computed once for every group that holds it, and groups whose
     kernels would not fit the budget go matrix-free."""
-    ntk = entk.NTK(model, x, groups=groups, outputs=outputs, output_weights=weights, max_memory_gb=max_memory_gb)
+    ntk = NTK(model, x, groups=groups, outputs=outputs, output_weights=weights, max_memory_gb=max_memory_gb)
     # A top_k above the kernel's size keeps them all; the eigen job's log says so (entk.pipeline.preflight).
     k = min(k, ntk.dim)
     return {g: ntk.eigenpairs(k, g) for g in groups}
