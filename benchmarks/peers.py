@@ -133,9 +133,9 @@ def _tf_model():
 
 def _tf_tokens() -> torch.Tensor:
     try:
-        from entk.kinds.transformer import inputs
+        from entk.kinds.transformer import sequences
 
-        return inputs(dict(TF_SETTINGS))
+        return sequences(TF_SETTINGS["p"])
     except Exception:  # the same rows, should that helper move: (a, b, '=') for row a·p + b
         p = TF_SETTINGS["p"]
         a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")

@@ -3,7 +3,7 @@ import re
 from snakemake.utils import validate
 
 from entk.pipeline.config import check_config, settle_config
-from entk.pipeline.experiments import FunctionSpec, Untracked, seed_unit
+from entk.pipeline.experiments import Untracked, seed_unit
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 settle_config(
@@ -37,11 +37,6 @@ wildcard_constraints:
     run=r"paper(/seed\d+)?",
 
 
-def experiment_seed(wildcards):
-    """The experiment's seed (its own, else the global one)."""
-    return EXPERIMENTS[wildcards.experiment].seed
-
-
 def experiment_params(wildcards):
     """The experiment as plain data for its jobs."""
     return EXPERIMENTS[wildcards.experiment].params()
@@ -59,22 +54,8 @@ def view_params(wildcards):
     return EXPERIMENTS[wildcards.experiment].views[wildcards.view].params()
 
 
-def user_files(exp):
-    """Files of the user's that an experiment's jobs read (model, inputs, recipe): a change reruns them."""
-    specs = [exp.model, exp.inputs]
-    if isinstance(exp.weights, dict) and "train" in exp.weights:
-        specs.append(exp.weights["train"])
-    files = []
-    for spec in specs:
-        if FunctionSpec.names_one(spec):
-            files.append(FunctionSpec.parse(spec).path)
-        elif spec and spec.endswith((".pt", ".npy")):
-            files.append(spec)
-    return files
-
-
 def train_inputs(wildcards):
-    return user_files(EXPERIMENTS[wildcards.experiment])
+    return EXPERIMENTS[wildcards.experiment].user_files()
 
 
 def eigen_inputs(wildcards):
@@ -85,7 +66,7 @@ def eigen_inputs(wildcards):
         checkpoints = [f"results/{exp.id}/checkpoints.pt"]
     else:
         checkpoints = list(exp.checkpoint_files)
-    files = user_files(exp)
+    files = exp.user_files()
     if isinstance(view.output_weights, str):
         files.append(view.output_weights)
     return {"checkpoints": checkpoints, "user": files}

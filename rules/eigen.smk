@@ -17,7 +17,6 @@ rule eigen:
     params:
         exp=experiment_params,
         view=view_params,
-        seed=experiment_seed,
         device=config.get("device", "auto"),
     script:
         "../scripts/eigen.py"

@@ -23,7 +23,6 @@ rule train:
     params:
         exp=experiment_params,
         views=experiment_views,
-        seed=experiment_seed,
         device=config.get("device", "auto"),
     script:
         "../scripts/train.py"

@@ -4,11 +4,12 @@ first (entk.pipeline.preflight): for checkpoints of the user's own, this is the 
 
 from entk import shared as wf
 from entk.pipeline import preflight, runner
+from entk.pipeline.experiments import Experiment, View
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with wf.logged(sm.log[0]):
     wf.set_threads(sm.threads)
     device = wf.resolve_device(sm.params.device)
-    exp, view = sm.params.exp, sm.params.view
-    preflight.check_experiment(exp, [view], sm.params.seed, device)
-    runner.eigen_file(exp, view, list(sm.input.checkpoints), sm.params.seed, device).save(sm.output.eigen)
+    exp, view = Experiment.from_params(sm.params.exp), View(**sm.params.view)
+    preflight.check_experiment(exp, [view], device)
+    runner.eigen_file(exp, view, list(sm.input.checkpoints), device).save(sm.output.eigen)

@@ -2,7 +2,6 @@
 with their key, and the runner computes a view's eigen file for a user's own model exactly."""
 
 import copy
-import re
 
 import numpy as np
 import pytest
@@ -15,12 +14,20 @@ from conftest import ROOT
 from entk.analyses.analysis import load_eigen
 from entk.pipeline import runner
 from entk.pipeline.config import ConfigError, check_config
+from entk.pipeline.experiments import Experiment, View
 
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 
 
 def shipped() -> dict:
     return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def job_experiment(**given) -> Experiment:
+    """An experiment as a job gets it, from the given params over a model of the user's."""
+    params = {"id": "u", "kind": None, "model": "model.py:build", "settings": {}, "weights": "train", "inputs": "kind"}
+    params |= {"seed": 0, "seed_key": "u", "dtype": "float64", "max_memory_gb": None, "steps": [0]}
+    return Experiment.from_params(params | given)
 
 
 def test_shipped_config_resolves_every_experiment():
@@ -128,13 +135,13 @@ def test_paper_section_must_name_existing_experiments_and_views():
 def test_user_functions_errors_name_file_and_function(user_dir):
     with pytest.raises(AttributeError, match=r"model.py has no function 'nope'"):
         runner.load_function("model.py:nope", "model")
-    exp = {"kind": None, "model": "model.py:not_a_model", "settings": {}}
+    exp = job_experiment(model="model.py:not_a_model")
     with pytest.raises(TypeError, match="returned int, not a torch.nn.Module"):
         runner.build_model(exp)
 
 
 def test_view_groups_and_positions(user_dir):
-    model = runner.build_model({"kind": None, "model": "model.py:build", "settings": {"width": 5}})
+    model = runner.build_model(job_experiment(settings={"width": 5}))
     assert model[0].out_features == 5  # settings reach the user's function as keyword arguments
     assert runner.view_groups(model, "per_tensor") == {n: [n] for n in ("0.weight", "0.bias", "2.weight", "2.bias")}
     assert runner.view_groups(model, "per_module") == {"0": ["0.weight", "0.bias"], "2": ["2.weight", "2.bias"]}
@@ -166,7 +173,7 @@ def test_view_groups_and_positions(user_dir):
 
 
 def test_checkpoint_that_does_not_fit_lists_the_keys(user_dir):
-    model = runner.build_model({"kind": None, "model": "model.py:build", "settings": {}})
+    model = runner.build_model(job_experiment())
     state = {k: v for k, v in model.state_dict().items() if k != "2.bias"}
     state["extra"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"missing keys \['2.bias'\], unexpected keys \['extra'\]"):
@@ -199,7 +206,7 @@ def test_eigen_file_of_user_checkpoints_matches_brute_force(user_dir, outputs):
     (user_dir / "ckpt").mkdir()
     models = []
     for step in (3, 9):
-        m = runner.build_model({"kind": None, "model": "model.py:build", "settings": {}}).double()
+        m = runner.build_model(job_experiment()).double()
         torch.save({"model": m.state_dict()}, user_dir / "ckpt" / f"step{step}.pt")
         models.append(m)
     cfg = user_config(
@@ -207,13 +214,13 @@ def test_eigen_file_of_user_checkpoints_matches_brute_force(user_dir, outputs):
         views={"v": {"outputs": outputs, "layers": {"full": "all", "first": ["0"]}, "top_k": 4}},
     )
     exp = check_config(cfg, SCHEMA, str(user_dir))["u"]
-    runner.eigen_file(exp.params(), exp.views["v"].params(), exp.checkpoint_files, 0, torch.device("cpu")).save(
-        user_dir / "eigen.npz"
-    )
+    runner.eigen_file(
+        Experiment.from_params(exp.params()), View(**exp.views["v"].params()), exp.checkpoint_files, torch.device("cpu")
+    ).save(user_dir / "eigen.npz")
     eig = load_eigen(user_dir / "eigen.npz")  # the contract's keys and shapes
     assert eig.steps.tolist() == [3, 9] and eig.groups == ["full", "first"]
     assert eig.params["first"] == ["0.weight", "0.bias"]
-    x = runner.probe_inputs(exp.params(), 0).double()
+    x = runner.probe_inputs(exp).double()
     for t, model in enumerate(models):
         for group, names in (("full", None), ("first", ["0.weight", "0.bias"])):
             ref = torch.linalg.eigvalsh(brute_force_kernel(model, x, names, outputs)).flip(0)[:4].numpy()
@@ -231,7 +238,7 @@ def test_float32_experiment_computes_in_float32(user_dir, monkeypatch):
     # in float64, the values within float32 round-off of the float64 reference.
     assert torch.get_default_dtype() == torch.float32  # what a workflow job starts with
     (user_dir / "ckpt").mkdir()
-    model = runner.build_model({"kind": None, "model": "model.py:build", "settings": {}})
+    model = runner.build_model(job_experiment())
     torch.save({"model": model.state_dict()}, user_dir / "ckpt" / "step5.pt")
     cfg = user_config(
         dtype="float32",
@@ -249,9 +256,11 @@ def test_float32_experiment_computes_in_float32(user_dir, monkeypatch):
         return pairs
 
     monkeypatch.setattr(runner, "view_eigenpairs", spy)
-    eig = runner.eigen_file(exp.params(), exp.views["v"].params(), exp.checkpoint_files, 0, torch.device("cpu"))
+    eig = runner.eigen_file(
+        Experiment.from_params(exp.params()), View(**exp.views["v"].params()), exp.checkpoint_files, torch.device("cpu")
+    )
     assert seen and set(seen) == {(torch.float32, torch.float32), torch.float32}
-    x = runner.probe_inputs(exp.params(), 0).double()
+    x = runner.probe_inputs(exp).double()
     ref = torch.linalg.eigvalsh(brute_force_kernel(model.double(), x, None, "flatten")).flip(0)[:4].numpy()
     (values,) = eig.values.values()
     assert values.dtype == np.float64
@@ -271,12 +280,27 @@ def test_one_off_configfile_replaces_experiments(tmp_path):
     assert list(cfg["experiments"]) == ["x"] and "paper" not in cfg
 
 
-def test_every_kind_has_its_settings_described_in_the_schema():
+def test_the_workflow_validates_each_kind_settings_by_the_kind_itself():
+    """The schema the workflow checks a config against holds every kind's own settings schema."""
     from entk.kinds.registry import KINDS
+    from entk.pipeline.config import load_schema
 
-    schema = yaml.safe_load(SCHEMA.read_text())
+    schema = load_schema(SCHEMA)
     for name, kind in KINDS.items():
-        assert set(schema["$defs"][f"{name}_settings"]["properties"]) == set(kind.defaults), name
+        assert schema["$defs"][f"{name}_settings"]["properties"] == kind.settings, name
+    cfg = shipped()
+    cfg["experiments"]["mlp"]["settings"]["hidden"] = 0
+    with pytest.raises(ConfigError, match=r"experiments\.mlp\.settings\.hidden'?: 0 is less than the minimum of 1"):
+        check_config(cfg, SCHEMA, str(ROOT))
+
+
+def test_a_bad_setting_the_schema_lets_through_is_refused_by_the_kind_when_the_config_is_read():
+    """Each setting is in range, so only the kind's own check, reached while the workflow parses,
+    sees that d_model ≠ n_heads·d_head."""
+    cfg = shipped()
+    cfg["experiments"]["transformer"]["settings"].update(d_model=60, n_heads=4, d_head=16)
+    with pytest.raises(ConfigError, match=r"experiments\.transformer\.settings'?: setting 'd_model' of kind"):
+        check_config(cfg, SCHEMA, str(ROOT))
 
 
 def test_paper_transformer_section_names_an_experiment():
@@ -324,7 +348,7 @@ def test_registry_parameter_names_are_the_built_models():
     from entk.kinds.registry import KINDS
 
     for name, kind in KINDS.items():
-        settings = kind.settings({"p": 7} if name.startswith("modadd") else {})
+        settings = kind.with_defaults({"p": 7} if name.startswith("modadd") else {})
         if name == "hf_causal_lm":
             # A model of the user's: its names are known once its directory is loaded (its first job checks them).
             assert kind.parameters(settings) == []
@@ -339,7 +363,9 @@ def test_registry_sizes_are_the_built_models_outputs_on_their_inputs():
     from entk.kinds.registry import KINDS
 
     for name, kind in KINDS.items():
-        settings = kind.settings({"p": 7} if name.startswith("modadd") else {"n_points": 30} if name == "tms" else {})
+        settings = kind.with_defaults(
+            {"p": 7} if name.startswith("modadd") else {"n_points": 30} if name == "tms" else {}
+        )
         if kind.sizes(settings) is None:
             assert "inputs" not in kind.functions, f"{name}: its inputs are fixed by its settings; declare sizes"
             continue
@@ -351,10 +377,10 @@ def test_registry_sizes_are_the_built_models_outputs_on_their_inputs():
 def test_a_bundle_alone_rebuilds_its_model(tmp_path):
     """A checkpoint bundle records kind, settings, seed and key: the model and its probe inputs come back."""
     from entk import shared as wf
-    from entk.kinds.recipes import tms_inputs
+    from entk.kinds.tms import inputs as tms_inputs
 
     settings = {"n_features": 6, "m": 2, "sparsity": 0.5, "importance_base": 0.8, "n_points": 9, "steps": 3, "lr": 0.01}
-    model = runner.build_model({"kind": "tms", "model": None, "settings": settings})
+    model = runner.build_model(job_experiment(kind="tms", model=None, settings=settings))
     meta = {"kind": "tms", "model": None, "settings": settings, "seed": 4, "seed_key": "k", "weights": "train"}
     wf.save_torch(tmp_path / "checkpoints.pt", {**meta, "steps": [3], "states": {3: model.state_dict()}})
     rebuilt, x, got = runner.from_bundle(str(tmp_path / "checkpoints.pt"))
@@ -379,25 +405,14 @@ def _outside(prop: dict) -> list:
     return out
 
 
-def test_the_schema_and_the_registry_agree_on_every_kind_setting():
-    """One source for a kind's settings: the schema's default in each description is the registry's,
-    and every value the schema refuses, the kind's own check (which a user's config reaches only
-    through the schema) refuses too, naming the key."""
+def test_every_value_a_kind_schema_refuses_its_check_refuses_too():
+    """A kind's check (which ``kind.train`` and the Python API run without the schema) refuses
+    every value just outside a bound its settings schema gives, naming the key."""
     from entk.kinds.registry import KINDS
 
-    schema = yaml.safe_load(SCHEMA.read_text())
     disagree = []
     for name, kind in KINDS.items():
-        for key, prop in schema["$defs"][f"{name}_settings"]["properties"].items():
-            stated = re.search(r"\(default ([^)]+)\)", prop["description"])
-            value = stated and yaml.safe_load(stated.group(1))
-            if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
-                value = float(value) if re.fullmatch(r"[0-9.]+e-?[0-9]+", value) else value
-            # A setting without a default (None in the registry) says in words what its absence means.
-            if kind.defaults[key] is not None and (stated is None or value != kind.defaults[key]):
-                disagree.append(
-                    f"{name}.{key}: schema says default {stated and stated.group(1)}, registry {kind.defaults[key]!r}"
-                )
+        for key, prop in kind.settings.items():
             for bad in _outside(prop):
                 if not any(f"'{key}'" in m for m in kind.check({**kind.defaults, key: bad})):
                     disagree.append(f"{name}.{key} = {bad!r}: the schema refuses it, the kind's check does not")

@@ -417,7 +417,7 @@ def train_job(entry: dict, views: dict | None = None) -> Path:
         log=["logs/train.log"],
         threads=1,
         params=SimpleNamespace(
-            exp=exp.params(), views=Untracked([v.params() for v in exp.views.values()]), seed=0, device="cpu"
+            exp=exp.params(), views=Untracked([v.params() for v in exp.views.values()]), device="cpu"
         ),
         output=SimpleNamespace(checkpoints="results/u/checkpoints.pt", history="results/u/history.csv"),
     )
@@ -511,12 +511,15 @@ def test_a_recipe_changed_after_a_crash_starts_over(bad_dir):
 
 def test_the_code_digest_follows_the_files_of_model_and_recipe(bad_dir):
     from entk.pipeline import preflight
+    from entk.pipeline.experiments import Experiment
 
-    exp = {"kind": None, "model": "model.py:build", "weights": {"train": "model.py:train", "steps": [0]}}
+    params = {"id": "u", "kind": None, "model": "model.py:build", "settings": {}, "inputs": "x.npy", "seed": 0}
+    params |= {"seed_key": "u", "dtype": "float64", "max_memory_gb": None, "steps": [0]}
+    exp = Experiment.from_params({**params, "weights": {"train": "model.py:train", "steps": [0]}})
     before = preflight.code_digest(exp)
     (bad_dir / "model.py").write_text(BAD_USER + "\n# lr fixed\n")
     assert preflight.code_digest(exp) != before
-    kind = {"kind": "tms", "model": None, "weights": "train"}
+    kind = Experiment.from_params({**params, "kind": "tms", "model": None, "weights": "train"})
     assert preflight.code_digest(kind) == preflight.code_digest(kind)
 
 

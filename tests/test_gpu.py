@@ -69,14 +69,14 @@ def test_shared_weights_on_the_structured_path_match_the_cpu():
 
 def test_view_eigenpairs_of_the_transformer_match_the_cpu():
     """The workflow's eigen stage (per-tensor all_mean kernels of a small Transformer) on CUDA."""
-    from entk.kinds import transformer
+    from entk.kinds import modadd_transformer
     from entk.pipeline import runner
 
     settings = {"p": 7, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32}
     out = {}
     for device in ("cpu", "cuda"):
-        model = transformer.build(settings, torch.Generator().manual_seed(0)).to(device=device, dtype=DT)
-        x = transformer.inputs(settings).to(device)
+        model = modadd_transformer.build(settings, torch.Generator().manual_seed(0)).to(device=device, dtype=DT)
+        x = modadd_transformer.inputs(settings).to(device)
         groups = runner.view_groups(model, "per_tensor")
         out[device] = runner.view_eigenpairs(model, x, groups, "all_mean", None, 10, None)
     for name, (vals, vecs) in out["cpu"].items():
@@ -90,7 +90,9 @@ def test_language_model_module_eigen_matches_the_cpu():
     from entk.kinds.registry import get_kind
     from entk.pipeline import lm_views
 
-    s = get_kind("story_lm").settings({"d_model": 8, "n_layers": 2, "n_heads": 2, "d_mlp": 16, "context_length": 6})
+    s = get_kind("story_lm").with_defaults(
+        {"d_model": 8, "n_layers": 2, "n_heads": 2, "d_mlp": 16, "context_length": 6}
+    )
     ids = torch.randint(3, len(story_lm.vocabulary()), (6, 5), generator=torch.Generator().manual_seed(2))
     out = {}
     for device in ("cpu", "cuda"):

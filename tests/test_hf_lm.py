@@ -158,7 +158,9 @@ def lm_settings(**given) -> dict:
 
 def test_contexts_are_the_labelled_rows_of_the_files(files, monkeypatch):
     monkeypatch.chdir(files)
-    settings = get_kind("hf_causal_lm").settings({"model": "step_10", "tokens": "tokens.npy", "labels": "labels.txt"})
+    settings = get_kind("hf_causal_lm").with_defaults(
+        {"model": "step_10", "tokens": "tokens.npy", "labels": "labels.txt"}
+    )
     out = hf_lm.contexts(settings, lm_settings(), "step_10", ["mlp_out.1", "embedding.0"], "here")
     labels = (files / "labels.txt").read_text().split()
     # Independently: the first two rows of each class, in file order.
@@ -167,14 +169,16 @@ def test_contexts_are_the_labelled_rows_of_the_files(files, monkeypatch):
     np.testing.assert_array_equal(out["ids"], np.load(files / "tokens.npy")[rows])
     assert [out["classes"][y] for y in out["labels"]] == [labels[i] for i in rows]
 
-    text = get_kind("hf_causal_lm").settings({"model": "step_10", "text": "text.txt", "labels": "labels.txt"})
+    text = get_kind("hf_causal_lm").with_defaults({"model": "step_10", "text": "text.txt", "labels": "labels.txt"})
     from_text = hf_lm.contexts(text, lm_settings(), "step_10", ["mlp_out.0"], "here")
     np.testing.assert_array_equal(from_text["ids"], out["ids"])
 
 
 def test_contexts_refuse_what_only_the_model_shows(files, monkeypatch):
     monkeypatch.chdir(files)
-    settings = get_kind("hf_causal_lm").settings({"model": "step_10", "tokens": "tokens.npy", "labels": "labels.txt"})
+    settings = get_kind("hf_causal_lm").with_defaults(
+        {"model": "step_10", "tokens": "tokens.npy", "labels": "labels.txt"}
+    )
     with pytest.raises(ValueError, match=r"class ADV has 0 sample\(s\).* drop it from the classes"):
         hf_lm.contexts(settings, lm_settings(classes=["DET", "ADV"]), "step_10", ["mlp_out.0"], "here")
     with pytest.raises(
@@ -194,7 +198,7 @@ def test_a_role_the_architecture_does_not_have():
 
 
 def test_random_weights_come_from_the_seed_and_key(tmp_path):
-    settings = get_kind("hf_causal_lm").settings({"config": LLAMA, "tokens": "t.npy", "labels": "l.txt"})
+    settings = get_kind("hf_causal_lm").with_defaults({"config": LLAMA, "tokens": "t.npy", "labels": "l.txt"})
     saved = {}
 
     def run(seed, key):

@@ -57,7 +57,7 @@ def test_entries_need_a_language_model_experiment(shipped):
 
 
 def test_roles_expand_per_block():
-    params = get_kind("story_lm").parameters(get_kind("story_lm").settings({"n_layers": 3}))
+    params = get_kind("story_lm").parameters(get_kind("story_lm").with_defaults({"n_layers": 3}))
     modules, unknown = expand_modules(["mlp_out", "attn_out", "embedding", "model.layers.1.mlp.up_proj"], params)
     assert modules == [
         "mlp_out.0",

@@ -34,7 +34,7 @@ class Planted(nn.Module):
 
 @pytest.fixture(scope="module")
 def corpus():
-    return story_lm.corpus(get_kind("story_lm").settings({"probe_stories": 400}), 0, "planted")
+    return story_lm.corpus(get_kind("story_lm").with_defaults({"probe_stories": 400}), 0, "planted")
 
 
 def test_contexts_follow_the_authors_rules(corpus):
@@ -65,7 +65,9 @@ def test_contexts_too_few_or_too_short_are_named(corpus):
 
 @pytest.fixture(scope="module")
 def tiny():
-    s = get_kind("story_lm").settings({"d_model": 8, "n_layers": 2, "n_heads": 2, "d_mlp": 16, "context_length": 6})
+    s = get_kind("story_lm").with_defaults(
+        {"d_model": 8, "n_layers": 2, "n_heads": 2, "d_mlp": 16, "context_length": 6}
+    )
     model = story_lm.seeded_build(s, torch.Generator().manual_seed(1)).double().eval()
     ids = torch.randint(3, len(story_lm.vocabulary()), (6, 5), generator=torch.Generator().manual_seed(2))
     return model, ids

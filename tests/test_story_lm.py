@@ -25,7 +25,7 @@ TINY = {
 
 
 def settings(**over):
-    return get_kind("story_lm").settings({**TINY, **over})
+    return get_kind("story_lm").with_defaults({**TINY, **over})
 
 
 def test_parameter_names_match_the_built_model():

@@ -340,7 +340,7 @@ def make_transformer() -> tuple[nn.Module, Tensor]:
     """The paper's Transformer at p = 5 (d_model 8, 2 heads of 4, d_mlp 16) on 15 of the 25 sequences."""
     model = transformer.Transformer(p=5, d_model=8, n_heads=2, d_head=4, d_mlp=16, generator=_gen(0)).to(DT)
     rows = torch.randperm(25, generator=_gen(1))[:15]
-    return model, transformer.inputs({"p": 5})[rows]
+    return model, transformer.sequences(5)[rows]
 
 
 def _tokens(seed: int, n: int = 10, t: int = 4, vocab: int = 7) -> Tensor:

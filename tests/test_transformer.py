@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import entk
 from entk.analyses import transformer_analysis as ta
+from entk.kinds import modadd_transformer as mt
 from entk.kinds import transformer as tf
 from entk.kinds.registry import KINDS
 from entk.kinds.training import HISTORY_COLUMNS
@@ -67,7 +68,7 @@ def _reference_forward(model: tf.Transformer, tokens: torch.Tensor) -> torch.Ten
 
 
 def test_model_shapes_scales_and_forward():
-    model = tf.build({}, torch.Generator().manual_seed(0))
+    model = mt.build({}, torch.Generator().manual_seed(0))
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     assert shapes == {
         "W_E": (30, 64),
@@ -84,7 +85,7 @@ def test_model_shapes_scales_and_forward():
     want = {"W_in": 1 / 16, "W_U": 1 / math.sqrt(30)}
     for name, p in model.named_parameters():
         assert p.std().item() == pytest.approx(want.get(name, 1 / 8), rel=0.25), name
-    x = tf.inputs({}, 0, "k")
+    x = mt.inputs({}, 0, "k")
     assert x.dtype == torch.int64 and x.shape == (841, 3)
     assert x[30].tolist() == [1, 1, 29]  # row a·p + b
     assert tf.labels(29)[30].item() == 2
@@ -95,7 +96,7 @@ KIND = KINDS["modadd_transformer"]
 
 
 def _check(settings: dict) -> list[str]:
-    return KIND.check(KIND.settings(settings))
+    return KIND.check(KIND.with_defaults(settings))
 
 
 def test_check_names_the_key_and_fix():
@@ -104,15 +105,15 @@ def test_check_names_the_key_and_fix():
     assert len(msgs) == 1 and "d_model" in msgs[0] and "n_heads·d_head" in msgs[0]
     assert any("train_fraction" in m for m in _check({"train_fraction": 1.5}))
     with pytest.raises(ValueError, match="'bogus'"):
-        tf.train({"bogus": 1}, 0, "k", log=_quiet)
-    assert KIND.checkpoint_steps(KIND.settings({"epochs": 50, "log_every": 20})) == [0, 20, 40, 50]
+        mt.train({"bogus": 1}, 0, "k", log=_quiet)
+    assert KIND.checkpoint_steps(KIND.with_defaults({"epochs": 50, "log_every": 20})) == [0, 20, 40, 50]
 
 
 @pytest.mark.parametrize("outputs", ["flatten", "diag_mean", "all_mean"])
 def test_per_tensor_kernels_match_brute_force(outputs):
     torch.manual_seed(0)
-    model = tf.build(SMALL, torch.Generator().manual_seed(1)).double()
-    x = tf.inputs(SMALL)[::3]  # 17 of the 49 sequences, int64
+    model = mt.build(SMALL, torch.Generator().manual_seed(1)).double()
+    x = mt.inputs(SMALL)[::3]  # 17 of the 49 sequences, int64
     kernels = entk.layer_ntks(model, x, {name: [name] for name in tf.TENSORS}, outputs=outputs)
     for name in tf.TENSORS:
         want = _brute_kernel(_brute_jacobian(model, x, [name]), outputs)
@@ -152,14 +153,14 @@ def test_train_history_and_bit_identical_resume(tmp_path):
     def to_disk(epoch, state):
         torch.save(state, tmp_path / f"ckpt_{epoch}.pt")
 
-    steps = KIND.checkpoint_steps(KIND.settings(TINY))
+    steps = KIND.checkpoint_steps(KIND.with_defaults(TINY))
     assert steps == [0, 2, 4, 6]
-    full = tf.train(TINY, 0, "transformer", checkpoint_steps=steps, save_checkpoint=to_disk, log=_quiet)
+    full = mt.train(TINY, 0, "transformer", checkpoint_steps=steps, save_checkpoint=to_disk, log=_quiet)
     assert list(full.columns) == HISTORY_COLUMNS and full["epoch"].tolist() == steps
     final = torch.load(tmp_path / "ckpt_6.pt", weights_only=True)
     state = torch.load(tmp_path / "ckpt_2.pt", weights_only=True)
     (tmp_path / "ckpt_6.pt").unlink()
-    resumed = tf.train(
+    resumed = mt.train(
         TINY, 0, "transformer", checkpoint_steps=steps, save_checkpoint=to_disk, resume=state, log=_quiet
     )
     pd.testing.assert_frame_equal(resumed, full, check_exact=True)
@@ -167,18 +168,18 @@ def test_train_history_and_bit_identical_resume(tmp_path):
     for name, value in final["model"].items():
         assert torch.equal(again["model"][name], value), name
     # Another key draws another run; the train loss fell.
-    other = tf.train(TINY, 0, "other", log=_quiet)
+    other = mt.train(TINY, 0, "other", log=_quiet)
     assert not other.equals(full)
     assert full["train_loss"].iloc[-1] < full["train_loss"].iloc[0]
 
 
 def test_resume_rejects_changed_settings():
     saved = {}
-    tf.train(TINY, 0, "t", checkpoint_steps=[2], save_checkpoint=saved.__setitem__, log=_quiet)
+    mt.train(TINY, 0, "t", checkpoint_steps=[2], save_checkpoint=saved.__setitem__, log=_quiet)
     with pytest.raises(ValueError, match="lr"):
-        tf.train({**TINY, "lr": 1e-3}, 0, "t", resume=saved[2], log=_quiet)
+        mt.train({**TINY, "lr": 1e-3}, 0, "t", resume=saved[2], log=_quiet)
     with pytest.raises(ValueError, match="log_every"):
-        tf.train(TINY, 0, "t", checkpoint_steps=[3], log=_quiet)
+        mt.train(TINY, 0, "t", checkpoint_steps=[3], log=_quiet)
 
 
 def test_author_split_is_the_notebooks():
@@ -269,19 +270,19 @@ def test_author_rng_replays_the_notebooks_weights_split_and_batches():
         torch.manual_seed(2)
         drawn = _NotebookTransformer(s["p"] + 1, s["d_model"], s["n_heads"], s["d_mlp"])
     initial = {}
-    tf.train({**s, "epochs": 1}, 2, "ignored", checkpoint_steps=[0], save_checkpoint=initial.__setitem__, log=_quiet)
+    mt.train({**s, "epochs": 1}, 2, "ignored", checkpoint_steps=[0], save_checkpoint=initial.__setitem__, log=_quiet)
     for name, value in drawn.named_parameters():
         assert torch.equal(initial[0]["model"][name], value.detach()), name  # bit for bit
     before = torch.get_rng_state()
     final = {}
-    history = tf.train(s, 2, "ignored", checkpoint_steps=[5], save_checkpoint=final.__setitem__, log=_quiet)
+    history = mt.train(s, 2, "ignored", checkpoint_steps=[5], save_checkpoint=final.__setitem__, log=_quiet)
     assert torch.equal(torch.get_rng_state(), before)  # the global stream is left as it was
     want = _notebook_run(s, 2)
     for name, value in want.items():
         torch.testing.assert_close(final[5]["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
     # The notebook's batches, not another order: a run with other draws ends elsewhere.
     other = {}
-    tf.train({**s, "rng": "entk"}, 2, "k", checkpoint_steps=[5], save_checkpoint=other.__setitem__, log=_quiet)
+    mt.train({**s, "rng": "entk"}, 2, "k", checkpoint_steps=[5], save_checkpoint=other.__setitem__, log=_quiet)
     assert not torch.allclose(other[5]["model"]["W_U"], want["W_U"], atol=1e-3)
     assert history["epoch"].tolist() == [0, 2, 4, 5]
 
@@ -295,7 +296,7 @@ def test_author_rng_draws_the_published_runs_initial_weights_at_p29():
         torch.manual_seed(2)
         drawn = _NotebookTransformer(30, 64, 4, 256)
     initial = {}
-    tf.train(s, 2, "ignored", checkpoint_steps=[0], save_checkpoint=initial.__setitem__, log=_quiet)
+    mt.train(s, 2, "ignored", checkpoint_steps=[0], save_checkpoint=initial.__setitem__, log=_quiet)
     assert initial[0]["model"].keys() == dict(drawn.named_parameters()).keys()
     for name, value in drawn.named_parameters():
         assert torch.equal(initial[0]["model"][name], value.detach()), name
@@ -315,7 +316,7 @@ def _planted_model() -> tf.Transformer:
     """Number-token embeddings made of frequencies KEYS only; uniform attention (W_Q = 0) and no MLP, so the
     last residual is a constant plus a linear map of W_E[a] + W_E[b]: rank 1 + 4 with Fourier modes."""
     gen = torch.Generator().manual_seed(5)
-    model = tf.build({"p": P, "d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 4}, gen).double()
+    model = mt.build({"p": P, "d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 4}, gen).double()
     t = torch.arange(P, dtype=torch.float64)[:, None]
     waves = torch.cat(
         [torch.cos(2 * math.pi * k * t / P + 0.3 * k) for k in KEYS]
@@ -335,7 +336,7 @@ def test_key_frequencies_found_on_a_planted_model():
     power = ta.embedding_power(model.W_E.detach().numpy(), P)
     assert sorted(np.argsort(power)[-2:] + 1) == KEYS
     assert ta.key_frequencies_embedding(model.W_E.detach().numpy(), P) == KEYS
-    kernel = entk.compact_ntk(model, tf.inputs({"p": P}), params=["W_U"], outputs="all_mean")
+    kernel = entk.compact_ntk(model, mt.inputs({"p": P}), params=["W_U"], outputs="all_mean")
     _, vectors = entk.kernel_eigenpairs(kernel, 5)
     assert ta.key_frequencies_ntk(vectors.numpy(), P) == KEYS
 

@@ -10,24 +10,22 @@ the language_models entry's classes is kept, at most ``per_class`` per class, in
 contexts do not depend on the draw.
 
 ``directories`` and ``resolve`` run while the workflow parses (they read ``config.json`` files and
-the shapes of the input files, so that a bad entry fails before any job); the rest runs in jobs.
+the shapes of the input files, so that a bad entry fails before any job); the rest runs in jobs. The
+workflow reads the kind while it parses any config, so torch is imported by the functions that use it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
+from entk.kinds.kind import Kind
 
-from entk import lm
-from entk.analyses.detectors import check_labels
-from entk.core.lm_inputs import TOKENIZER_FILES
-from entk.shared import generator
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+    from torch import nn
 
 
 def directories(settings: dict) -> list[str]:
@@ -46,6 +44,8 @@ def _config(settings: dict, basedir: str, problems: list[str]):
     """The transformers config of the model (its last directory's, or the ``config`` setting's)."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from entk import lm
 
     configs = []
     for d in directories(settings):
@@ -82,6 +82,9 @@ def _config(settings: dict, basedir: str, problems: list[str]):
 
 def resolve(settings: dict, basedir: str, context_length: int) -> tuple[int | None, list[str]]:
     """(blocks of the model, problems) of an entry's settings; each problem names its setting and the fix."""
+    from entk import lm
+    from entk.core.lm_inputs import TOKENIZER_FILES
+
     problems: list[str] = []
     config = _config(settings, basedir, problems)
     positions = getattr(config, "max_position_embeddings", None)
@@ -132,6 +135,8 @@ def build(settings: dict) -> nn.Module:
     """A model with random weights (from the global torch RNG) from the ``config`` setting."""
     from transformers import AutoConfig
 
+    from entk import lm
+
     if settings["config"] is None:
         raise ValueError(
             "kind hf_causal_lm builds a model only from its config setting; a model directory is loaded, not built"
@@ -152,6 +157,11 @@ def train(
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """No training: the random weights of the config drawn from ``generator(seed, key)``, saved as step 0."""
+    import pandas as pd
+    import torch
+
+    from entk.shared import generator
+
     state = torch.random.get_rng_state()
     torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator(seed, key))))
     try:
@@ -170,6 +180,8 @@ def save_pretrained(model: nn.Module, directory: str) -> None:
 
 def check_modules(model: nn.Module, specs: list[str], where: str) -> None:
     """Every module spec (``role.index`` or a name) resolves in the model; the error names the fix."""
+    from entk import lm
+
     roles = lm.module_roles(model)
     names = dict(model.named_modules())
     arch = type(model).__name__
@@ -192,6 +204,11 @@ def check_modules(model: nn.Module, specs: list[str], where: str) -> None:
 def contexts(settings: dict, lm_settings: dict, model_dir: str, modules: list[str], where: str) -> dict:
     """The probe contexts of the settings' files: ids (N, T), labels (N,) class indices, classes,
     and each context's row in the files (``index``); ``where`` names the modules' config key."""
+    import numpy as np
+
+    from entk import lm
+    from entk.analyses.detectors import check_labels
+
     model = lm.load_causal_lm(model_dir)
     check_modules(model, modules, where)
     if settings["tokens"] is not None:
@@ -215,3 +232,107 @@ def contexts(settings: dict, lm_settings: dict, model_dir: str, modules: list[st
     except ValueError as e:
         raise ValueError(f"{settings['labels']}: {e}") from None
     return {"ids": ids.numpy()[index], "labels": y, "classes": np.asarray(classes), "index": index}
+
+
+def check(s: dict) -> list[str]:
+    """The shape of the settings; the files they name are checked by ``resolve``."""
+    k = "of kind hf_causal_lm"
+    model, errors = s["model"], []
+    if (model is None) == (s["config"] is None):
+        errors.append(
+            f"settings {k}: give exactly one of model (a Hugging Face directory, or a list of them in training "
+            "order) or config ({model_type: ..., sizes}: random weights)"
+        )
+    if s["config"] is not None and not (
+        isinstance(s["config"], dict) and isinstance(s["config"].get("model_type"), str)
+    ):
+        errors.append(f"setting 'config' {k}: {s['config']!r} must be a map with model_type (e.g. llama) and sizes")
+    dirs = [model] if isinstance(model, str) else list(model or [])
+    if s["steps"] is not None:
+        steps = s["steps"]
+        if len(steps) != len(dirs):
+            errors.append(
+                f"setting 'steps' {k}: {len(steps)} steps for {len(dirs)} model directories; give one per directory"
+            )
+        elif any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            errors.append(f"setting 'steps' {k}: {steps} must increase (the directories' order is the training axis)")
+    if (s["tokens"] is None) == (s["text"] is None):
+        errors.append(f"settings {k}: give exactly one of tokens (token ids (N, T), .npy or .pt) or text (a text file)")
+    if s["labels"] is None:
+        errors.append(f"setting 'labels' {k}: give a file with one label per context (.npy, .json, or one per line)")
+    if s["tokenizer"] is not None and s["text"] is None:
+        errors.append(f"setting 'tokenizer' {k}: only a text input is tokenized; drop it or give text")
+    if s["n_contexts"] is not None and not (isinstance(s["n_contexts"], int) and s["n_contexts"] >= 1):
+        errors.append(f"setting 'n_contexts' {k}: {s['n_contexts']!r} must be a whole number ≥ 1, or left out for all")
+    return errors
+
+
+def checkpoint_steps(s: dict) -> list[int]:
+    """One step per model directory (the given steps, else 0, 1, 2, …); a config's random weights are step 0."""
+    n = 1 if isinstance(s["model"], str) or s["model"] is None else len(s["model"])
+    return list(s["steps"]) if s["steps"] is not None else list(range(n))
+
+
+KIND = Kind(
+    name="hf_causal_lm",
+    description="a Hugging Face causal LM of yours, not trained here: a local directory, a list of them "
+    "(checkpoints of one run) or a config (random weights), with your contexts and labels (docs/spec.md §4). "
+    "It is loaded local_files_only with eager attention and needs a language_models entry; paths are "
+    "relative to the working directory",
+    settings={
+        "model": {
+            "description": "A Hugging Face model directory (config.json + weights, as save_pretrained writes it), "
+            "or a list of them in training order (the checkpoints of one run, e.g. Pythia revisions saved "
+            "locally: the training axis). Give model or config.",
+            "oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}}],
+        },
+        "steps": {
+            "description": "The training step of each model directory (default 0, 1, 2, …), increasing.",
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "integer", "minimum": 0},
+        },
+        "config": {
+            "description": "Instead of model: a transformers config, model_type plus sizes (e.g. {model_type: "
+            "llama, hidden_size: 64, num_hidden_layers: 2, ...}); its random weights come from the experiment's "
+            "seed and seed_key, saved as results/<experiment>/hf/step_0.",
+            "type": "object",
+            "required": ["model_type"],
+        },
+        "tokens": {
+            "description": "Token ids (N, T) of the probe contexts, a .npy or .pt file of integers. Give tokens or "
+            "text.",
+            "type": "string",
+        },
+        "text": {
+            "description": "A text file cut into contexts of the language_models entry's context_length tokens by "
+            "the model's tokenizer (no special tokens, consecutive windows).",
+            "type": "string",
+        },
+        "tokenizer": {
+            "description": "The directory of the text's tokenizer (default the last model directory).",
+            "type": "string",
+        },
+        "n_contexts": {
+            "description": "Use only the first n contexts of tokens or text (default all).",
+            "type": "integer",
+            "minimum": 1,
+        },
+        "labels": {
+            "description": "One label per context (a .npy or .json array, or a text file with one per line, e.g. "
+            "the UPOS tag of the word after it), compared as text with the entry's classes: contexts whose label "
+            "is one of them are kept, at most per_class each, in file order.",
+            "type": "string",
+        },
+    },
+    functions={
+        "build": build,
+        "train": train,
+        "save_pretrained": save_pretrained,
+        "contexts": contexts,
+        "directories": directories,
+        "resolve": resolve,
+    },
+    checkpoint_steps=checkpoint_steps,
+    check=check,
+)

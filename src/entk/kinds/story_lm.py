@@ -4,24 +4,23 @@ A Gemma-3 decoder from ``transformers`` (``Gemma3TextConfig``, eager attention, 
 unembedding) with a word-level tokenizer built in memory with ``tokenizers`` over the grammar's
 vocabulary (``entk.kinds.stories``), so that what the workflow trains is an ordinary Hugging Face
 checkpoint. Training: AdamW on next-word cross-entropy over windows of ``context_length + 1`` words
-cut at random from a stream of training stories joined by an end-of-story token.
+cut at random from a stream of training stories joined by an end-of-story token. The workflow reads
+the kind while it parses, so torch is imported by the functions that use it.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import pandas as pd
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from entk.kinds import stories as grammar
-from entk.kinds.registry import get_kind
-from entk.shared import generator
+from entk.kinds.kind import Kind, every, rates
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+    from torch import Tensor
 
 SPECIALS = ("[PAD]", "[UNK]", "[EOS]")
 HISTORY_COLUMNS = ["step", "train_loss", "test_loss", "test_acc"]
@@ -79,6 +78,8 @@ def build(settings: dict):
 
 def seeded_build(settings: dict, gen: torch.Generator):
     """``build`` with its initial weights drawn from ``gen`` (the library draws from the global RNG)."""
+    import torch
+
     state = torch.random.get_rng_state()
     torch.manual_seed(int(torch.randint(0, 2**62, (), generator=gen)))
     try:
@@ -89,6 +90,10 @@ def seeded_build(settings: dict, gen: torch.Generator):
 
 def corpus(settings: dict, seed: int, key: str, split: str = "probe") -> list[tuple[list[str], list[str]]]:
     """The stories of one split ("train", "test", "probe") as (words, UPOS tags), each split its own stream."""
+    import torch
+
+    from entk.shared import generator
+
     n = settings[{"train": "train_stories", "test": "test_stories", "probe": "probe_stories"}[split]]
     gen = generator(seed, _STREAMS[split], key)
     texts = grammar.stories(n, int(torch.randint(0, 2**62, (), generator=gen)))
@@ -97,21 +102,28 @@ def corpus(settings: dict, seed: int, key: str, split: str = "probe") -> list[tu
 
 def token_stream(texts: list[tuple[list[str], list[str]]]) -> Tensor:
     """Every story's token ids followed by the end-of-story token, as one stream (L,)."""
+    import torch
+
     vocab = vocabulary()
     return torch.tensor([vocab[w] for words, _ in texts for w in (*words, "[EOS]")])
 
 
 def windows(stream: Tensor, length: int, starts: Tensor) -> Tensor:
     """Windows of ``length`` tokens from ``starts`` (B,) → (B, length)."""
+    import torch
+
     return stream[starts[:, None] + torch.arange(length)]
 
 
-@torch.no_grad()
 def _evaluate(model, stream: Tensor, length: int, n: int) -> tuple[float, float]:
     """Cross-entropy and next-word accuracy over ``n`` evenly spaced test windows."""
+    import torch
+    import torch.nn.functional as F
+
     starts = torch.linspace(0, len(stream) - length - 2, n).long()
     w = windows(stream, length + 1, starts)
-    logits = model(input_ids=w[:, :-1]).logits
+    with torch.no_grad():
+        logits = model(input_ids=w[:, :-1]).logits
     loss = F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten()).item()
     return loss, (logits.argmax(-1) == w[:, 1:]).double().mean().item()
 
@@ -135,7 +147,15 @@ def train(
     ``save_checkpoint(t, state)`` receives {"model", "optimizer", "generator", "step", "history"}
     (deep copies); ``resume`` = such a state continues bit-identically.
     """
-    if msgs := get_kind("story_lm").check(settings):
+    import copy
+
+    import pandas as pd
+    import torch
+    import torch.nn.functional as F
+
+    from entk.shared import generator
+
+    if msgs := check(settings):
         raise ValueError("; ".join(msgs))
     s, length = settings, settings["context_length"]
     gen = generator(seed, key)
@@ -192,3 +212,78 @@ def save_pretrained(model, directory: str) -> None:
     """The model and its tokenizer as a Hugging Face checkpoint directory (``entk.lm.load_causal_lm`` reads it)."""
     model.save_pretrained(directory)
     tokenizer().save_pretrained(directory)
+
+
+def check(s: dict) -> list[str]:
+    """One message per bad setting."""
+    ints = (
+        "d_model n_layers n_heads d_mlp context_length steps batch_size checkpoint_every "
+        "train_stories test_stories probe_stories"
+    ).split()
+    errors = [
+        f"setting '{k}' of kind story_lm: {s[k]!r} must be a positive integer"
+        for k in ints
+        if not isinstance(s[k], int) or isinstance(s[k], bool) or s[k] < 1
+    ]
+    errors += rates(s, "story_lm")
+    if not errors and s["d_model"] % s["n_heads"]:
+        errors.append(
+            f"setting 'n_heads' of kind story_lm: d_model = {s['d_model']} is not divisible by {s['n_heads']} heads; "
+            "choose n_heads dividing d_model"
+        )
+    return errors
+
+
+_BLOCK = (
+    "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight",
+    "self_attn.q_norm.weight",
+    "self_attn.k_norm.weight",
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+    "input_layernorm.weight",
+    "post_attention_layernorm.weight",
+    "pre_feedforward_layernorm.weight",
+    "post_feedforward_layernorm.weight",
+)
+
+
+def parameters(settings: dict) -> list[str]:
+    """Parameter names of the built Gemma-3 (tests check them against a built one)."""
+    layers = [f"model.layers.{i}.{b}" for i in range(settings["n_layers"]) for b in _BLOCK]
+    return ["model.embed_tokens.weight", *layers, "model.norm.weight"]
+
+
+def _int(description: str, default: int) -> dict:
+    return {"description": description, "type": "integer", "minimum": 1, "default": default}
+
+
+KIND = Kind(
+    name="story_lm",
+    description="small Gemma-3 causal LM on generated stories with known parts of speech, saved as a "
+    "Hugging Face checkpoint (docs/spec.md §4)",
+    settings={
+        "d_model": _int("Residual width C.", 64),
+        "n_layers": _int("Decoder blocks.", 3),
+        "n_heads": _int("Attention heads, dividing d_model.", 4),
+        "d_mlp": _int("MLP hidden width.", 256),
+        "context_length": _int("Training window in tokens.", 32),
+        "steps": _int("AdamW steps.", 1500),
+        "batch_size": _int("Windows per step.", 64),
+        "lr": {"description": "AdamW learning rate.", "type": "number", "exclusiveMinimum": 0, "default": 3e-3},
+        "weight_decay": {"description": "AdamW weight decay.", "type": "number", "minimum": 0, "default": 0.01},
+        "checkpoint_every": _int(
+            "Steps between checkpoints and history rows; step 0 and the last always have one.", 500
+        ),
+        "train_stories": _int("Generated training stories.", 4000),
+        "test_stories": _int("Held-out stories of the test loss.", 200),
+        "probe_stories": _int("Held-out stories the probe contexts are drawn from.", 20000),
+    },
+    functions={"build": build, "train": train, "corpus": corpus, "save_pretrained": save_pretrained},
+    checkpoint_steps=lambda s: every(s, "steps", "checkpoint_every"),
+    check=check,
+    parameters=parameters,
+)

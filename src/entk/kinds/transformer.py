@@ -1,7 +1,7 @@
-"""The paper's 1-layer Transformer on (a + b) mod p as the kind ``modadd_transformer`` (docs/spec.md §3):
-the model, its inputs and its training recipe (``build``, ``inputs``, ``train``; its defaults,
-checks and checkpoint steps are its entry in ``entk.kinds.registry``). Its analyses, which need no torch, are in
-``entk.analyses.transformer_analysis``.
+"""The paper's 1-layer Transformer on (a + b) mod p (docs/spec.md §3): the model, its data, the
+author's random draws and the training loop, in torch. The kind ``modadd_transformer``
+(``entk.kinds.modadd_transformer``) builds, probes and trains it through these; its analyses, which
+need no torch, are in ``entk.analyses.transformer_analysis``.
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from entk.kinds.registry import KINDS
 from entk.kinds.training import HISTORY_COLUMNS, TrainingDiverged, resume_state
+from entk.shared import generator
 
 TENSORS = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U")
-
-# The kind's pure-Python parts (defaults, checks, checkpoint steps) are its registry entry, which
-# the workflow reads without torch.
-_KIND = KINDS["modadd_transformer"]
 
 
 # --- The model ---
@@ -87,23 +83,11 @@ class Transformer(nn.Module):
         return resid @ self.W_U
 
 
-# --- The kind interface ---
+# --- The data and the draws ---
 
 
-def _settings(settings: dict) -> dict:
-    """The settings over the kind's defaults; an unknown key is an error naming the valid ones."""
-    return _KIND.settings(settings)
-
-
-def build(settings: dict, generator: torch.Generator | None = None) -> Transformer:
-    """An untrained Transformer of the settings' sizes (weights drawn from ``generator``)."""
-    s = _settings(settings)
-    return Transformer(s["p"], s["d_model"], s["n_heads"], s["d_head"], s["d_mlp"], generator=generator)
-
-
-def inputs(settings: dict, seed: int = 0, key: str = "") -> Tensor:
-    """All p² sequences (a, b, '='), int64 (p², 3), row i = a·p + b (seed and key unused: fixed)."""
-    p = _settings(settings)["p"]
+def sequences(p: int) -> Tensor:
+    """All p² sequences (a, b, '='), int64 (p², 3), row i = a·p + b."""
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     return torch.stack([a.reshape(-1), b.reshape(-1), torch.full((p * p,), p)], dim=1)
 
@@ -158,14 +142,11 @@ def evaluation_draws(stream: torch.Generator) -> None:
         _int64_draw(stream)
 
 
-def streams(settings: dict, seed: int, key: str) -> tuple[torch.Generator, str]:
-    """The generator of a run's draws and its rng setting: under ``entk``, ``entk.shared.generator(seed,
-    key)``; under ``author``, a plain generator seeded with ``seed`` standing for the notebook's
+def stream(rng: str, seed: int, key: str) -> torch.Generator:
+    """The generator of a run's draws: under ``rng`` ``entk``, ``entk.shared.generator(seed, key)``;
+    under ``author``, a plain generator seeded with ``seed`` standing for the notebook's
     ``torch.manual_seed(seed)`` global stream (the key unused)."""
-    from entk.shared import generator as make_generator
-
-    rng = _settings(settings)["rng"]
-    return (torch.Generator().manual_seed(seed) if rng == "author" else make_generator(seed, key)), rng
+    return torch.Generator().manual_seed(seed) if rng == "author" else generator(seed, key)
 
 
 def _history_row(
@@ -198,20 +179,22 @@ def _history_row(
     return row
 
 
-def train(
-    settings: dict,
+def fit(
+    s: dict,
     seed: int,
     key: str,
     *,
-    device: torch.device | str = "cpu",
-    checkpoint_steps: Sequence[int] = (),
-    save_checkpoint: Callable[[int, dict[str, Any]], None] = lambda step, state: None,
-    resume: dict[str, Any] | None = None,
-    log: Callable[[str], None] = print,
+    logged: Sequence[int],
+    device: torch.device | str,
+    checkpoint_steps: Sequence[int],
+    save_checkpoint: Callable[[int, dict[str, Any]], None],
+    resume: dict[str, Any] | None,
+    log: Callable[[str], None],
 ) -> pd.DataFrame:
-    """Train a fresh Transformer (paper §3) → history (epoch, train_loss, test_loss, train_acc, test_acc).
+    """Train a fresh Transformer (paper §3) of the checked settings ``s`` (every key) → history
+    (epoch, train_loss, test_loss, train_acc, test_acc), one row per epoch of ``logged``.
 
-    Draws (``streams``) under ``rng: entk``: from ``entk.shared.generator(seed, key)`` the initial
+    Draws (``stream``) under ``rng: entk``: from ``entk.shared.generator(seed, key)`` the initial
     weights, then the split, then one shuffle of the train rows per epoch. Under ``rng: author``, the
     notebook's: the weights from a generator seeded with ``seed``, ``author_split``, and per epoch
     ``epoch_order`` then, after every log_every-th epoch (0, log_every, …), ``evaluation_draws``.
@@ -223,19 +206,14 @@ def train(
     row, with state = {"model", "optimizer", "generator", "epoch", "history"} (deep copies);
     ``resume`` = such a state continues bit-identically and returns the whole history.
     """
-    s = _settings(settings)
-    if msgs := _KIND.check(s):
-        raise ValueError("; ".join(msgs))
-    p, epochs, every, bs = s["p"], s["epochs"], s["log_every"], s["batch_size"]
-    logged = set(_KIND.checkpoint_steps(s))
+    p, epochs, every, bs, rng = s["p"], s["epochs"], s["log_every"], s["batch_size"], s["rng"]
+    logged = set(logged)
     wanted = sorted(set(checkpoint_steps))
-    if stray := [e for e in wanted if e not in logged]:
-        raise ValueError(f"checkpoint epochs {stray} have no history row: use multiples of log_every ({every})")
-    gen, rng = streams(s, seed, key)
-    model = build(s, gen).to(device)
+    gen = stream(rng, seed, key)
+    model = Transformer(p, s["d_model"], s["n_heads"], s["d_head"], s["d_mlp"], generator=gen).to(device)
     frac = s["train_fraction"]
     train_idx, test_idx = author_split(p, frac) if rng == "author" else split(p, frac, gen)
-    x, y = inputs(s).to(device), labels(p).to(device)
+    x, y = sequences(p).to(device), labels(p).to(device)
     idx = {"train": train_idx.to(device), "test": test_idx.to(device)}
     opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
     rows: list[dict[str, float]] = []
@@ -272,6 +250,3 @@ def train(
     finally:
         torch.set_num_threads(threads)
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-
-
-# --- Key frequencies (paper §3: read off W_E by the author; here found two independent ways) ---

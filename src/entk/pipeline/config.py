@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from jsonschema import Draft202012Validator
 
-from entk.kinds.registry import get_kind
+from entk.kinds.registry import KINDS, get_kind
 
 
 class ConfigError(ValueError):
@@ -222,9 +222,17 @@ def semantic_errors(config: dict, basedir: str = ".") -> tuple[dict, list[str]]:
     return experiments, errors
 
 
+def load_schema(path: str | Path) -> dict:
+    """The config schema in ``path`` with each registered kind's settings schema as
+    ``$defs/<kind>_settings``: a kind's own object is the one source of its settings."""
+    schema = yaml.safe_load(Path(path).read_text())
+    schema.setdefault("$defs", {}).update({f"{name}_settings": kind.settings_schema() for name, kind in KINDS.items()})
+    return schema
+
+
 def check_config(config: dict, schema_path: str | Path, basedir: str = ".") -> dict:
     """The config's resolved experiments ({id: Experiment}); ``ConfigError`` naming every bad key."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     errors = config_errors(config, schema)
     experiments = {}
     if not errors:
@@ -445,7 +453,7 @@ def settle_config(config: dict, files: Iterable[str | Path], overrides: dict, sc
     for key in named:
         if defining and key not in defining[-1] and key not in (overrides or {}):
             config.pop(key, None)
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     config.update(coerce_numbers(config, schema))
     # A registered kind's settings are typed by its own schema ($defs/<kind>_settings).
     for _, entry, sub in _kind_settings(config, schema):

@@ -1,6 +1,7 @@
 """The config reference (config/README.md), generated from the JSON schema's ``description`` fields.
 
-The schema is the one place a key is described, so the reference cannot drift from what the
+The schema (with each kind's settings from the kind itself, ``entk.pipeline.config.load_schema``)
+is the one place a key is described, so the reference cannot drift from what the
 workflow validates: ``python -m entk.pipeline.configdoc schemas/config.schema.yaml > config/README.md``
 regenerates it, and tests/test_configdoc.py fails when the committed file is stale or a key has no
 description.
@@ -14,10 +15,9 @@ for an entry of a map (``additionalProperties``) and ``a[]`` for the elements of
 import json
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import NamedTuple
 
-import yaml
+from entk.pipeline.config import load_schema
 
 COMMAND = "python -m entk.pipeline.configdoc schemas/config.schema.yaml > config/README.md"
 BRANCHES = ("allOf", "anyOf", "oneOf", "then", "else")
@@ -192,7 +192,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(f"usage: {COMMAND}", file=sys.stderr)
         return 2
-    schema = yaml.safe_load(Path(argv[0]).read_text())
+    schema = load_schema(argv[0])
     missing = missing_descriptions(schema)
     if missing:
         print("keys without a description in the schema:\n  " + "\n  ".join(missing), file=sys.stderr)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import glob
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 
-from entk.kinds.registry import KINDS, get_kind
+from entk.kinds.registry import KINDS, Kind, get_kind
 
-VIEW_KEYS = ("outputs", "output_weights", "position", "layers", "top_k", "checkpoints", "features")
+# The view keys of an entry (its defaults) or of one of its views, each with its default.
 VIEW_DEFAULTS = {
     "outputs": "diag_mean",
     "output_weights": None,
@@ -23,6 +24,7 @@ VIEW_DEFAULTS = {
     "checkpoints": "all",
     "features": None,
 }
+VIEW_KEYS = tuple(VIEW_DEFAULTS)
 LAYER_KEYWORDS = ("all", "per_tensor", "per_module")
 
 
@@ -49,11 +51,8 @@ class View:
     features: str | None
 
     def params(self) -> dict:
-        """What the eigen job needs of the view, as plain data (rule params)."""
-        return {
-            k: getattr(self, k)
-            for k in ("name", "outputs", "output_weights", "position", "layers", "top_k", "steps", "features")
-        }
+        """The view as plain data (rule params); a job gets the view back as ``View(**params)``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -78,23 +77,51 @@ class Experiment:
 
     @property
     def trained_here(self) -> bool:
-        return self.checkpoint_files == []
+        return not (isinstance(self.weights, dict) and "checkpoints" in self.weights)
+
+    @cached_property
+    def registered_kind(self) -> Kind | None:
+        """The experiment's kind (None for a model of the user's), looked up once."""
+        return None if self.kind is None else get_kind(self.kind)
+
+    def user_files(self) -> list[str]:
+        """Files of the user's that the experiment's jobs read (model, inputs, recipe): a change reruns them."""
+        specs = [self.model, self.inputs]
+        if isinstance(self.weights, dict) and "train" in self.weights:
+            specs.append(self.weights["train"])
+        files = []
+        for spec in specs:
+            if FunctionSpec.names_one(spec):
+                files.append(FunctionSpec.parse(spec).path)
+            elif spec and spec.endswith((".pt", ".npy")):
+                files.append(spec)
+        return files
 
     def params(self) -> dict:
-        """What the train and eigen jobs need of the experiment, as plain data (rule params)."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "model": self.model,
-            "settings": self.settings,
-            "weights": self.weights,
-            "inputs": self.inputs,
-            "seed": self.seed,
-            "seed_key": self.seed_key,
-            "dtype": self.dtype,
-            "max_memory_gb": self.max_memory_gb,
-            "steps": self.steps,
-        }
+        """What the train and eigen jobs need of the experiment, as plain data (rule params): Snakemake
+        reruns a job when they change. A job gets the experiment back with ``from_params``."""
+        return {name: getattr(self, name) for name in _JOB_FIELDS}
+
+    @classmethod
+    def from_params(cls, params: dict) -> Experiment:
+        """The experiment of a job's ``params()``; what only the workflow's wiring reads (default,
+        eigen_threads, the user's checkpoint files, the views) is not part of it and stays empty."""
+        return cls(**params, default=True, eigen_threads=1, checkpoint_files=[], views={})
+
+
+_JOB_FIELDS = (
+    "id",
+    "kind",
+    "model",
+    "settings",
+    "weights",
+    "inputs",
+    "seed",
+    "seed_key",
+    "dtype",
+    "max_memory_gb",
+    "steps",
+)
 
 
 @dataclass(frozen=True)
@@ -235,7 +262,7 @@ def resolve_experiment(exp_id: str, entry: dict, config: dict, basedir: str, err
     if has_kind:
         try:
             kind = get_kind(entry["kind"])
-            settings = kind.settings(entry.get("settings"))
+            settings = kind.with_defaults(entry.get("settings"))
         except ValueError as err:
             errors.append(f"{_where(exp_id, 'settings' if entry['kind'] in KINDS else 'kind')}: {err}")
             return None

@@ -25,20 +25,19 @@ from torch import Tensor, nn
 from entk.core.checks import check_model, check_output_weights
 from entk.core.selection import resolve_params
 from entk.kinds import training
-from entk.kinds.registry import get_kind
 from entk.pipeline import runner
-from entk.pipeline.experiments import FunctionSpec
+from entk.pipeline.experiments import Experiment, FunctionSpec, View
 
 
-def _forward_once(exp: dict, model: nn.Module, x1: Tensor) -> None:
+def _forward_once(exp: Experiment, model: nn.Module, x1: Tensor) -> None:
     """One forward pass on the first probe input (1, ...); an error names the model, the inputs and x1."""
     try:
         with torch.no_grad():
             model.eval()(x1)
     except Exception as e:
         raise ValueError(
-            f"{runner.config_key(exp, 'model')}: {exp['model'] or exp['kind']} fails on the first probe input of "
-            f"{exp['inputs']} (shape {tuple(x1.shape)}, {x1.dtype}): {type(e).__name__}: {e}; make the inputs what "
+            f"{runner.config_key(exp, 'model')}: {exp.model or exp.kind} fails on the first probe input of "
+            f"{exp.inputs} (shape {tuple(x1.shape)}, {x1.dtype}): {type(e).__name__}: {e}; make the inputs what "
             "the model's forward takes (shape, integer token ids or floats)"
         ) from e
 
@@ -59,11 +58,11 @@ def features_problem(features: np.ndarray, n_samples: int) -> str:
     return ""
 
 
-def _check_features(exp: dict, view: dict, n_samples: int) -> None:
-    spec = view["features"]
+def _check_features(exp: Experiment, view: View, n_samples: int) -> None:
+    spec = view.features
     if not spec:
         return
-    where = f"{runner.config_key(exp, 'views', view['name'], 'features')}: {spec}"
+    where = f"{runner.config_key(exp, 'views', view.name, 'features')}: {spec}"
     try:
         f = np.load(spec, allow_pickle=False)
     except (ValueError, OSError) as e:
@@ -73,55 +72,55 @@ def _check_features(exp: dict, view: dict, n_samples: int) -> None:
         raise ValueError(f"{where}: {problem}")
 
 
-def check_view(exp: dict, view: dict, net: nn.Module, x: Tensor, log: Callable[[str], None]) -> None:
+def check_view(exp: Experiment, view: View, net: nn.Module, x: Tensor, log: Callable[[str], None]) -> None:
     """Refuse a view that does not fit the model's output on x (N, ...) (position, output weights, layer
     groups, features); log what the eigen job will do differently from what the view says (top-k cut
     to the kernel's size, frozen parameters named in a group)."""
-    key = lambda *k: runner.config_key(exp, "views", view["name"], *k)  # noqa: E731
+    key = lambda *k: runner.config_key(exp, "views", view.name, *k)  # noqa: E731
     try:
-        model, prefix = runner.positioned(net, x, view["position"])
-        groups = runner.view_groups(model, view["layers"], prefix)
+        model, prefix = runner.positioned(net, x, view.position)
+        groups = runner.view_groups(model, view.layers, prefix)
     except ValueError as e:
         raise ValueError(f"{key()}: {e}") from None
     with torch.no_grad():
         n_outputs = model(x[:1]).shape[1]
     try:
-        weights = runner.output_weights(exp, view["output_weights"], n_outputs)
+        weights = runner.output_weights(exp, view.output_weights, n_outputs)
         check_output_weights(weights)
         negative = [] if weights is None else (weights < 0).nonzero().flatten().tolist()
         if negative:
             raise ValueError(f"weights of outputs {negative[:5]} are negative; give weights ≥ 0 (0 drops an output)")
     except (ValueError, OSError) as e:
         raise ValueError(f"{key('output_weights')}: {e}") from None
-    dim = x.shape[0] * (n_outputs if view["outputs"] == "flatten" else 1)
-    if view["top_k"] > dim:
-        log(f"view {view['name']}: top_k = {view['top_k']} exceeds the kernel's dimension {dim}: keeping all {dim}")
+    dim = x.shape[0] * (n_outputs if view.outputs == "flatten" else 1)
+    if view.top_k > dim:
+        log(f"view {view.name}: top_k = {view.top_k} exceeds the kernel's dimension {dim}: keeping all {dim}")
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     for g, names in groups.items():
         chosen = [] if names is None else [n for ns in resolve_params(model, names).values() for n in ns]
         named = sorted(n.removeprefix(prefix) for n in frozen.intersection(chosen))
         if named:
             log(
-                f"view {view['name']}, layer group {g!r}: includes frozen parameter(s) {named} (requires_grad=False) "
+                f"view {view.name}, layer group {g!r}: includes frozen parameter(s) {named} (requires_grad=False) "
                 "as named; their Jacobians count in its kernel"
             )
     _check_features(exp, view, x.shape[0])
 
 
 def check_experiment(
-    exp: dict, views: list[dict], seed: int, device: torch.device, log: Callable[[str], None] = print
+    exp: Experiment, views: list[View], device: torch.device, log: Callable[[str], None] = print
 ) -> dict[str, tuple[int, ...]]:
     """Build the model, load the probe inputs, run one forward pass on the first of them and check
     every view against it; any problem raises before work starts, naming its config key and file.
     Returns the model's ``state_shapes``, what each checkpoint of it must hold."""
-    dtype = {"float32": torch.float32, "float64": torch.float64}[exp["dtype"]]
+    dtype = {"float32": torch.float32, "float64": torch.float64}[exp.dtype]
     net = runner.build_model(exp).to(device, dtype)
     check_model(net)
-    if exp["inputs"] == "kind" and "inputs" not in get_kind(exp["kind"]).functions:
+    if exp.inputs == "kind" and "inputs" not in exp.registered_kind.functions:
         # Probes made from the trained model (a language model's contexts) are checked by the job that makes them.
         log("checked before any work: the model (its probe inputs are made from the trained model)")
         return runner.state_shapes(net)
-    x = runner.probe_inputs(exp, seed)
+    x = runner.probe_inputs(exp)
     x = x.to(device, dtype) if x.is_floating_point() else x.to(device)
     _forward_once(exp, net, x[:1])
     for view in views:
@@ -130,17 +129,17 @@ def check_experiment(
     return runner.state_shapes(net)
 
 
-def code_digest(exp: dict) -> str:
+def code_digest(exp: Experiment) -> str:
     """SHA-256 of the source files that define the experiment's model and training recipe: part of what a
     resumed training run must match, so that code changed after a crash starts it over."""
     files = set()
-    if exp["kind"] is not None:
-        kind = get_kind(exp["kind"])
-        files |= {inspect.getsourcefile(kind.function(role)) for role in ("build", "train")}
-        files.add(inspect.getsourcefile(training))
+    if exp.kind is not None:
+        # A kind's module imports its torch code (models, training loops) only when called, so the
+        # whole kinds package stands for it: a change to another kind only costs a fresh start.
+        files |= set(Path(inspect.getsourcefile(training)).parent.glob("*.py"))
     else:
-        files.add(FunctionSpec.parse(exp["model"]).path)
-    weights = exp["weights"]
+        files.add(FunctionSpec.parse(exp.model).path)
+    weights = exp.weights
     if isinstance(weights, dict) and "train" in weights:
         files.add(FunctionSpec.parse(weights["train"]).path)
     digest = hashlib.sha256()

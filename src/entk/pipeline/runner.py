@@ -1,7 +1,7 @@
 """What the workflow's train and eigen jobs do for any experiment: build its model (a registered
 kind or the user's ``file.py:function``), load its inputs and checkpoints, and compute each view's
-eigenpairs. The experiment and view arrive as plain dicts (``Experiment.params()``,
-``View.params()``), so a job needs nothing but its rule's params.
+eigenpairs. A job rebuilds its experiment and view from its rule's params
+(``Experiment.from_params``, ``View(**params)``) and passes those objects down.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-import entk
 from entk.analyses.analysis import EigenFile
 from entk.core.checks import analysed_model, check_inputs
+from entk.core.ntk import NTK
 from entk.core.selection import module_groups, resolve_params
-from entk.kinds.registry import TrainRecipe, get_kind
-from entk.pipeline.experiments import FunctionSpec
+from entk.kinds.registry import TrainRecipe
+from entk.pipeline.experiments import Experiment, FunctionSpec, View
 from entk.shared import load_torch
 
 
@@ -45,9 +45,9 @@ def load_function(spec: str, what: str) -> Callable:
     return fn
 
 
-def config_key(exp: dict, *keys: str) -> str:
+def config_key(exp: Experiment, *keys: str) -> str:
     """'config key 'experiments.<id>.<keys>'' for messages about an experiment's entry."""
-    return "config key '" + ".".join(("experiments", str(exp.get("id")), *keys)) + "'"
+    return "config key '" + ".".join(("experiments", exp.id, *keys)) + "'"
 
 
 def _call_with_settings(fn: Callable, settings: dict, where: str = ""):
@@ -69,26 +69,26 @@ class UserFunctionError(RuntimeError):
     """A function of the user's (model, inputs, recipe) raised; the message names it and its config key."""
 
 
-def build_model(exp: dict) -> nn.Module:
+def build_model(exp: Experiment) -> nn.Module:
     """An untrained model of the experiment (weights come from a checkpoint)."""
-    if exp["kind"] is not None:
-        model = get_kind(exp["kind"]).function("build")(exp["settings"])
+    if exp.registered_kind is not None:
+        model = exp.registered_kind.function("build")(exp.settings)
     else:
-        where = f"{config_key(exp, 'model')}: {exp['model']}"
-        model = _call_with_settings(load_function(exp["model"], "model"), exp["settings"], where)
+        where = f"{config_key(exp, 'model')}: {exp.model}"
+        model = _call_with_settings(load_function(exp.model, "model"), exp.settings, where)
     if not isinstance(model, nn.Module):
         raise TypeError(
-            f"{config_key(exp, 'model')}: {exp['model'] or exp['kind']} returned {type(model).__name__}, not a "
+            f"{config_key(exp, 'model')}: {exp.model or exp.kind} returned {type(model).__name__}, not a "
             "torch.nn.Module; return the model itself"
         )
     return model
 
 
-def probe_inputs(exp: dict, seed: int) -> Tensor:
+def probe_inputs(exp: Experiment) -> Tensor:
     """The experiment's probe inputs (N, ...): the kind's own, a .pt/.npy file, or file.py:function."""
-    spec, where = exp["inputs"], f"{config_key(exp, 'inputs')}: {exp['inputs']}"
+    spec, where = exp.inputs, f"{config_key(exp, 'inputs')}: {exp.inputs}"
     if spec == "kind":
-        x = get_kind(exp["kind"]).function("inputs")(exp["settings"], seed, exp["seed_key"])
+        x = exp.registered_kind.function("inputs")(exp.settings, exp.seed, exp.seed_key)
     elif spec.endswith(".npy"):
         try:
             x = torch.from_numpy(np.load(spec, allow_pickle=False))
@@ -97,7 +97,7 @@ def probe_inputs(exp: dict, seed: int) -> Tensor:
     elif spec.endswith(".pt"):
         x = load_torch(spec, what="probe inputs", yours=True, map_location="cpu")
     else:
-        x = _call_with_settings(load_function(spec, "inputs"), exp["settings"], where)
+        x = _call_with_settings(load_function(spec, "inputs"), exp.settings, where)
         try:
             x = torch.as_tensor(x)
         except (TypeError, ValueError, RuntimeError) as e:
@@ -116,12 +116,12 @@ def probe_inputs(exp: dict, seed: int) -> Tensor:
     return x
 
 
-def train_function(exp: dict) -> TrainRecipe:
+def train_function(exp: Experiment) -> TrainRecipe:
     """The training recipe: the kind's, or the user's ``weights: {train: file.py:function}``."""
-    weights = exp["weights"]
+    weights = exp.weights
     if isinstance(weights, dict) and "train" in weights:
         return load_function(weights["train"], "weights.train")
-    return get_kind(exp["kind"]).train()
+    return exp.registered_kind.train()
 
 
 def _state_dict_of(obj, path: str) -> dict:
@@ -154,20 +154,28 @@ def from_bundle(path: str, step: int | None = None) -> tuple[nn.Module, Tensor, 
     (``results/<experiment>/checkpoints.pt``): (model at ``step`` (default the last), its probe
     inputs (N, ...), the bundle's meta: kind, settings, seed, seed_key)."""
     bundle = load_torch(path, what="checkpoint bundle", map_location="cpu")
-    exp = {
-        "kind": bundle["kind"],
-        "model": bundle["model"],
-        "settings": bundle["settings"],
-        "inputs": "kind",
-        "seed_key": bundle["seed_key"],
-    }
-    if exp["kind"] is None:
+    if bundle["kind"] is None:
         raise ValueError(f"{path}: a model of your own; its bundle does not say how to build it")
+    exp = Experiment.from_params(
+        {
+            "id": Path(path).parent.name,
+            "kind": bundle["kind"],
+            "model": bundle["model"],
+            "settings": bundle["settings"],
+            "weights": bundle["weights"],
+            "inputs": "kind",
+            "seed": bundle["seed"],
+            "seed_key": bundle["seed_key"],
+            "dtype": "float64",
+            "max_memory_gb": None,
+            "steps": bundle["steps"],
+        }
+    )
     model = build_model(exp)
     step = bundle["steps"][-1] if step is None else step
     load_state(model, bundle["states"][step], f"{path} (step {step})")
     meta = {k: bundle[k] for k in ("kind", "settings", "seed", "seed_key")}
-    return model, probe_inputs(exp, bundle["seed"]), meta
+    return model, probe_inputs(exp), meta
 
 
 def state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -254,12 +262,12 @@ def view_groups(model: nn.Module, layers, prefix: str = "") -> dict[str, list[st
     return groups
 
 
-def output_weights(exp: dict, spec, n_outputs: int) -> Tensor | None:
+def output_weights(exp: Experiment, spec, n_outputs: int) -> Tensor | None:
     """The view's output weights (C,): None, a list, a .npy file, or {importance: β} → I^(β/2)."""
     if spec is None:
         return None
     if isinstance(spec, dict):
-        importance = get_kind(exp["kind"]).function("importance")(exp["settings"]).double()
+        importance = exp.registered_kind.function("importance")(exp.settings).double()
         w = importance ** (spec["importance"] / 2)
     elif isinstance(spec, str):
         w = torch.from_numpy(np.load(spec, allow_pickle=False)).double()
@@ -282,23 +290,23 @@ def view_eigenpairs(
     """Top-k eigenpairs {group: (values (k,), vectors (D, k))} of each group's kernel, from one
     ``entk.NTK``: each atom's kernel is computed once for every group that holds it, and groups whose
     kernels would not fit the budget go matrix-free."""
-    ntk = entk.NTK(model, x, groups=groups, outputs=outputs, output_weights=weights, max_memory_gb=max_memory_gb)
+    ntk = NTK(model, x, groups=groups, outputs=outputs, output_weights=weights, max_memory_gb=max_memory_gb)
     # A top_k above the kernel's size keeps them all; the eigen job's log says so (entk.pipeline.preflight).
     k = min(k, ntk.dim)
     return {g: ntk.eigenpairs(k, g) for g in groups}
 
 
 def eigen_file(
-    exp: dict, view: dict, checkpoints: list[str], seed: int, device: torch.device, log: Callable[[str], None] = print
+    exp: Experiment, view: View, checkpoints: list[str], device: torch.device, log: Callable[[str], None] = print
 ) -> EigenFile:
     """One view's eigen file (docs: README, "The eigen file") over its checkpoints."""
-    dtype = {"float32": torch.float32, "float64": torch.float64}[exp["dtype"]]
-    x = probe_inputs(exp, seed)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[exp.dtype]
+    x = probe_inputs(exp)
     x_dev = x.to(device, dtype) if x.is_floating_point() else x.to(device)
     net = build_model(exp).to(device, dtype)
     # The workflow's bundle holds every step; a user's files come one per step of the experiment.
-    states = checkpoint_states(checkpoints, view["steps"] if len(checkpoints) == 1 else exp["steps"])
-    wanted = set(view["steps"])
+    states = checkpoint_states(checkpoints, view.steps if len(checkpoints) == 1 else exp.steps)
+    wanted = set(view.steps)
     values: dict[str, list] = {}
     vectors: dict[str, list] = {}
     steps, groups, last_state = [], None, None
@@ -308,14 +316,14 @@ def eigen_file(
             continue
         load_state(net, state, f"checkpoint of step {step}")
         net.eval()
-        model, prefix = positioned(net, x_dev, view["position"])
+        model, prefix = positioned(net, x_dev, view.position)
         if groups is None:
-            groups = view_groups(model, view["layers"], prefix)
+            groups = view_groups(model, view.layers, prefix)
             with torch.no_grad():
                 n_outputs = model(x_dev[:1]).shape[1]
-            weights = output_weights(exp, view["output_weights"], n_outputs)
+            weights = output_weights(exp, view.output_weights, n_outputs)
             weights = None if weights is None else weights.to(device, dtype)
-        pairs = view_eigenpairs(model, x_dev, groups, view["outputs"], weights, view["top_k"], exp["max_memory_gb"])
+        pairs = view_eigenpairs(model, x_dev, groups, view.outputs, weights, view.top_k, exp.max_memory_gb)
         for g, (vals, vecs) in pairs.items():
             values.setdefault(g, []).append(vals.double().cpu().numpy())
             vectors.setdefault(g, []).append(vecs.double().cpu().numpy())
@@ -337,7 +345,7 @@ def eigen_file(
         vectors={g: np.stack(vectors[g]) for g in groups},
         params={g: _group_param_names(model, names, prefix) for g, names in groups.items()},
         inputs=x.double().numpy() if x.is_floating_point() else x.numpy(),
-        outputs=view["outputs"],
+        outputs=view.outputs,
         n_outputs=n_outputs,
         n_samples=x.shape[0],
         weights={name: last_state[name].double().cpu().numpy() for name, _ in net.named_parameters()},
