@@ -4,9 +4,9 @@ Jacobians of the whole model on tiny random Gemma-3, Llama and GPT-2 models."""
 
 import pytest
 import torch
-from test_lm import N, _configs, brute_force_factor, close
 
 from entk import lm
+from test_lm import N, _configs, brute_force_factor, close
 
 transformers = pytest.importorskip("transformers")
 
@@ -30,7 +30,9 @@ def test_products_match_brute_force(tiny, kept, role, block, position):
         j = j.reshape(j.shape[0], 50, -1)[:, torch.unique(ids)].flatten(1)
     # A budget of a few bytes keeps nothing and cuts one context a chunk.
     budget = None if kept else 1e-9
-    op = lm.ModuleOperator(model, ids, module, position=position, metric_sqrt=s, route="matrix_free", max_memory_gb=budget)
+    op = lm.ModuleOperator(
+        model, ids, module, position=position, metric_sqrt=s, route="matrix_free", max_memory_gb=budget
+    )
     assert op._keep is kept
     assert len(op._chunks) == (1 if kept else N)
     # The Gram of the inputs serves an nn.Linear (not GPT-2's Conv1D) whose N·T' rows (5 contexts × 4 positions)
