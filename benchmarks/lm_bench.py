@@ -6,16 +6,19 @@ J̃ᵀ v by ``vjp`` accumulated over chunks of 64 contexts, then J̃ (·) by ``j
 vectors laid out (d_model, N); 50 Lanczos steps from ``randn`` with full reorthogonalisation
 (``entk.lm.lanczos``, the same recurrence). entk: ``entk.lm.module_operator(...).eigenpairs(25)``
 (converged block solver, downstream network only: every residual ‖Kv − λv‖ ≤ 10·eps·√dim·λ₁), which
-is the converged answer the others are measured against, and the same 50-step Lanczos on entk's
-products (the author's algorithm, so the author's accuracy).
+is the converged answer the others are measured against; the same 50-step Lanczos on entk's
+products (the author's algorithm, so the author's accuracy); and ``entk_matched``, entk's block solver
+stopped after the fewest iterations whose top 25 is at least as accurate as the author's (max |Δλ|/λ₁ no
+larger, top-25 overlap with the converged answer no smaller), each try run from scratch.
 
 The model: Gemma-3 from ``Gemma3TextConfig`` with Gemma-3-270M's widths (hidden 640, MLP 2048, 4 heads
 of 256, one key-value head, vocabulary 262 144, sliding window 512), random weights, float32, fewer
 layers and contexts than the paper (2 cores). Each method runs in a child process of its own: its time
 is measured around the computation only, its peak memory is VmHWM reset just before it (the model
-itself, built in the child from the same seed, is not counted).
+itself, built in the child from the same seed, is not counted). Its CPU seconds, measured around the same
+computation, say more than wall time on a shared machine (``--threads 1`` there: no thread waits on another).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/lm_bench.py --layers 3 --contexts 16 --tokens 16
+    PYTHONPATH=src .venv/bin/python benchmarks/lm_bench.py --layers 3 --contexts 8 --tokens 8 --threads 1
 """
 
 from __future__ import annotations

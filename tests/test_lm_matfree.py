@@ -11,10 +11,13 @@ from test_lm import N, _configs, brute_force_factor, close
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module", params=["gemma", "llama", "gpt2"])
+@pytest.fixture(scope="module", params=["gemma", "llama", "gpt2", "llama_bias"])
 def tiny(request):
     torch.manual_seed(0)
-    model = lm.load_causal_lm(_configs()[request.param]).double()
+    configs = _configs()
+    # Llama's MLP projections with biases: the only nn.Linear here whose bias enters the products.
+    configs["llama_bias"] = transformers.LlamaConfig(**{**configs["llama"].to_dict(), "mlp_bias": True})
+    model = lm.load_causal_lm(configs[request.param]).double()
     ids = torch.randint(1, 50, (N, 7), generator=torch.Generator().manual_seed(1))
     u = lm.unembedding(model)
     return request.param, model, ids, lm.metric_sqrt(u.T @ u)
@@ -28,8 +31,8 @@ def test_products_match_brute_force(tiny, kept, role, block, position):
     j = brute_force_factor(model, ids, module, position, s)
     if role == "embedding":
         j = j.reshape(j.shape[0], 50, -1)[:, torch.unique(ids)].flatten(1)
-    # A budget of a few bytes keeps nothing and cuts one context a chunk.
-    budget = None if kept else 1e-9
+    # 1 GB keeps every linearisation of these tiny models; a few bytes keep nothing and cut one context a chunk.
+    budget = 1 if kept else 1e-9
     op = lm.ModuleOperator(
         model, ids, module, position=position, metric_sqrt=s, route="matrix_free", max_memory_gb=budget
     )
@@ -52,7 +55,7 @@ def test_products_match_brute_force(tiny, kept, role, block, position):
 def test_kept_linearisations_run_the_downstream_network_once(tiny, kept):
     _, model, ids, s = tiny
     module = lm.module_roles(model)["attn_out"][0]
-    budget = None if kept else 1e-9
+    budget = 1 if kept else 1e-9
     op = lm.ModuleOperator(model, ids, module, metric_sqrt=s, route="matrix_free", max_memory_gb=budget)
     calls = []
     run = op._site.run
