@@ -397,7 +397,7 @@ class ModuleOperator:
             )
         h, pullback = vjp(g, y)
         _, transpose = vjp(lambda c: pullback(c)[0], torch.zeros_like(h))
-        self._linearised[i] = (lambda dy: vmap(transpose)(dy)[0], lambda cot: vmap(pullback)(cot)[0])
+        self._linearised[i] = (_batched(transpose), _batched(pullback))
         return self._linearised[i]
 
     def _module_jvp(self, i: int, tangents: Params) -> Tensor:
@@ -572,6 +572,12 @@ def _linear_vjp(x: Tensor, dy: Tensor, bias: bool) -> Params:
     if bias:
         grads["bias"] = flat.sum(0).reshape(-1, b).T
     return grads
+
+
+def _batched(fn: Callable[[Tensor], tuple[Tensor]]) -> Callable[[Tensor], Tensor]:
+    """fn of one vector applied to a batch (b, ...): a single vector without ``vmap``, whose batching of every
+    small operation cost a Lanczos step (one vector a product) several times the operations themselves."""
+    return lambda x: fn(x[0])[0][None] if x.shape[0] == 1 else vmap(fn)(x)[0]
 
 
 def _sum(parts) -> Params:
