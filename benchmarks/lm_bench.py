@@ -185,7 +185,7 @@ def main() -> None:
     print(f"# Gemma-3 widths, {args.layers} layers, N = {args.contexts}, T = {args.tokens}, V = {args.vocab}")
     print(f"# {args.threads} torch thread(s) per method; ratios are the author's CPU seconds over the method's")
     print(
-        "| block | method | route | products | time (s) | CPU (s) | peak MB | max |Δλ|/λ₁ | top-25 overlap "
+        "| block | method | route | products | time (s) | CPU (s) | peak MB | max \\|Δλ\\|/λ₁ | top-25 overlap "
         "| author / this (CPU) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
