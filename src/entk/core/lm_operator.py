@@ -14,15 +14,21 @@ module itself and what lies after it. The embedding is the first module: its map
 base model from ``inputs_embeds``, and its θ the rows of the tokens that occur (the others have a
 zero Jacobian).
 
-Products are ``torch.func`` jvp/vjp passes batched over a block of vectors with ``vmap``; the
-parameter-side Gram Jᵀ S J (P, P) is a sum over chunks, each one fused pass (its jvp and its vjp
-share a primal), and the kernel side K (N·C, N·C) a vjp over all chunks then a jvp.
+Products are ``torch.func`` jvp/vjp passes batched over a block of vectors with ``vmap``, split at y: the
+module's own part (two matrix products on its cached input for an ``nn.Linear``) and the downstream part
+y → h S^½. On the matrix-free route each chunk's downstream map is linearised once and kept where the
+budget allows (its pullback, and the pullback's transpose for the jvp), so a product is one backward and
+one tangent pass through the downstream network, without recomputing its primal. The parameter-side
+Gram Jᵀ S J (P, P) is a sum over chunks; the kernel side K (N·C, N·C) a vjp over all chunks then a jvp,
+or, for an ``nn.Linear`` whose N·T' input rows are no more than its input width, the downstream pullback,
+the Gram of those rows and the downstream push (no weight-shaped intermediates).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 
 import torch
@@ -44,9 +50,13 @@ SUB_BLOCK = 16
 # carries (the default LM's attention output projections, whose downstream holds the MLP's activations
 # and their GELU derivatives; its MLP projections need fewer).
 _PASS_COPIES = 12
-# Shares of the budget: one batched pass over a chunk of contexts, and the stored Jacobian D̃.
+# Shares of the budget: one batched pass over a chunk of contexts, and what is kept between products (the
+# stored Jacobian D̃, or the matrix-free route's linearisations of the downstream network).
 _PASS_SHARE = 0.25
 _STORE_SHARE = 0.6
+# Bytes of a kept linearisation per byte of the primal's saved tensors: its pullback's graph adds to them (RSS
+# grew by 1.4× the saved tensors for Gemma-3-270M's widths' first MLP projection, less for later modules).
+_KEPT_COPIES = 2
 JACOBIAN_MAX_OUTPUTS = 256
 ROUTES = ("jacobian", "matrix_free")
 
@@ -305,6 +315,11 @@ class ModuleOperator:
             self._width = SUB_BLOCK
             per_pass = per_context + _PASS_COPIES * SUB_BLOCK * largest
         self._chunk = int(max(1, min(self.n_samples, _PASS_SHARE * self._budget // per_pass)))
+        # A kept linearisation holds a primal pass's saved tensors and those of its pullback's own graph.
+        self._keep = self.route == "matrix_free" and _KEPT_COPIES * per_context * self.n_samples <= (
+            _STORE_SHARE * self._budget
+        )
+        self._linearised = {}
         self._chunks = [
             self._prepare(slice(s, min(s + self._chunk, self.n_samples))) for s in range(0, self.n_samples, self._chunk)
         ]
@@ -358,11 +373,51 @@ class ModuleOperator:
         keep = jac.flatten(3).ne(0).any(dim=(0, 1, 3)).nonzero().squeeze(1)
         return jac[:, :, keep].flatten(2).contiguous(), keep
 
-    # --- the map θ → h S^½ of one chunk (matrix-free route) ---
+    # --- the map θ → y → h S^½ of one chunk (matrix-free route) ---
 
-    def _f(self, i: int) -> Callable[[Params], Tensor]:
+    def _downstream(self, i: int) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+        """The downstream map y → h S^½ of chunk i linearised at the module's output: (push, pull), push dy
+        (b, n, T, *out) → (b, n, C) and pull (b, n, C) → (b, n, T, *out), each batched over b vectors.
+
+        Kept per chunk where the budget allows (``_keep``): its pullback holds one primal pass's saved tensors,
+        and push is the transpose of that pullback (a vjp of the linear map c → pull(c)), so no product
+        recomputes the primal. Otherwise each call is a jvp or vjp pass that recomputes it once per block."""
+        if i in self._linearised:
+            return self._linearised[i]
         rows, chunk = self._chunks[i][:2]
-        return lambda p: self._site.run(chunk, self._y(chunk, rows, p))
+        y = self._y(chunk, rows).detach()
+
+        def g(v: Tensor) -> Tensor:
+            return self._site.run(chunk, v)
+
+        if not self._keep:
+            return (
+                lambda dy: vmap(lambda d: jvp(g, (y,), (d,))[1])(dy),
+                lambda cot: vmap(vjp(g, y)[1])(cot)[0],
+            )
+        h, pullback = vjp(g, y)
+        _, transpose = vjp(lambda c: pullback(c)[0], torch.zeros_like(h))
+        self._linearised[i] = (_batched(transpose), _batched(pullback))
+        return self._linearised[i]
+
+    def _module_jvp(self, i: int, tangents: Params) -> Tensor:
+        """dy (b, n, T, *out): the module's output along parameter tangents {name: (b, *shape)}."""
+        rows, chunk = self._chunks[i][:2]
+        if self._linear:
+            x = chunk.module_args[0]
+            dy = _linear_jvp(x, tangents)  # (n, T·out, b)
+            return dy.permute(2, 0, 1).reshape(-1, *x.shape[:2], dy.shape[1] // x.shape[1])
+        return vmap(lambda t: jvp(lambda p: self._y(chunk, rows, p), (self._primals,), (t,))[1])(tangents)
+
+    def _module_vjp(self, i: int, dy: Tensor) -> Params:
+        """The module's parameter cotangents {name: (b, *shape)} from output cotangents dy (b, n, T, *out)."""
+        rows, chunk = self._chunks[i][:2]
+        if self._linear:
+            x = chunk.module_args[0]
+            flat = dy.reshape(dy.shape[0], *x.shape[:2], -1).permute(1, 2, 3, 0).reshape(x.shape[0], -1, dy.shape[0])
+            return _linear_vjp(x, flat, "bias" in self._primals)
+        _, pullback = vjp(lambda p: self._y(chunk, rows, p), self._primals)
+        return vmap(pullback)(dy)[0]
 
     # --- products ---
 
@@ -377,8 +432,7 @@ class ModuleOperator:
     def _j_chunk(self, i: int, tangents: Params) -> Tensor:
         """J̃ of chunk i on parameter tangents {name: (b, *shape)} → (b, n, C)."""
         if self.route == "matrix_free":
-            f = self._f(i)
-            return vmap(lambda t: jvp(f, (self._primals,), (t,))[1])(tangents)
+            return self._downstream(i)[0](self._module_jvp(i, tangents))
         rows, chunk, jac, keep = self._chunks[i]
         if self._linear:
             return torch.bmm(jac, _linear_jvp(chunk, tangents)).permute(2, 0, 1)
@@ -388,8 +442,7 @@ class ModuleOperator:
     def _jt_chunk(self, i: int, cot: Tensor) -> Params:
         """J̃ᵀ of chunk i on cotangents (b, n, C) → {name: (b, *shape)}, summed over its contexts."""
         if self.route == "matrix_free":
-            _, pullback = vjp(self._f(i), self._primals)
-            return vmap(pullback)(cot)[0]
+            return self._module_vjp(i, self._downstream(i)[1](cot))
         rows, chunk, jac, keep = self._chunks[i]
         if self._linear:
             return _linear_vjp(chunk, torch.bmm(jac.transpose(1, 2), cot.permute(1, 2, 0)), "bias" in self._primals)
@@ -408,19 +461,7 @@ class ModuleOperator:
 
     def _jtj(self, tangents: Params) -> Params:
         """J̃ᵀ J̃ on parameter tangents, chunk by chunk (contexts are independent)."""
-        if self.route == "jacobian":
-            return _sum(self._jt_chunk(i, self._j_chunk(i, tangents)) for i in range(len(self._chunks)))
-        parts = []
-        for i in range(len(self._chunks)):
-            f = self._f(i)
-            _, pullback = vjp(f, self._primals)
-
-            def one(t: Params, f=f, pullback=pullback) -> Params:
-                # The jvp and the vjp of one chunk share its primal pass.
-                return pullback(jvp(f, (self._primals,), (t,))[1])[0]
-
-            parts.append(vmap(one)(tangents))
-        return _sum(parts)
+        return _sum(self._jt_chunk(i, self._j_chunk(i, tangents)) for i in range(len(self._chunks)))
 
     def _blocks(self, fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
         ref = next(iter(self._primals.values()))
@@ -441,7 +482,33 @@ class ModuleOperator:
 
     def matvec(self) -> Callable[[Tensor], Tensor]:
         """V (dim, b) → K V."""
+        if self._inputs_gram is not None:
+            return self._blocks(lambda v: _class_major(self._k_through_inputs(_sample_major(v, self.n_samples))))
         return self._blocks(lambda v: _class_major(self._j(self._jt(_sample_major(v, self.n_samples)))))
+
+    @functools.cached_property
+    def _inputs_gram(self) -> Tensor | None:
+        """G = X Xᵀ (N·T', N·T') of an ``nn.Linear`` module's inputs X at the N·T' (context, position up to the
+        output's) rows, plus 1 with a bias, on the matrix-free route; None where N·T' exceeds the input width.
+
+        J̃ J̃ᵀ passes through the module as G ⊗ I (Σ_{n,t} dy_{n,t} x_{n,t}ᵀ applied to every x_{m,t'}), which for
+        N·T' ≤ input width costs fewer flops than the weight-shaped (b, out, in) cotangents and holds less."""
+        if self.route != "matrix_free" or not self._linear:
+            return None
+        x = torch.cat([chunk.module_args[0][:, : self._site.position + 1] for _, chunk in self._chunks])
+        x = x.flatten(0, 1)
+        if x.shape[0] > x.shape[1]:
+            return None
+        gram = x @ x.T
+        return gram + 1 if "bias" in self._primals else gram
+
+    def _k_through_inputs(self, cot: Tensor) -> Tensor:
+        """K on cotangents (b, N, C) → (b, N, C) as push(G · pull(cot)), chunk by chunk through the downstream map."""
+        dy = torch.cat([self._downstream(i)[1](cot[:, c[0]]) for i, c in enumerate(self._chunks)], dim=1)
+        b, n, t = dy.shape[0], dy.shape[1], self._site.position + 1
+        mixed = torch.zeros_like(dy)
+        mixed[:, :, :t] = (self._inputs_gram @ dy[:, :, :t].reshape(b, n * t, -1)).reshape(b, n, t, *dy.shape[3:])
+        return torch.cat([self._downstream(i)[0](mixed[:, c[0]]) for i, c in enumerate(self._chunks)], dim=1)
 
     def gram_matvec(self) -> Callable[[Tensor], Tensor]:
         """U (P, b) → J̃ᵀ J̃ U: the parameter side, with K's nonzero spectrum."""
@@ -505,6 +572,12 @@ def _linear_vjp(x: Tensor, dy: Tensor, bias: bool) -> Params:
     if bias:
         grads["bias"] = flat.sum(0).reshape(-1, b).T
     return grads
+
+
+def _batched(fn: Callable[[Tensor], tuple[Tensor]]) -> Callable[[Tensor], Tensor]:
+    """fn of one vector applied to a batch (b, ...): a single vector without ``vmap``, whose batching of every
+    small operation cost a Lanczos step (one vector a product) several times the operations themselves."""
+    return lambda x: fn(x[0])[0][None] if x.shape[0] == 1 else vmap(fn)(x)[0]
 
 
 def _sum(parts) -> Params:
