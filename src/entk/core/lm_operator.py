@@ -13,9 +13,9 @@ replays the map with those parts returning their cached outputs, so a product di
 module itself and what lies after it. Where the module lies before the last block, h at the position
 depends on the last block's other positions only through their attention keys and values: the
 replay runs that block at the position alone against a key-value cache of the positions before it
-(checked once against the whole block on two contexts, which is replayed where they differ). The embedding is the first module: its map is the whole
-base model from ``inputs_embeds``, and its θ the rows of the tokens that occur (the others have a
-zero Jacobian).
+(checked once against the whole block on two contexts, which is replayed where they differ). The
+embedding is the first module: its map is the whole base model from ``inputs_embeds``, and its θ
+the rows of the tokens that occur (the others have a zero Jacobian).
 
 Products are ``torch.func`` jvp/vjp passes batched over a block of vectors with ``vmap``; the
 parameter-side Gram Jᵀ S J (P, P) is a sum over chunks, each one fused pass (its jvp and its vjp
