@@ -197,7 +197,8 @@ def test_a_deeper_model_replays_its_middle_blocks_whole(tiny):
         if kind == "gemma":
             config.layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
     torch.manual_seed(0)
-    model = lm.load_causal_lm(config).double()
+    # Frozen: the brute force's parameters are its own; the others would put a graph on its Jacobian.
+    model = lm.load_causal_lm(config).double().requires_grad_(False)
     u = lm.unembedding(model)
     s = lm.metric_sqrt(u.T @ u)
     for role in ("mlp_out", "embedding"):
