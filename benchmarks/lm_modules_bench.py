@@ -37,7 +37,7 @@ def _status_mib(field: str) -> float:
     raise KeyError(field)
 
 
-def run(spec: str, contexts: int, threads: int, max_memory_gb: float, conn) -> None:
+def run(spec: str, contexts: int, threads: int, max_memory_gb: float, save: str | None, conn) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = story_lm.build(SETTINGS).eval()
@@ -50,10 +50,13 @@ def run(spec: str, contexts: int, threads: int, max_memory_gb: float, conn) -> N
     marks = [(time.perf_counter(), time.process_time())]
     op = lm.module_operator(model, ids, name, metric_sqrt=root, max_memory_gb=max_memory_gb)
     marks.append((time.perf_counter(), time.process_time()))
-    _, _, info = op.eigenpairs(25, return_info=True)
+    vals, vecs, info = op.eigenpairs(25, return_info=True)
     marks.append((time.perf_counter(), time.process_time()))
     lm.lanczos(op.matvec(), op.dim, steps=50, k=25)
     marks.append((time.perf_counter(), time.process_time()))
+    if save:
+        # To compare two versions of the operator: their top 25 should agree to round-off.
+        torch.save({"values": vals, "vectors": vecs}, os.path.join(save, f"{spec.replace(':', '.')}.pt"))
     phases = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:], strict=False)]
     conn.send((name, op.route, op._chunk, info, phases, _status_mib("VmHWM") - base, os.getloadavg()[0]))
     conn.close()
@@ -65,6 +68,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-memory-gb", type=float, default=1.0)
     ap.add_argument("--modules", nargs="*", default=MODULES, help="role:block, e.g. mlp_out:0")
+    ap.add_argument("--save", help="a directory to write each module's converged top 25 to (role.block.pt)")
     args = ap.parse_args()
     print(
         f"# {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
@@ -78,7 +82,7 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     for spec in args.modules:
         parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=run, args=(spec, args.contexts, args.threads, args.max_memory_gb, child))
+        proc = ctx.Process(target=run, args=(spec, args.contexts, args.threads, args.max_memory_gb, args.save, child))
         proc.start()
         name, route, chunk, info, phases, peak, load = parent.recv()
         proc.join()

@@ -1,11 +1,16 @@
 """entk.lm's per-module operator against brute-force ``torch.func`` Jacobians of the whole model, on tiny
 random Gemma-3, Llama and GPT-2 models built from configs (nothing is downloaded)."""
 
+import dataclasses
+from unittest import mock
+
 import pytest
 import torch
 from torch.func import functional_call, jacrev
 
 from entk import lm
+from entk.core import lm_operator
+from entk.core.lm_operator import _capture, _first
 
 transformers = pytest.importorskip("transformers")
 
@@ -159,6 +164,65 @@ def test_stored_jacobian_keeps_the_positions_that_reach_the_output(tiny, block, 
     u = torch.randn(op.n_params, 2, generator=torch.Generator().manual_seed(5), dtype=j.dtype)
     close(op.gram_matvec()(u), j.T @ (j @ u))
     close(op.factor()(u), j @ u)
+
+
+def _whole_last_block(op: lm.ModuleOperator) -> tuple[torch.Tensor, torch.Tensor]:
+    """D̃ and its kept positions with the last block replayed at every position."""
+    site = dataclasses.replace(op._site, at_position=False)
+    rows = slice(0, op.n_samples)
+    chunk = _capture(site, op.ids) if op._embedding is None else None
+    with mock.patch.object(op, "_site", site):
+        return op._jacobian(chunk, rows)
+
+
+@pytest.mark.parametrize("role", ["mlp_out", "attn_out", "embedding"])
+@pytest.mark.parametrize("position", [-1, 3, 0])
+def test_last_block_at_the_position_alone_gives_the_whole_blocks_jacobian(tiny, role, position):
+    _, model, ids, s = tiny
+    module = lm.module_roles(model)[role][0]
+    op = lm.ModuleOperator(model, ids, module, position=position, metric_sqrt=s, route="jacobian")
+    assert op._site.at_position
+    jac, keep = _whole_last_block(op)
+    assert torch.equal(op._chunks[0][3], keep)
+    close(op._chunks[0][2], jac)
+
+
+def test_a_deeper_model_replays_its_middle_blocks_whole(tiny):
+    kind, _, ids, s = tiny
+    config = _configs()[kind]
+    if kind == "gpt2":
+        config.n_layer = 3
+    else:
+        config.num_hidden_layers = 3
+        if kind == "gemma":
+            config.layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
+    torch.manual_seed(0)
+    # Frozen: the brute force's parameters are its own; the others would put a graph on its Jacobian.
+    model = lm.load_causal_lm(config).double().requires_grad_(False)
+    u = lm.unembedding(model)
+    s = lm.metric_sqrt(u.T @ u)
+    for role in ("mlp_out", "embedding"):
+        module = lm.module_roles(model)[role][0]
+        j = brute_force_factor(model, ids, module, -1, s)
+        if role == "embedding":
+            j = j.reshape(j.shape[0], 50, -1)[:, torch.unique(ids)].flatten(1)
+        op = lm.ModuleOperator(model, ids, module, metric_sqrt=s, route="jacobian")
+        assert op._site.at_position
+        u = torch.randn(op.n_params, 2, generator=torch.Generator().manual_seed(6), dtype=j.dtype)
+        close(op.gram_matvec()(u), j.T @ (j @ u))
+
+
+def test_a_last_block_that_disagrees_at_the_position_is_replayed_whole(tiny, monkeypatch):
+    _, model, ids, s = tiny
+    module = lm.module_roles(model)["mlp_out"][0]
+    # As if the block read other positions besides its keys and values: its output at the position alone is not
+    # the whole block's there, and the check before any product must notice.
+    monkeypatch.setattr(lm_operator, "_at_position", lambda layer, args, kwargs, p: 2 * _first(layer(*args, **kwargs)))
+    op = lm.ModuleOperator(model, ids, module, metric_sqrt=s, route="jacobian")
+    assert not op._site.at_position
+    j = brute_force_factor(model, ids, module, -1, s)
+    u = torch.randn(op.n_params, 2, generator=torch.Generator().manual_seed(7), dtype=j.dtype)
+    close(op.gram_matvec()(u), j.T @ (j @ u))
 
 
 def test_lanczos_on_a_known_spectrum():

@@ -8,11 +8,14 @@ respect to one module's parameters θ (P numbers). For one chunk of contexts the
 A forward pass per chunk (``_capture``) stores what that map needs: the module's input, the
 arguments its block and every later block are called with, and the outputs of the parts of its
 block that finished before it started (its siblings and their ancestors' earlier siblings, e.g. the
-attention of the block of an MLP projection), which cannot depend on θ. ``_Chunk.run`` then
+attention of the block of an MLP projection), which cannot depend on θ. ``_Site.run`` then
 replays the map with those parts returning their cached outputs, so a product differentiates the
-module itself and what lies after it. The embedding is the first module: its map is the whole
-base model from ``inputs_embeds``, and its θ the rows of the tokens that occur (the others have a
-zero Jacobian).
+module itself and what lies after it. Where the module lies before the last block, h at the position
+depends on the last block's other positions only through their attention keys and values: the
+replay runs that block at the position alone against a key-value cache of the positions before it
+(checked once against the whole block on two contexts, which is replayed where they differ). The
+embedding is the first module: its map is the whole base model from ``inputs_embeds``, and its θ
+the rows of the tokens that occur (the others have a zero Jacobian).
 
 Products are ``torch.func`` jvp/vjp passes batched over a block of vectors with ``vmap``, split at y: the
 module's own part (two matrix products on its cached input for an ``nn.Linear``) and the downstream part
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 
 import torch
@@ -109,15 +113,20 @@ def _first(out):
 
 
 @contextlib.contextmanager
-def _replaced(outputs: dict[nn.Module, object]) -> Iterator[None]:
-    """Within the block, each module in ``outputs`` returns its value instead of computing it."""
-    for module, value in outputs.items():
-        module.forward = lambda *_, _v=value, **__: _v
+def _replaced_calls(calls: dict[nn.Module, Callable]) -> Iterator[None]:
+    """Within the block, each module in ``calls`` runs that function instead of its forward."""
+    for module, fn in calls.items():
+        module.forward = fn
     try:
         yield
     finally:
-        for module in outputs:
+        for module in calls:
             del module.forward
+
+
+def _replaced(outputs: dict[nn.Module, object]) -> contextlib.AbstractContextManager:
+    """Within the block, each module in ``outputs`` returns its value instead of computing it."""
+    return _replaced_calls({module: (lambda *_, _v=value, **__: _v) for module, value in outputs.items()})
 
 
 @dataclasses.dataclass
@@ -133,30 +142,101 @@ class _Chunk:
 
 @dataclasses.dataclass
 class _Site:
-    """Where the module sits: its block index (None: the embedding, before every block) and what runs after."""
+    """Where the module sits: its block index (None: the embedding, before every block) and what runs after.
+
+    With ``at_position`` the last block runs at the output's position alone when the module lies before it:
+    h there depends on the last block's other positions only through their attention keys and values, so a
+    first call on the earlier positions fills a key-value cache and a second runs the block at the position
+    (the backward passes skip its queries, attention output, norms and MLP at every other position)."""
 
     model: nn.Module
     module: nn.Module
     block: int | None
     position: int
     metric_sqrt: Tensor | None
+    at_position: bool = False
 
-    def finish(self, x: Tensor) -> Tensor:
-        h = final_norm(self.model)(x)[:, self.position]
+    def finish(self, h: Tensor) -> Tensor:
+        """The final norm and S^½ on the hidden state at the position (n, d) → (n, C)."""
+        h = final_norm(self.model)(h)
         return h if self.metric_sqrt is None else h @ self.metric_sqrt
 
     def run(self, chunk: _Chunk, y: Tensor) -> Tensor:
         """h[:, position] S^½ (n, C) of the chunk with the module's output replaced by y."""
-        if self.block is None:
-            out = base_model(self.model)(inputs_embeds=y, use_cache=False).last_hidden_state[:, self.position]
-            return out if self.metric_sqrt is None else out @ self.metric_sqrt
         layers = decoder_layers(self.model)
+        last = layers[-1]
+        fast = self.at_position and self.block != len(layers) - 1
+        if self.block is None:
+            # The base model turns embeddings into the first block's input (GPT-2 adds positions); what it does
+            # after its last block is discarded, which then hands its output at the position aside.
+            kept = []
+
+            def aside(*a, **k):
+                kept.append(_at_position(last, a, k, self.position))
+                return a[0] if a else k["hidden_states"]
+
+            patch = {last: aside} if fast else {}
+            with _replaced_calls(patch):
+                out = base_model(self.model)(inputs_embeds=y, use_cache=False).last_hidden_state
+            if fast:
+                return self.finish(kept[0][:, 0])
+            return out[:, self.position] if self.metric_sqrt is None else out[:, self.position] @ self.metric_sqrt
         args, kwargs = chunk.calls[0]
         with _replaced({**chunk.cached, self.module: y}):
             x = _first(layers[self.block](*args, **kwargs))
-        for layer, (args, kwargs) in zip(layers[self.block + 1 :], chunk.calls[1:], strict=True):
-            x = _first(layer(x, *args[1:], **kwargs) if args else layer(**{**kwargs, "hidden_states": x}))
-        return self.finish(x)
+        later = list(zip(layers[self.block + 1 :], chunk.calls[1:], strict=True))
+        for layer, call in later[:-1] if fast else later:
+            args, kwargs = _on(x, *call)
+            x = _first(layer(*args, **kwargs))
+        if fast:
+            return self.finish(_at_position(last, *_on(x, *chunk.calls[-1]), self.position)[:, 0])
+        return self.finish(x[:, self.position])
+
+
+def _on(x: Tensor, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A block's recorded call (args, kwargs) with its input hidden states replaced by x."""
+    return ((x, *args[1:]), kwargs) if args else ((), {**kwargs, "hidden_states": x})
+
+
+_CACHE_NAMES = ("cache", "past_key_values", "past_key_value")
+
+
+def _cache_name(layer: nn.Module) -> str | None:
+    """The name under which the block's forward takes a key-value cache (None: it takes none)."""
+    parameters = inspect.signature(type(layer).forward).parameters
+    return next((name for name in _CACHE_NAMES if name in parameters), None)
+
+
+def _at_position(layer: nn.Module, args: tuple, kwargs: dict, p: int) -> Tensor:
+    """A decoder block's output (n, 1, d) at position p alone, from its call (args, kwargs) on all positions:
+    a first call on positions < p fills a key-value cache, a second runs position p against it."""
+    from transformers import DynamicCache
+
+    forward = type(layer).forward.__get__(layer)
+    signature = inspect.signature(forward)
+    named = signature.bind(*args, **kwargs).arguments
+    for name, param in signature.parameters.items():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            named = {**named.pop(name, {}), **named}
+    x = named.pop("hidden_states")
+    named[_cache_name(layer)] = DynamicCache()
+    if p > 0:
+        forward(x[:, :p], **_positions(named, slice(0, p), slice(0, p)))
+    return _first(forward(x[:, p : p + 1], **_positions(named, slice(p, p + 1), slice(0, p + 1))))
+
+
+def _positions(named: dict, rows: slice, keys: slice) -> dict:
+    """A block's keyword arguments restricted to query positions ``rows`` attending to ``keys``."""
+    out = dict(named)
+    if isinstance(named.get("attention_mask"), Tensor):
+        out["attention_mask"] = named["attention_mask"][..., rows, keys]
+    if isinstance(named.get("position_ids"), Tensor):
+        out["position_ids"] = named["position_ids"][..., rows]
+    if isinstance(named.get("cache_position"), Tensor):
+        out["cache_position"] = named["cache_position"][rows]
+    if named.get("position_embeddings") is not None:
+        out["position_embeddings"] = tuple(t[:, rows] for t in named["position_embeddings"])
+    return out
 
 
 def _ancestors(root: nn.Module, target: nn.Module) -> list[nn.Module]:
@@ -296,6 +376,7 @@ class ModuleOperator:
         # (vmap of its jvp/vjp over weight tangents copies the input once per vector).
         self._linear = block is not None and type(target).forward is nn.Linear.forward
         self.n_samples = self.ids.shape[0]
+        self._site.at_position = self._at_position_agrees()
         self._budget = resolve_max_memory_gb(self.max_memory_gb) * 2**30
         per_context, largest, y = self._probe()
         self.n_outputs = y.shape[-1] if s is None else s.shape[1]
@@ -332,6 +413,26 @@ class ModuleOperator:
         if self._embedding is not None:
             return self._embedding(p, rows)
         return functional_call(self._site.module, p, chunk.module_args, chunk.module_kwargs)
+
+    def _at_position_agrees(self) -> bool:
+        """Whether the last block run at the output's position alone gives h S^½ of the first two contexts as the
+        whole block does (the module lies before the last block, the block takes a key-value cache, and nothing
+        else in it reads other positions); where not, the whole last block is replayed."""
+        layers = decoder_layers(self.model)
+        if self._site.block == len(layers) - 1 or _cache_name(layers[-1]) is None:
+            return False
+        rows = slice(0, min(2, self.n_samples))
+        chunk = _capture(self._site, self.ids[rows]) if self._embedding is None else None
+        with torch.no_grad():
+            y = self._y(chunk, rows)
+            whole = self._site.run(chunk, y)
+            try:
+                alone = dataclasses.replace(self._site, at_position=True).run(chunk, y)
+            except (TypeError, ValueError, RuntimeError, IndexError, KeyError):
+                # A block whose cache or position arguments are not transformers' usual ones.
+                return False
+        scale = float(whole.abs().max())
+        return alone.shape == whole.shape and torch.allclose(alone, whole, rtol=1e-4, atol=1e-5 * scale)
 
     def _probe(self) -> tuple[int, int, Tensor]:
         """Bytes autograd saves per context in one downstream pass (all, and the largest tensor); y of one context."""
