@@ -14,10 +14,12 @@ How the operator is cheap (``entk.core.lm_operator``): only the network downstre
 differentiated. One forward pass per chunk of contexts caches what the module's block receives
 (its input, the keyword arguments every later block is called with, and the outputs of the block's
 parts that ran before the module); a product then reruns the module on its cached input, the rest
-of its block and the later blocks, never the embedding or the earlier blocks. Contexts are
-independent, so K's parameter-side Gram Jᵀ S J is a sum over chunks of contexts, each one fused
-jvp-then-vjp pass for a whole block of vectors (``torch.func.vmap``); the solver (``entk.core.eigen``'s
-block method) runs on whichever side, parameters or N·C, is smaller.
+of its block and the later blocks, never the embedding or the earlier blocks (and the last block at
+the output position alone, against its keys and values). Contexts are independent, so K's
+parameter-side Gram Jᵀ S J is a sum over chunks of contexts, each a pass for a whole block of vectors
+(``torch.func.vmap``; on the matrix-free route through each chunk's kept linearisation of the
+downstream network); the solver (``entk.core.solvers``' block method) runs on whichever side,
+parameters or N·C, is smaller.
 """
 
 from __future__ import annotations

@@ -620,7 +620,7 @@ class ModuleOperator:
     ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, SolverInfo]:
         """Converged top-k eigenpairs: values descending (k,), unit vectors (N·C, k) class-major [, ``SolverInfo``].
 
-        The block solver (``entk.core.eigen.top_eigenpairs_matfree``) runs on the parameter side when P < N·C
+        The block solver (``entk.core.solvers.top_eigenpairs_matfree``) runs on the parameter side when P < N·C
         (eigenvectors mapped back as J̃ u / ‖J̃ u‖), else on K itself; tolerance as for K in either case."""
         ref = next(iter(self._primals.values()))
         tol = default_tol(ref.dtype, self.dim) if tol is None else tol
