@@ -11,6 +11,7 @@ from torch.func import functional_call, jacrev
 from entk import lm
 from entk.core import lm_operator
 from entk.core.lm_operator import _capture, _first
+from entk.core.solvers import default_block_size
 
 transformers = pytest.importorskip("transformers")
 
@@ -218,7 +219,8 @@ def test_a_last_block_that_disagrees_at_the_position_is_replayed_whole(tiny, mon
     # As if the block read other positions besides its keys and values: its output at the position alone is not
     # the whole block's there, and the check before any product must notice.
     monkeypatch.setattr(lm_operator, "_at_position", lambda layer, args, kwargs, p: 2 * _first(layer(*args, **kwargs)))
-    op = lm.ModuleOperator(model, ids, module, metric_sqrt=s, route="jacobian")
+    with pytest.warns(UserWarning, match="replaying it at every position"):
+        op = lm.ModuleOperator(model, ids, module, metric_sqrt=s, route="jacobian")
     assert not op._site.at_position
     j = brute_force_factor(model, ids, module, -1, s)
     u = torch.randn(op.n_params, 2, generator=torch.Generator().manual_seed(7), dtype=j.dtype)
@@ -329,3 +331,15 @@ def test_bad_directories_one_line(tmp_path, saved):
     sdpa.config._attn_implementation = "sdpa"
     with pytest.raises(ValueError, match="forward-mode AD"):
         lm.module_operator(sdpa, torch.zeros(1, 3, dtype=torch.long), "model.layers.0.mlp.down_proj")
+
+
+def test_the_solver_basis_leaves_room_for_what_the_operator_holds(tiny):
+    _, model, ids, s = tiny
+    op = lm.ModuleOperator(model, ids, lm.module_roles(model)["mlp_out"][0], metric_sqrt=s, max_memory_gb=1)
+    k = 2
+    b = default_block_size(k, op.dim)
+    assert op.dim > 4 * b  # room for the largest basis, 4b, when nothing else is held
+    op._held = 0
+    assert op._max_basis(op.dim, k) == 4 * b
+    op._held = op._budget  # a stored Jacobian that takes the whole budget leaves the smallest basis
+    assert op._max_basis(op.dim, k) == 2 * b

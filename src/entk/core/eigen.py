@@ -14,7 +14,7 @@ methods give its top k, fastest first (the solvers are in ``entk.core.solvers``)
 environment variable ENTK_MAX_MEMORY_GB, else 4 GB), and ``matrix_free`` when none does (warning
 if even that estimate is over). Once a kernel is built, ``auto`` takes the cheapest fitting method
 by flop estimates (``EigenSizes.costs_flops``): a full eigh is ≈ 9·dim³, so for k ≪ dim the block
-solver on the stored kernel wins (the top 200 of a 12769² kernel: 6 s against 183 s on 2 cores).
+solver on the stored kernel wins.
 With s bytes per element and block b = k + oversampling:
 
 - gram:        s·(dim·r + 3·r²)          the factor; the Gram, eigh's eigenvectors and workspace

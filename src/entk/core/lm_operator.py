@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -325,8 +326,14 @@ class ModuleOperator:
       positions) and a contraction with D̃. Chosen where D̃ fits 60 % of the budget and
       C ≤ ``JACOBIAN_MAX_OUTPUTS`` (a converged top 25 takes some hundreds of products, each a vjp and
       a jvp pass on the other route).
-    - "matrix_free": every product a jvp and a vjp pass through the downstream network, nothing stored
-      beyond one forward pass's inputs per chunk.
+    - "matrix_free": every product a pullback and a push through the downstream network. Each chunk's
+      linearisation of it (its pullback and that pullback's transpose) is kept where
+      ``_KEPT_COPIES`` × the primal's saved tensors fit 60 % of the budget, so no product recomputes the
+      primal; otherwise a pass recomputes it once for its block of vectors. For an ``nn.Linear`` whose
+      N·T' input rows are no more than its input width, K passes through the Gram of those rows.
+
+    Modules before the last block replay that block at the output position alone, against a key-value
+    cache of the positions before it (checked once against the whole block; a warning where it cannot be).
 
     ``max_memory_gb`` (``entk.core.memory``) sizes the chunks of contexts of one batched pass and the store;
     ``route`` forces one route.
@@ -397,9 +404,10 @@ class ModuleOperator:
             per_pass = per_context + _PASS_COPIES * SUB_BLOCK * largest
         self._chunk = int(max(1, min(self.n_samples, _PASS_SHARE * self._budget // per_pass)))
         # A kept linearisation holds a primal pass's saved tensors and those of its pullback's own graph.
-        self._keep = self.route == "matrix_free" and _KEPT_COPIES * per_context * self.n_samples <= (
-            _STORE_SHARE * self._budget
-        )
+        kept = _KEPT_COPIES * per_context * self.n_samples
+        self._keep = self.route == "matrix_free" and kept <= _STORE_SHARE * self._budget
+        # What the operator holds for its lifetime, which the solver's basis must leave room for.
+        self._held = store if self.route == "jacobian" else kept if self._keep else 0
         self._linearised = {}
         self._chunks = [
             self._prepare(slice(s, min(s + self._chunk, self.n_samples))) for s in range(0, self.n_samples, self._chunk)
@@ -428,11 +436,25 @@ class ModuleOperator:
             whole = self._site.run(chunk, y)
             try:
                 alone = dataclasses.replace(self._site, at_position=True).run(chunk, y)
-            except (TypeError, ValueError, RuntimeError, IndexError, KeyError):
+            except torch.OutOfMemoryError:
+                raise
+            except (TypeError, ValueError, RuntimeError, IndexError, KeyError, AttributeError) as err:
                 # A block whose cache or position arguments are not transformers' usual ones.
+                warnings.warn(
+                    f"the last block of {type(self.model).__name__} cannot run at the output position alone "
+                    f"({type(err).__name__}: {err}); replaying it at every position (exact, slower)",
+                    stacklevel=3,
+                )
                 return False
         scale = float(whole.abs().max())
-        return alone.shape == whole.shape and torch.allclose(alone, whole, rtol=1e-4, atol=1e-5 * scale)
+        agrees = alone.shape == whole.shape and torch.allclose(alone, whole, rtol=1e-4, atol=1e-5 * scale)
+        if not agrees:
+            warnings.warn(
+                f"the last block of {type(self.model).__name__} at the output position alone differs from the whole "
+                "block; replaying it at every position (exact, slower)",
+                stacklevel=3,
+            )
+        return agrees
 
     def _probe(self) -> tuple[int, int, Tensor]:
         """Bytes autograd saves per context in one downstream pass (all, and the largest tensor); y of one context."""
@@ -605,11 +627,21 @@ class ModuleOperator:
 
     def _k_through_inputs(self, cot: Tensor) -> Tensor:
         """K on cotangents (b, N, C) → (b, N, C) as push(G · pull(cot)), chunk by chunk through the downstream map."""
-        dy = torch.cat([self._downstream(i)[1](cot[:, c[0]]) for i, c in enumerate(self._chunks)], dim=1)
-        b, n, t = dy.shape[0], dy.shape[1], self._site.position + 1
-        mixed = torch.zeros_like(dy)
-        mixed[:, :, :t] = (self._inputs_gram @ dy[:, :, :t].reshape(b, n * t, -1)).reshape(b, n, t, *dy.shape[3:])
-        return torch.cat([self._downstream(i)[0](mixed[:, c[0]]) for i, c in enumerate(self._chunks)], dim=1)
+        t = self._site.position + 1
+        # Only the positions up to the output's, so every intermediate is (b, N·T', out) ≤ b × the weight.
+        pulled = [self._downstream(i)[1](cot[:, c[0]]) for i, c in enumerate(self._chunks)]
+        dy = torch.cat([d[:, :, :t] for d in pulled], dim=1)
+        width = pulled[0].shape[2]
+        del pulled
+        b, n = dy.shape[:2]
+        mixed = (self._inputs_gram @ dy.reshape(b, n * t, -1)).reshape(dy.shape)
+        pushed = []
+        for i, c in enumerate(self._chunks):
+            part = mixed[:, c[0]]
+            full = part.new_zeros(b, part.shape[1], width, *part.shape[3:])
+            full[:, :, :t] = part
+            pushed.append(self._downstream(i)[0](full))
+        return torch.cat(pushed, dim=1)
 
     def gram_matvec(self) -> Callable[[Tensor], Tensor]:
         """U (P, b) → J̃ᵀ J̃ U: the parameter side, with K's nonzero spectrum."""
@@ -645,10 +677,12 @@ class ModuleOperator:
         return (vals, vecs, info) if return_info else (vals, vecs)
 
     def _max_basis(self, size: int, k: int) -> int:
-        """Largest basis m in [2b, 4b] whose vectors and images take at most half the budget."""
+        """Largest basis m in [2b, 4b] whose vectors and images take at most half the budget, and no more than
+        what the stored Jacobian or kept linearisations and a pass leave of it."""
         b = default_block_size(k, size)
         itemsize = next(iter(self._primals.values())).element_size()
-        fits = int(self._budget / 2 // (2 * itemsize * size))
+        free = min(self._budget / 2, self._budget * (1 - _PASS_SHARE) - self._held)
+        fits = int(max(free, 0) // (2 * itemsize * size))
         return min(size, max(2 * b, min(4 * b, fits)))
 
 

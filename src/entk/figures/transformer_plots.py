@@ -25,8 +25,8 @@ FAMILY_LABELS = {
 def fig_transformer_layers(table: pd.DataFrame, keys: list[int] | None = None) -> Figure:
     """Table-2 heatmap: one panel per eigenvector group, tensors × families, colour = overlap / its maximum.
 
-    ``table`` has the columns of ``entk.kinds.transformer.layer_table`` (tensor, group, family, overlap, of);
-    each cell is annotated with the overlap itself. ``keys`` (the key frequencies) go in the title.
+    ``table`` has the columns of ``entk.analyses.transformer_analysis.layer_table`` (tensor, group, family,
+    overlap, of); each cell is annotated with the overlap itself. ``keys`` (the key frequencies) go in the title.
     """
     if table.empty:
         raise ValueError("the overlap table is empty: nothing to draw")

@@ -1,7 +1,7 @@
 """The registry of model kinds: one line per kind, naming the ``Kind`` object of its module.
 
 Adding a kind: write its module in this package (its ``KIND``: settings with their schema and
-defaults, checks, checkpoint steps, builder, probe inputs and a ``TrainRecipe``; ``entk.kinds.tms``
+defaults, checks, checkpoint steps, builder, probe inputs and a ``TrainRecipe``; ``entk.kinds.modadd_mlp``
 is the shortest), add its line below and regenerate config/README.md (``entk.pipeline.configdoc``):
 the config schema's settings of each kind are made from the kind itself. Snakemake imports this
 module while it parses the workflow; the kind modules import neither torch nor numpy at their top.

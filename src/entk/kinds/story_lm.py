@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from entk.kinds import stories as grammar
-from entk.kinds.kind import Kind, every, rates
+from entk.kinds.kind import Kind, every, positive_ints, rates
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -220,12 +220,7 @@ def check(s: dict) -> list[str]:
         "d_model n_layers n_heads d_mlp context_length steps batch_size checkpoint_every "
         "train_stories test_stories probe_stories"
     ).split()
-    errors = [
-        f"setting '{k}' of kind story_lm: {s[k]!r} must be a positive integer"
-        for k in ints
-        if not isinstance(s[k], int) or isinstance(s[k], bool) or s[k] < 1
-    ]
-    errors += rates(s, "story_lm")
+    errors = positive_ints(s, tuple(ints), "story_lm") + rates(s, "story_lm")
     if not errors and s["d_model"] % s["n_heads"]:
         errors.append(
             f"setting 'n_heads' of kind story_lm: d_model = {s['d_model']} is not divisible by {s['n_heads']} heads; "

@@ -104,8 +104,8 @@ class Experiment:
 
     @classmethod
     def from_params(cls, params: dict) -> Experiment:
-        """The experiment of a job's ``params()``; what only the workflow's wiring reads (default,
-        eigen_threads, the user's checkpoint files, the views) is not part of it and stays empty."""
+        """The experiment of a job's ``params()``. What only the workflow's wiring reads is not part of it:
+        ``checkpoint_files`` and ``views`` are empty, ``default`` and ``eigen_threads`` placeholders."""
         return cls(**params, default=True, eigen_threads=1, checkpoint_files=[], views={})
 
 
