@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import ROOT
 from entk.analyses.claims import format_scorecard
@@ -24,7 +25,12 @@ FAILING_AS_MEASURED = (
 
 @pytest.mark.slow
 def test_every_claim_holds_with_the_default_config(tmp_path):
-    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    # The language model's part of the default target (≈ 5 min on 2 cores: 14 eigen jobs at N = 1024) is
+    # left to ./run.sh paper, whose claims rows benchmarks/RESULTS.md records, to keep the suite in its
+    # 15 minutes; tests/test_lm_workflow.py runs the same rules end to end on .test/lm.yaml.
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["experiments"][config["paper"]["lm"]["experiment"]]["default"] = False
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     run = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "2"],
         capture_output=True,
