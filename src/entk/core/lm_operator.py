@@ -627,12 +627,12 @@ class ModuleOperator:
 
     def _k_through_inputs(self, cot: Tensor) -> Tensor:
         """K on cotangents (b, N, C) → (b, N, C) as push(G · pull(cot)), chunk by chunk through the downstream map."""
-        t = self._site.position + 1
-        # Only the positions up to the output's, so every intermediate is (b, N·T', out) ≤ b × the weight.
-        pulled = [self._downstream(i)[1](cot[:, c[0]]) for i, c in enumerate(self._chunks)]
-        dy = torch.cat([d[:, :, :t] for d in pulled], dim=1)
-        width = pulled[0].shape[2]
-        del pulled
+        t, width = self._site.position + 1, self.ids.shape[1]
+        # Each chunk's pull cut to the positions up to the output's (a copy, so its full (b, n, T, out) is freed
+        # before the next chunk's), so every intermediate is (b, N·T', out) ≤ b × the weight.
+        dy = torch.cat(
+            [self._downstream(i)[1](cot[:, c[0]])[:, :, :t].contiguous() for i, c in enumerate(self._chunks)], dim=1
+        )
         b, n = dy.shape[:2]
         mixed = (self._inputs_gram @ dy.reshape(b, n * t, -1)).reshape(dy.shape)
         pushed = []
