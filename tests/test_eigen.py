@@ -11,6 +11,7 @@ from entk.core.eigen import EigenInfo, choose_method, kernel_eigenpairs
 from entk.core.matfree import SUB_BLOCK, factor_matvec, ntk_matvec, param_matvec, products
 from entk.core.solvers import top_eigenpairs_matfree
 from entk.kinds.models import TMS
+from entk.lm import lanczos
 
 DT = torch.float64
 
@@ -162,6 +163,49 @@ def test_planted_multiplicities_of_a_synthetic_operator():
     # A cut inside the 9-fold cluster: the values are still exact.
     vals, _, _ = top_eigenpairs_matfree(lambda v: op @ v, 200, 10)
     assert rel_err(vals, lam[:10]) <= 1e-10
+
+
+def test_a_start_of_eigenvectors_converges_at_once_and_a_rough_one_still_converges():
+    g = torch.Generator().manual_seed(4)
+    lam = torch.logspace(0, -4, 300, dtype=DT)
+    q = torch.linalg.qr(torch.randn(300, 300, generator=g, dtype=DT))[0]
+    op = (q * lam) @ q.T
+    vals, vecs, info = top_eigenpairs_matfree(lambda v: op @ v, 300, 10, start=q[:, :10])
+    assert info.converged and info.iterations == 1 and info.matvecs == info.block_size
+    assert rel_err(vals, lam[:10]) <= 1e-10
+    # Eigenvectors of a perturbed operator: the answer is still the operator's own, to tolerance.
+    rough = q[:, :10] + 0.05 * torch.randn(300, 10, generator=g, dtype=DT)
+    vals, vecs, info = top_eigenpairs_matfree(lambda v: op @ v, 300, 10, start=rough)
+    assert info.converged and rel_err(vals, lam[:10]) <= 1e-10
+    assert projector_gap(vecs, q[:, :10]) <= 1e-5
+
+
+def test_a_start_of_lanczos_ritz_vectors_keeps_the_basis_orthonormal():
+    # Lanczos Ritz vectors' residuals all lie along the next Lanczos vector: QR's division of such nearly
+    # dependent columns by their small r_ii magnified what Gram-Schmidt left of the basis, Ritz values rose
+    # above the operator's (Cauchy interlacing forbids it with an orthonormal basis) and the solver diverged.
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(400, 1000, generator=g, dtype=DT) * torch.logspace(0, -3, 1000, dtype=DT)
+    op = f @ f.T
+    lam = torch.linalg.eigvalsh(op).flip(0)
+    _, start = lanczos(lambda v: op @ v, 400, steps=12, k=6, dtype=DT)
+    vals, _, info = top_eigenpairs_matfree(lambda v: op @ v, 400, 6, start=start, max_iter=50)
+    assert info.converged
+    assert rel_err(vals, lam[:6]) <= 1e-10
+
+
+@pytest.mark.parametrize(
+    ("start", "message"),
+    [
+        (torch.ones(7, 2), r"\(dim, j\) = \(80, 1..13\)"),
+        (torch.ones(80, 14), "1..13"),
+        (torch.full((80, 2), float("nan")), "NaN"),
+    ],
+)
+def test_bad_start_vectors_one_line(start, message):
+    op = torch.diag(torch.linspace(1.0, 0.01, 80, dtype=DT))
+    with pytest.raises(ValueError, match=message):
+        top_eigenpairs_matfree(lambda v: op @ v, 80, 5, start=start.to(DT))
 
 
 def test_solver_is_deterministic_for_a_seed():

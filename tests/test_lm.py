@@ -66,8 +66,9 @@ def brute_force_factor(model, ids, module, position, s):
     params = {n: p.detach() for n, p in f.named_parameters() if n.startswith(prefix)}
     jac = jacrev(lambda p: functional_call(f, p, (ids,)))(params)
     c = s.shape[0]
-    j = torch.cat([jac[n].reshape(N, c, -1) for n in params], dim=-1)
-    return j.transpose(0, 1).reshape(N * c, -1)
+    n = ids.shape[0]
+    j = torch.cat([jac[k].reshape(n, c, -1) for k in params], dim=-1)
+    return j.transpose(0, 1).reshape(n * c, -1)
 
 
 def close(actual, expected):
@@ -123,6 +124,24 @@ def test_spectrum_matches_dense(tiny):
     close(vals, evals.flip(0)[:6])
     overlap = (vecs.T @ evecs.flip(1)[:, :6]).abs().diagonal()
     assert overlap.min() > 1 - 1e-6
+
+
+@pytest.mark.parametrize("side", ["kernel", "parameter"])
+def test_spectrum_from_the_lanczos_ritz_vectors_matches_dense(tiny, side):
+    # N·C = 80 < P (512, GPT-2's 1040) runs the solver on K; 80 contexts (N·C = 1280 > P) on the parameter
+    # side, where the start vectors are mapped as J̃ᵀ v.
+    _, model, ids, s = tiny
+    if side == "parameter":
+        ids = torch.randint(1, 50, (80, T), generator=torch.Generator().manual_seed(3))
+    module = lm.module_roles(model)["mlp_out"][0]
+    j = brute_force_factor(model, ids, module, -1, s)
+    evals = torch.linalg.eigvalsh(j.T @ j if side == "parameter" else j @ j.T).flip(0)
+    op = lm.module_operator(model, ids, module, metric_sqrt=s)
+    _, start = lm.lanczos(op.matvec(), op.dim, steps=12, k=6, dtype=j.dtype)
+    vals, vecs, info = op.eigenpairs(6, start=start, return_info=True)
+    assert info.side == side and info.converged
+    close(vals, evals[:6])
+    close(vecs.T @ (j @ (j.T @ vecs)), torch.diag(vals))
 
 
 def test_embedding_rows_that_occur(tiny):

@@ -558,7 +558,9 @@ class ModuleOperator:
             return self._downstream(i)[0](self._module_jvp(i, tangents))
         rows, chunk, jac, keep = self._chunks[i]
         if self._linear:
-            return torch.bmm(jac, _linear_jvp(chunk, tangents)).permute(2, 0, 1)
+            # D̃ᵀ on the right, whose rows a batched product reads in order: D̃ (n, C, q) on the left reads one
+            # vector's product (Lanczos) several times slower.
+            return torch.bmm(_linear_jvp(chunk, tangents).transpose(1, 2), jac.transpose(1, 2)).transpose(0, 1)
         dy = vmap(lambda t: jvp(lambda p: self._y(chunk, rows, p), (self._primals,), (t,))[1])(tangents)
         return torch.einsum("ncq,bnq->bnc", jac, dy[:, :, keep].flatten(2))
 
@@ -568,7 +570,11 @@ class ModuleOperator:
             return self._module_vjp(i, self._downstream(i)[1](cot))
         rows, chunk, jac, keep = self._chunks[i]
         if self._linear:
-            return _linear_vjp(chunk, torch.bmm(jac.transpose(1, 2), cot.permute(1, 2, 0)), "bias" in self._primals)
+            # D̃ on the right likewise: with D̃ᵀ on the left a single vector's product read it column-wise, ten times
+            # slower.
+            return _linear_vjp(
+                chunk, torch.bmm(cot.transpose(0, 1).contiguous(), jac).transpose(1, 2), "bias" in self._primals
+            )
         y, pullback = vjp(lambda p: self._y(chunk, rows, p), self._primals)
         dy = y.new_zeros(cot.shape[0], *y.shape)
         dy[:, :, keep] = torch.einsum("ncq,bnc->bnq", jac, cot).reshape(*dy.shape[:2], len(keep), *y.shape[2:])
@@ -648,17 +654,28 @@ class ModuleOperator:
         return self._blocks(lambda u: self._flat(self._jtj(self._unflat(u))))
 
     def eigenpairs(
-        self, k: int = 25, *, tol: float | None = None, max_iter: int = 200, seed: int = 0, return_info: bool = False
+        self,
+        k: int = 25,
+        *,
+        tol: float | None = None,
+        max_iter: int = 200,
+        seed: int = 0,
+        start: Tensor | None = None,
+        return_info: bool = False,
     ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, SolverInfo]:
         """Converged top-k eigenpairs: values descending (k,), unit vectors (N·C, k) class-major [, ``SolverInfo``].
 
         The block solver (``entk.core.solvers.top_eigenpairs_matfree``) runs on the parameter side when P < N·C
-        (eigenvectors mapped back as J̃ u / ‖J̃ u‖), else on K itself; tolerance as for K in either case."""
+        (eigenvectors mapped back as J̃ u / ‖J̃ u‖), else on K itself; tolerance as for K in either case.
+        ``start`` (N·C, j): approximate eigenvectors of K (e.g. Lanczos Ritz vectors) to begin the solver's
+        block with (mapped to the parameter side as J̃ᵀ v there); the answer is converged to ``tol`` either way."""
         ref = next(iter(self._primals.values()))
         tol = default_tol(ref.dtype, self.dim) if tol is None else tol
         on_params = self.n_params < self.dim
         size = self.n_params if on_params else self.dim
         matvec = self.gram_matvec() if on_params else self.matvec()
+        if start is not None and on_params:
+            start = self.factor_t()(start)
         vals, vecs, info = top_eigenpairs_matfree(
             matvec,
             size,
@@ -669,6 +686,7 @@ class ModuleOperator:
             dtype=ref.dtype,
             device=ref.device,
             max_basis=self._max_basis(size, k),
+            start=start,
         )
         if on_params:
             vecs = self.factor()(vecs)

@@ -61,6 +61,8 @@ class EigenProblem:
     seed        the random start block (drawn on the CPU, so that a seed starts alike on every device)
     block_size  vectors per block b (None: ``default_block_size``; held in [k, dim])
     max_basis   vectors the basis holds with their images (None: 4 blocks; at least b + 1, at most dim)
+    start       vectors (dim, j) that begin the start block in place of its first j random columns, e.g.
+                approximate eigenvectors from a cheaper solver (None: all random)
     """
 
     matvec: Matvec
@@ -73,6 +75,7 @@ class EigenProblem:
     seed: int = 0
     block_size: int | None = None
     max_basis: int | None = None
+    start: Tensor | None = None
 
 
 def fix_signs(vectors: Tensor) -> Tensor:
@@ -133,9 +136,24 @@ def _orthonormal_complement(w: Tensor, v: Tensor) -> Tensor:
         w = w - v @ (v.T @ w)
     w = w / w.norm(dim=0).clamp_min(torch.finfo(w.dtype).tiny)
     q, r = torch.linalg.qr(w)
+    eps = torch.finfo(w.dtype).eps
     # A column already (numerically) in the span adds only noise: drop it.
-    keep = r.diagonal().abs() > math.sqrt(torch.finfo(w.dtype).eps)
-    return q[:, keep]
+    q = q[:, r.diagonal().abs() > math.sqrt(eps)]
+    # QR divides a nearly dependent column by its small r_ii, which magnifies what the passes above left of v:
+    # the residuals of Lanczos Ritz vectors (a start block) all lie along one vector, and lost enough
+    # orthogonality for the solver to diverge. Project again where that happened.
+    if q.shape[1] and (v.T @ q).abs().max() > 100 * eps:
+        q = torch.linalg.qr(q - v @ (v.T @ q))[0]
+    return q
+
+
+def _check_start(start: Tensor, dim: int, b: int) -> int:
+    """The number j of start vectors (dim, j), which must fit the block and be finite."""
+    if start.ndim != 2 or start.shape[0] != dim or not 1 <= start.shape[1] <= b:
+        raise ValueError(f"start vectors must be (dim, j) = ({dim}, 1..{b}), got shape {tuple(start.shape)}")
+    if not torch.isfinite(start).all():
+        raise ValueError("start vectors contain NaN or inf; give finite approximate eigenvectors (or none)")
+    return start.shape[1]
 
 
 def davidson(problem: EigenProblem) -> tuple[Tensor, Tensor, SolverInfo]:
@@ -151,7 +169,11 @@ def davidson(problem: EigenProblem) -> tuple[Tensor, Tensor, SolverInfo]:
     b = default_block_size(k, dim) if problem.block_size is None else min(max(problem.block_size, k), dim)
     m = min(dim, 4 * b if problem.max_basis is None else max(problem.max_basis, b + 1))
     g = torch.Generator().manual_seed(problem.seed)
-    v = torch.linalg.qr(torch.randn(dim, b, generator=g, dtype=dtype).to(problem.device))[0]
+    v = torch.randn(dim, b, generator=g, dtype=dtype).to(problem.device)
+    if problem.start is not None:
+        j = _check_start(problem.start, dim, b)
+        v[:, :j] = problem.start.to(v)
+    v = torch.linalg.qr(v)[0]
     av = matvec(v)
     h = v.T @ av
     matvecs, it = b, 0
