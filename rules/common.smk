@@ -383,10 +383,10 @@ def lm_exported():
 
 
 def lm_training_eigen_files(wildcards):
-    """Every module's eigen file at every analysed state, module-major in step order."""
+    """The eigen file of every module analysed at every state (init_modules), module-major in step order."""
     lm = LANGUAGE_MODELS[wildcards.experiment]
     base = lm_dir(wildcards.experiment, wildcards.draw)
-    return [f"{base}/{st}/eigen/{m}.npz" for m in lm.modules for st in lm.training]
+    return [f"{base}/{st}/eigen/{m}.npz" for m in lm.init_modules for st in lm.training]
 
 
 def lm_metric_files(wildcards):
@@ -395,10 +395,13 @@ def lm_metric_files(wildcards):
 
 
 def lm_eigen_files(wildcards):
-    """Every module's eigen file of one state and draw."""
+    """The eigen file of every module analysed at one state and draw."""
     lm = LANGUAGE_MODELS[wildcards.experiment]
     base = lm_dir(wildcards.experiment, wildcards.draw)
-    return [f"{base}/{wildcards.state}/eigen/{m}.npz" for m in lm.modules]
+    return [
+        f"{base}/{wildcards.state}/eigen/{m}.npz"
+        for m in lm.modules_at(wildcards.state)
+    ]
 
 
 def lm_outputs(exp_ids, draw=0):

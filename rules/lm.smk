@@ -127,7 +127,7 @@ rule lm_spectra:
         mem_mb=2000,
         runtime=10,
     params:
-        modules=lambda wc: LANGUAGE_MODELS[wc.experiment].modules,
+        modules=lambda wc: LANGUAGE_MODELS[wc.experiment].init_modules,
         steps=lambda wc: [
             LANGUAGE_MODELS[wc.experiment].steps[st]
             for st in LANGUAGE_MODELS[wc.experiment].training
@@ -157,7 +157,7 @@ rule lm_detectors:
         runtime=10,
     params:
         lm=lm_params,
-        modules=lambda wc: LANGUAGE_MODELS[wc.experiment].modules,
+        modules=lambda wc: LANGUAGE_MODELS[wc.experiment].modules_at(wc.state),
     script:
         "../scripts/lm_detectors.py"
 

@@ -108,6 +108,9 @@ def test_directories_are_the_training_axis(files):
     assert lm_.states == ["trained", "init"] and lm_.training == ["init", "trained"]
     assert lm_.modules == ["mlp_out.0", "mlp_out.1", "attn_out.0", "attn_out.1", "embedding.0"]
     assert lm_.directory(10) == "step_10" and lm_.settings["dtype"] == "float32"
+    assert lm_.init_modules == lm_.modules
+    few = resolved(files, config(lm={"over_training": True, "init_modules": ["mlp_out"]}))
+    assert few.modules_at("trained") == lm_.modules and few.modules_at("init") == ["mlp_out.0", "mlp_out.1"]
 
     one = resolved(files, config(model="step_10", steps=None, text="text.txt", tokens=None))
     assert one.states == ["trained"] and one.directories == {0: "step_10"}

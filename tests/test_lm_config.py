@@ -36,6 +36,11 @@ def with_lm(config, **settings):
         ({"lanczos_steps": 10}, r"language_models.stories.lanczos_steps'.*fewer than top_k = 25"),
         ({"output_metric": "nowhere.npy"}, r"language_models.stories.output_metric'.*existing \(C, C\) .npy"),
         ({"per_class": 1}, r"'language_models.stories.per_class': 1 is less than the minimum of 2"),
+        (
+            {"modules": ["mlp_out"], "init_modules": ["embedding"]},
+            r"language_models.stories.init_modules'.*\['embedding.0'\] are not among its modules",
+        ),
+        ({"init_modules": ["attn_out"]}, r"language_models.stories.init_modules'.*control .* add mlp_out"),
     ],
 )
 def test_bad_entries_are_named(shipped, settings, message):

@@ -142,8 +142,8 @@ def test_dry_run_with_profile(profile, tmp_path):
 
 def test_default_and_seeds_targets_build_the_language_model(tmp_path):
     """The paper's language model (docs/spec.md §4) is in the default target (every module of the
-    trained and initial model, its claims and figure) and its seed table in the seeds target (the
-    other training seeds' MLP down-projections only, the trained model)."""
+    trained model, the MLP down-projections of the initial one, its claims and figure) and its seed
+    table in the seeds target (the other training seeds' MLP down-projections only, the trained model)."""
     (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
 
     def lm_jobs(*target):
@@ -152,7 +152,8 @@ def test_default_and_seeds_targets_build_the_language_model(tmp_path):
         return rules, re.findall(r"output: results/(stories\S*)/lm/d\d/(\w+)/eigen/(\S+)\.npz", out)
 
     rules, eigen = lm_jobs()
-    assert len(eigen) == 14 and {"claims_lm", "figure_lm"} <= set(rules)
+    assert len(eigen) == 10 and {"claims_lm", "figure_lm"} <= set(rules)
+    assert sorted(m for _, state, m in eigen if state == "init") == ["mlp_out.0", "mlp_out.1", "mlp_out.2"]
     rules, eigen = lm_jobs("seeds")
     others = [e for e in eigen if e[0] != "stories"]
     assert "lm_seed_table" in rules and len(others) == 12

@@ -24,16 +24,26 @@ SCHEMA = Path(__file__).resolve().parents[3] / "schemas" / "config.schema.yaml"
 
 @dataclass(frozen=True)
 class LanguageModel:
-    """One language-model analysis: its experiment, settings, modules ("role.index" or names), the
-    checkpoint step of each state (trained: the last, init: the first, step<t>: one between them,
-    analysed with over_training) and the user's model directory of each step (none: the workflow
-    saves them, results/<experiment>/hf/step_<t>)."""
+    """One language-model analysis: its experiment, settings, modules ("role.index" or names) of the
+    trained model and of every earlier state (``init_modules``, among them), the checkpoint step of each
+    state (trained: the last, init: the first, step<t>: one between them, analysed with over_training)
+    and the user's model directory of each step (none: the workflow saves them,
+    results/<experiment>/hf/step_<t>)."""
 
     experiment: str
     settings: dict
     modules: list[str]
     steps: dict[str, int]
     directories: dict[int, str] = field(default_factory=dict)
+    init_modules: list[str] | None = None
+
+    def __post_init__(self):
+        if self.init_modules is None:
+            object.__setattr__(self, "init_modules", list(self.modules))
+
+    def modules_at(self, state: str) -> list[str]:
+        """The modules analysed at a state: all of them trained, ``init_modules`` at init and between."""
+        return self.modules if state == "trained" else self.init_modules
 
     @property
     def states(self) -> list[str]:
@@ -117,6 +127,15 @@ def resolve(config: dict, experiments: dict, basedir: str) -> tuple[dict, list[s
                 f"{where}.modules': {unknown} match no module; use roles mlp_out, attn_out, embedding or names of "
                 f"modules with parameters, e.g. {params[1].rpartition('.')[0]}"
             )
+        init_modules = None
+        if s.get("init_modules") is not None:
+            init_modules, unknown = expand_modules(s["init_modules"], params, blocks)
+            outside = sorted(set(init_modules) - set(modules))
+            if unknown or outside:
+                errors.append(
+                    f"{where}.init_modules': {unknown or outside} are not among its modules {s['modules']}; "
+                    "give a subset of modules (roles or names)"
+                )
         metric = s["output_metric"]
         if metric != "unembedding" and not (metric.endswith(".npy") and os.path.isfile(os.path.join(basedir, metric))):
             errors.append(f"{where}.output_metric': {metric!r} must be unembedding or an existing (C, C) .npy file")
@@ -137,7 +156,7 @@ def resolve(config: dict, experiments: dict, basedir: str) -> tuple[dict, list[s
             )
         between = {f"step{t}": t for t in exp.steps[1:-1]} if s["over_training"] else {}
         steps = {"trained": exp.steps[-1], "init": exp.steps[0], **between}
-        out[exp_id] = LanguageModel(exp_id, s, modules, steps, directories)
+        out[exp_id] = LanguageModel(exp_id, s, modules, steps, directories, init_modules)
     for exp_id, exp in experiments.items():
         kind = get_kind(exp.kind) if exp.kind else None
         if kind is not None and "contexts" in kind.functions and exp_id not in (config.get("language_models") or {}):
@@ -155,5 +174,10 @@ def resolve(config: dict, experiments: dict, basedir: str) -> tuple[dict, list[s
                 errors.append(
                     f"config key 'paper.lm.{key}': Table 3 compares each block's MLP down-projection with PCA; "
                     "add mlp_out to the modules of its language_models entries"
+                )
+            elif key == "experiment" and not any(m.startswith("mlp_out.") for m in out[ids[0]].init_modules):
+                errors.append(
+                    f"config key 'language_models.{ids[0]}.init_modules': the Table-3 analogue's control is each "
+                    "block's MLP down-projection at the initialisation; add mlp_out"
                 )
     return out, errors
