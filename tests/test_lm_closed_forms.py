@@ -92,8 +92,8 @@ def test_modules_unlike_the_closed_forms_are_left_alone(module):
 
 @pytest.mark.parametrize(("role", "block"), [("mlp_out", 0), ("attn_out", 0), ("embedding", 0)])
 def test_stored_jacobian_in_passes_of_one_context_matches_brute_force(tiny, role, block, monkeypatch):
-    # A byte per pass: each context's C reverse passes on its own graph, written into its rows of D̃.
-    monkeypatch.setattr(lm_operator, "_PASS_CACHE_BYTES", 1)
+    # A byte per group: each context's C reverse passes on its own graph, written into its rows of D̃.
+    monkeypatch.setattr(lm_operator, "_GROUP_SAVED_BYTES", 1)
     _, model, ids, s = tiny
     module = lm.module_roles(model)[role][block]
     j = brute_force_factor(model, ids, module, -1, s)

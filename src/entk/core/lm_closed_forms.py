@@ -89,7 +89,8 @@ def _elementwise_call(original: Callable) -> Callable:
         with torch.enable_grad():
             x0 = x.detach().requires_grad_()
             out = original(x0)
-            if not isinstance(out, Tensor) or out.shape != x.shape or not out.requires_grad:
+            # An identity (dropout in eval mode) has no backward to save; a non-differentiable output none at all.
+            if out is x0 or not isinstance(out, Tensor) or out.shape != x.shape or not out.requires_grad:
                 return original(x)
             d = torch.autograd.grad(out, x0, torch.ones_like(out), retain_graph=True)[0]
             probe = torch.rand(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype).to(x.device)

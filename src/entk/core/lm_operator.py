@@ -63,10 +63,11 @@ _STORE_SHARE = 0.6
 # Bytes of a kept linearisation per byte of the primal's saved tensors: its pullback's graph adds to them (RSS
 # grew by 1.4× the saved tensors for Gemma-3-270M's widths' first MLP projection, less for later modules).
 _KEPT_COPIES = 2
-# Bytes of saved activations of the downstream network a D̃ pass reads: its contexts' stay in cache (an L3 of
-# 32 MiB) through the C passes over them, while smaller passes cost more per-operation overhead (the default
-# LM's block-0 MLP projection, which saves 0.8 MB a context: 32 contexts a pass took less time than 16 or 64).
-_PASS_CACHE_BYTES = 24 * 2**20
+# Bytes of saved activations of the downstream network a D̃ pass reads: the graph of one group of contexts, over
+# which the C passes run, is held instead of a whole chunk's (475 contexts of 0.8 MB for the default LM's block-0
+# MLP projection, 24 MiB → 30). Its time did not depend on it down to this (4× as many contexts a group took as
+# long); a quarter of it took twice as long (the per-operation overhead of passes over fewer contexts).
+_GROUP_SAVED_BYTES = 24 * 2**20
 JACOBIAN_MAX_OUTPUTS = 256
 ROUTES = ("jacobian", "matrix_free")
 
@@ -331,7 +332,8 @@ class ModuleOperator:
     Two exact routes to its products (``route``):
 
     - "jacobian": the downstream Jacobian D̃ = ∂(h S^½)/∂y (N, C, T', out), T' the positions it reaches,
-      is computed once by C vjp passes per chunk (one cotangent each) and stored; a product is then the
+      is computed once by C reverse passes per group of contexts (one cotangent each, through closed-form
+      backwards of norms and activations, ``entk.core.lm_closed_forms``) and stored; a product is then the
       module's own jvp/vjp on its cached input (two matrix products for an ``nn.Linear``, on the kept
       positions) and a contraction with D̃. Chosen where D̃ fits 60 % of the budget and
       C ≤ ``JACOBIAN_MAX_OUTPUTS`` (a converged top 25 takes some hundreds of products, each a vjp and
@@ -498,14 +500,14 @@ class ModuleOperator:
     def _jacobian(self, rows: slice) -> tuple[Tensor, Tensor]:
         """D̃ (n, C, T'·out) of the contexts ``rows`` and the positions T' it keeps (those with a nonzero derivative).
 
-        Its C reverse passes (one cotangent each) run over as many contexts at a time, captured anew, as keep their
-        saved activations in cache (``_PASS_CACHE_BYTES``). Batched over the C cotangents (vmap) every element-wise
-        transient is C times the activations, which took more time (memory-bound) and C times the memory; groups of
-        8 cotangents on fewer contexts took as long as one."""
+        Its C reverse passes (one cotangent each) run over groups of contexts, captured anew, whose graphs save at
+        most ``_GROUP_SAVED_BYTES``. Batched over the C cotangents (vmap) every element-wise transient is C times the
+        activations, which took more time (memory-bound) and C times the memory; 4 or 8 cotangents a pass over
+        fewer contexts took as long as one."""
         saved, _, y = self._probe()
         t = self._site.position + 1
         jac = y.new_empty(rows.stop - rows.start, self.n_outputs, t, *y.shape[2:])
-        step = max(1, _PASS_CACHE_BYTES // saved)
+        step = max(1, _GROUP_SAVED_BYTES // saved)
         for start in range(0, len(jac), step):
             part = slice(rows.start + start, min(rows.start + start + step, rows.stop))
             self._downstream_jacobian(part, jac[start : start + step])
