@@ -65,8 +65,8 @@ _STORE_SHARE = 0.6
 _KEPT_COPIES = 2
 # Bytes of saved activations of the downstream network a D̃ pass reads: the graph of one group of contexts, over
 # which the C passes run, is held instead of a whole chunk's (475 contexts of 0.8 MB for the default LM's block-0
-# MLP projection, 24 MiB → 30). Its time did not depend on it down to this (4× as many contexts a group took as
-# long); a quarter of it took twice as long (the per-operation overhead of passes over fewer contexts).
+# MLP projection, 24 MiB → 30). Four times as many contexts a group took as long; a quarter as many, twice as long
+# (the per-operation overhead of passes over fewer contexts).
 _GROUP_SAVED_BYTES = 24 * 2**20
 JACOBIAN_MAX_OUTPUTS = 256
 ROUTES = ("jacobian", "matrix_free")
