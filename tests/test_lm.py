@@ -10,7 +10,7 @@ from torch.func import functional_call, jacrev
 
 from entk import lm
 from entk.core import lm_operator
-from entk.core.lm_operator import _capture, _first
+from entk.core.lm_operator import _first
 from entk.core.solvers import default_block_size
 
 transformers = pytest.importorskip("transformers")
@@ -189,10 +189,8 @@ def test_stored_jacobian_keeps_the_positions_that_reach_the_output(tiny, block, 
 def _whole_last_block(op: lm.ModuleOperator) -> tuple[torch.Tensor, torch.Tensor]:
     """D̃ and its kept positions with the last block replayed at every position."""
     site = dataclasses.replace(op._site, at_position=False)
-    rows = slice(0, op.n_samples)
-    chunk = _capture(site, op.ids) if op._embedding is None else None
     with mock.patch.object(op, "_site", site):
-        return op._jacobian(chunk, rows)
+        return op._jacobian(slice(0, op.n_samples))
 
 
 @pytest.mark.parametrize("role", ["mlp_out", "attn_out", "embedding"])

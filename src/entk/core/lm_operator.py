@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp, vmap
 
+from entk.core.lm_closed_forms import closed_form_calls
 from entk.core.lm_inputs import checked_ids
 from entk.core.memory import resolve_max_memory_gb, saved_bytes_per_sample
 from entk.core.solvers import SolverInfo, default_block_size, default_tol, fix_signs, top_eigenpairs_matfree
@@ -62,6 +63,11 @@ _STORE_SHARE = 0.6
 # Bytes of a kept linearisation per byte of the primal's saved tensors: its pullback's graph adds to them (RSS
 # grew by 1.4× the saved tensors for Gemma-3-270M's widths' first MLP projection, less for later modules).
 _KEPT_COPIES = 2
+# Bytes of saved activations of the downstream network a D̃ pass reads: the graph of one group of contexts, over
+# which the C passes run, is held instead of a whole chunk's (475 contexts of 0.8 MB for the default LM's block-0
+# MLP projection, 24 MiB → 30). Four times as many contexts a group took as long; a quarter as many, twice as long
+# (the per-operation overhead of passes over fewer contexts).
+_GROUP_SAVED_BYTES = 24 * 2**20
 JACOBIAN_MAX_OUTPUTS = 256
 ROUTES = ("jacobian", "matrix_free")
 
@@ -115,14 +121,19 @@ def _first(out):
 
 @contextlib.contextmanager
 def _replaced_calls(calls: dict[nn.Module, Callable]) -> Iterator[None]:
-    """Within the block, each module in ``calls`` runs that function instead of its forward."""
+    """Within the block, each module in ``calls`` runs that function instead of its forward (nested blocks restore
+    the replacements of the enclosing one)."""
+    before = {module: module.__dict__.get("forward") for module in calls}
     for module, fn in calls.items():
         module.forward = fn
     try:
         yield
     finally:
-        for module in calls:
-            del module.forward
+        for module, fn in before.items():
+            if fn is None:
+                del module.forward
+            else:
+                module.forward = fn
 
 
 def _replaced(outputs: dict[nn.Module, object]) -> contextlib.AbstractContextManager:
@@ -321,7 +332,8 @@ class ModuleOperator:
     Two exact routes to its products (``route``):
 
     - "jacobian": the downstream Jacobian D̃ = ∂(h S^½)/∂y (N, C, T', out), T' the positions it reaches,
-      is computed once by C vjp passes per chunk (one cotangent each) and stored; a product is then the
+      is computed once by C reverse passes per group of contexts (one cotangent each, through closed-form
+      backwards of norms and activations, ``entk.core.lm_closed_forms``) and stored; a product is then the
       module's own jvp/vjp on its cached input (two matrix products for an ``nn.Linear``, on the kept
       positions) and a contraction with D̃. Chosen where D̃ fits 60 % of the budget and
       C ≤ ``JACOBIAN_MAX_OUTPUTS`` (a converged top 25 takes some hundreds of products, each a vjp and
@@ -470,11 +482,14 @@ class ModuleOperator:
         total, largest = saved_bytes_per_sample(run)
         return max(total, 1), largest, outputs[0].detach()
 
+    def _chunk_of(self, rows: slice) -> _Chunk | None:
+        return _capture(self._site, self.ids[rows]) if self._embedding is None else None
+
     def _prepare(self, rows: slice):
-        chunk = _capture(self._site, self.ids[rows]) if self._embedding is None else None
+        chunk = self._chunk_of(rows)
         if self.route == "matrix_free":
             return rows, chunk
-        jac, keep = self._jacobian(chunk, rows)
+        jac, keep = self._jacobian(rows)
         if self._linear:
             # A linear layer maps each position on its own: its input at the kept positions is all a product needs.
             return rows, chunk.module_args[0][:, keep].contiguous(), jac, keep
@@ -482,19 +497,37 @@ class ModuleOperator:
         light = None if chunk is None else _Chunk(chunk.module_args, chunk.module_kwargs, [], {}, chunk.output)
         return rows, light, jac, keep
 
-    def _jacobian(self, chunk: _Chunk | None, rows: slice) -> tuple[Tensor, Tensor]:
-        """D̃ (n, C, T'·out) of the chunk and the positions T' it keeps (those with a nonzero derivative)."""
-        y = self._y(chunk, rows).detach()
-        _, pullback = vjp(lambda v: self._site.run(chunk, v), y)
-        n, c = y.shape[0], self.n_outputs
-        eye = torch.eye(c, dtype=y.dtype, device=y.device)
-        # One cotangent a pass: batched over the C cotangents (vmap) every element-wise transient is C times
-        # the activations, which took more time (memory-bound) and C times the memory.
-        with torch.no_grad():
-            jac = torch.stack([pullback(eye[k].expand(n, c))[0] for k in range(c)], dim=1)  # (n, C, T, *out)
-        jac = jac[:, :, : self._site.position + 1]
+    def _jacobian(self, rows: slice) -> tuple[Tensor, Tensor]:
+        """D̃ (n, C, T'·out) of the contexts ``rows`` and the positions T' it keeps (those with a nonzero derivative).
+
+        Its C reverse passes (one cotangent each) run over groups of contexts, captured anew, whose graphs save at
+        most ``_GROUP_SAVED_BYTES``. Batched over the C cotangents (vmap) every element-wise transient is C times the
+        activations, which took more time (memory-bound) and C times the memory; 4 or 8 cotangents a pass over
+        fewer contexts took as long as one."""
+        saved, _, y = self._probe()
+        t = self._site.position + 1
+        jac = y.new_empty(rows.stop - rows.start, self.n_outputs, t, *y.shape[2:])
+        step = max(1, _GROUP_SAVED_BYTES // saved)
+        for start in range(0, len(jac), step):
+            part = slice(rows.start + start, min(rows.start + start + step, rows.stop))
+            self._downstream_jacobian(part, jac[start : start + step])
         keep = jac.flatten(3).ne(0).any(dim=(0, 1, 3)).nonzero().squeeze(1)
-        return jac[:, :, keep].flatten(2).contiguous(), keep
+        if len(keep) < t:
+            jac = jac[:, :, keep]
+        return jac.flatten(2), keep
+
+    def _downstream_jacobian(self, rows: slice, out: Tensor) -> None:
+        """∂(h S^½)/∂y of a few contexts at the positions up to the output's, into ``out`` (n, C, T', *out): C
+        plain-autograd reverse passes over one graph (less overhead an operation than ``torch.func.vjp``), whose
+        norms and activations record their closed-form backward (``entk.core.lm_closed_forms``)."""
+        chunk = self._chunk_of(rows)
+        y = self._y(chunk, rows).detach().requires_grad_()
+        with torch.enable_grad(), _replaced_calls(closed_form_calls(self.model)):
+            h = self._site.run(chunk, y)
+        eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
+        c, t = h.shape[1], out.shape[2]
+        for k in range(c):
+            out[:, k] = torch.autograd.grad(h, y, eye[k].expand_as(h), retain_graph=k < c - 1)[0][:, :t]
 
     # --- the map θ → y → h S^½ of one chunk (matrix-free route) ---
 
