@@ -398,6 +398,7 @@ class ModuleOperator:
         self._site.at_position = self._at_position_agrees()
         self._budget = resolve_max_memory_gb(self.max_memory_gb) * 2**30
         per_context, largest, y = self._probe()
+        self._saved_per_context, self._y_one = per_context, y
         self.n_outputs = y.shape[-1] if s is None else s.shape[1]
         self.dim = self.n_samples * self.n_outputs
         store = self.n_samples * self.n_outputs * (self._site.position + 1) * y[0, 0].numel() * y.element_size()
@@ -504,7 +505,7 @@ class ModuleOperator:
         most ``_GROUP_SAVED_BYTES``. Batched over the C cotangents (vmap) every element-wise transient is C times the
         activations, which took more time (memory-bound) and C times the memory; 4 or 8 cotangents a pass over
         fewer contexts took as long as one."""
-        saved, _, y = self._probe()
+        saved, y = self._saved_per_context, self._y_one
         t = self._site.position + 1
         jac = y.new_empty(rows.stop - rows.start, self.n_outputs, t, *y.shape[2:])
         step = max(1, _GROUP_SAVED_BYTES // saved)
