@@ -509,21 +509,22 @@ class ModuleOperator:
         t = self._site.position + 1
         jac = y.new_empty(rows.stop - rows.start, self.n_outputs, t, *y.shape[2:])
         step = max(1, _GROUP_SAVED_BYTES // saved)
+        calls = closed_form_calls(self.model)
         for start in range(0, len(jac), step):
             part = slice(rows.start + start, min(rows.start + start + step, rows.stop))
-            self._downstream_jacobian(part, jac[start : start + step])
+            self._downstream_jacobian(part, jac[start : start + step], calls)
         keep = jac.flatten(3).ne(0).any(dim=(0, 1, 3)).nonzero().squeeze(1)
         if len(keep) < t:
             jac = jac[:, :, keep]
         return jac.flatten(2), keep
 
-    def _downstream_jacobian(self, rows: slice, out: Tensor) -> None:
+    def _downstream_jacobian(self, rows: slice, out: Tensor, calls: dict[nn.Module, Callable]) -> None:
         """∂(h S^½)/∂y of a few contexts at the positions up to the output's, into ``out`` (n, C, T', *out): C
         plain-autograd reverse passes over one graph (less overhead an operation than ``torch.func.vjp``), whose
-        norms and activations record their closed-form backward (``entk.core.lm_closed_forms``)."""
+        norms and activations record their closed-form backward through ``calls`` (``closed_form_calls``)."""
         chunk = self._chunk_of(rows)
         y = self._y(chunk, rows).detach().requires_grad_()
-        with torch.enable_grad(), _replaced_calls(closed_form_calls(self.model)):
+        with torch.enable_grad(), _replaced_calls(calls):
             h = self._site.run(chunk, y)
         eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
         c, t = h.shape[1], out.shape[2]

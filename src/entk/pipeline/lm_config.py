@@ -33,13 +33,9 @@ class LanguageModel:
     experiment: str
     settings: dict
     modules: list[str]
+    init_modules: list[str]
     steps: dict[str, int]
     directories: dict[int, str] = field(default_factory=dict)
-    init_modules: list[str] | None = None
-
-    def __post_init__(self):
-        if self.init_modules is None:
-            object.__setattr__(self, "init_modules", list(self.modules))
 
     def modules_at(self, state: str) -> list[str]:
         """The modules analysed at a state: all of them trained, ``init_modules`` at init and between."""
@@ -127,7 +123,7 @@ def resolve(config: dict, experiments: dict, basedir: str) -> tuple[dict, list[s
                 f"{where}.modules': {unknown} match no module; use roles mlp_out, attn_out, embedding or names of "
                 f"modules with parameters, e.g. {params[1].rpartition('.')[0]}"
             )
-        init_modules = None
+        init_modules = modules
         if s.get("init_modules") is not None:
             init_modules, unknown = expand_modules(s["init_modules"], params, blocks)
             outside = sorted(set(init_modules) - set(modules))
@@ -156,7 +152,7 @@ def resolve(config: dict, experiments: dict, basedir: str) -> tuple[dict, list[s
             )
         between = {f"step{t}": t for t in exp.steps[1:-1]} if s["over_training"] else {}
         steps = {"trained": exp.steps[-1], "init": exp.steps[0], **between}
-        out[exp_id] = LanguageModel(exp_id, s, modules, steps, directories, init_modules)
+        out[exp_id] = LanguageModel(exp_id, s, modules, init_modules, steps, directories)
     for exp_id, exp in experiments.items():
         kind = get_kind(exp.kind) if exp.kind else None
         if kind is not None and "contexts" in kind.functions and exp_id not in (config.get("language_models") or {}):
