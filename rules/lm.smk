@@ -82,11 +82,41 @@ rule lm_hidden:
         "../scripts/lm_hidden.py"
 
 
+# D̃ of all of a state's modules from one chain of reverse passes (GBs: removed once its eigen jobs are done).
+rule lm_jacobians:
+    input:
+        hf=lm_model_input,
+        contexts="results/{experiment}/lm/d{draw}/contexts.npz",
+        metric=lm_metric_files,
+    output:
+        jacobians=temp(directory("results/{experiment}/lm/d{draw}/{state}/jacobians")),
+    log:
+        "logs/{experiment}/lm/d{draw}/{state}/jacobians.log",
+    benchmark:
+        "results/benchmarks/{experiment}/lm/d{draw}/{state}/jacobians.tsv"
+    conda:
+        "../envs/compute.yaml"
+    threads: 1
+    resources:
+        gpu=gpus(),
+        mem_mb=eigen_mem_mb,
+        runtime=60,
+    params:
+        lm=lm_params,
+        model_dir=lm_model_dir,
+        modules=lambda wc: LANGUAGE_MODELS[wc.experiment].modules_at(wc.state),
+        max_memory_gb=lambda wc: EXPERIMENTS[wc.experiment].max_memory_gb,
+        device=config.get("device", "auto"),
+    script:
+        "../scripts/lm_jacobians.py"
+
+
 rule lm_eigen:
     input:
         hf=lm_model_input,
         contexts="results/{experiment}/lm/d{draw}/contexts.npz",
         metric=lm_metric_files,
+        jacobians="results/{experiment}/lm/d{draw}/{state}/jacobians",
     output:
         eigen="results/{experiment}/lm/d{draw}/{state}/eigen/{module}.npz",
     log:

@@ -18,6 +18,7 @@ with wf.logged(sm.log[0]):
     with np.load(sm.input.contexts) as data:
         ids = torch.from_numpy(data["ids"]).to(device)
     metric = lm_views.output_metric(model, s["output_metric"]).to(device)
+    jacobian = lm_views.load_jacobian(sm.input.jacobians, sm.wildcards.module, like=metric.to(model.dtype))
     arrays = lm_views.module_eigen(
         model,
         ids,
@@ -27,5 +28,6 @@ with wf.logged(sm.log[0]):
         top_k=s["top_k"],
         lanczos_steps=s["lanczos_steps"],
         max_memory_gb=s.get("max_memory_gb") or sm.params.max_memory_gb,
+        jacobian=jacobian,
     )
     wf.save_npz(sm.output.eigen, **arrays)

@@ -244,6 +244,82 @@ def test_a_last_block_that_disagrees_at_the_position_is_replayed_whole(tiny, mon
     close(op.gram_matvec()(u), j.T @ (j @ u))
 
 
+def stored_jacobians(model, ids, modules, position, s) -> dict[str, lm.StoredJacobian]:
+    """Every module's D̃ from one chain of reverse passes, joined over its groups of contexts."""
+    keep = {m: kept for m, (kept, _) in lm.downstream_layout(model, ids, modules, position).items()}
+    values = {}
+    for rows, parts in lm.downstream_jacobians(model, ids, modules, position=position, metric_sqrt=s):
+        for m, part in parts.items():
+            values.setdefault(m, torch.full((len(ids), *part.shape[1:]), torch.nan, dtype=part.dtype))[rows] = part
+    return {m: lm.StoredJacobian(values[m], keep[m]) for m in modules}
+
+
+def _operator_products_match_brute_force(model, ids, module, position, s, stored):
+    j = brute_force_factor(model, ids, module, position, s).detach()
+    if module == lm.module_roles(model)["embedding"][0]:
+        j = j.reshape(j.shape[0], 50, -1)[:, torch.unique(ids)].flatten(1)
+    op = lm.ModuleOperator(model, ids, module, position=position, metric_sqrt=s, jacobian=stored)
+    assert op.route == "jacobian"
+    g = torch.Generator().manual_seed(8)
+    v, u = torch.randn(op.dim, 2, generator=g, dtype=j.dtype), torch.randn(op.n_params, 2, generator=g, dtype=j.dtype)
+    close(op.matvec()(v), j @ (j.T @ v))
+    close(op.gram_matvec()(u), j.T @ (j @ u))
+
+
+@pytest.mark.parametrize("position", [-1, 3, 0])
+def test_one_chain_gives_every_modules_jacobian(tiny, position, monkeypatch):
+    _, model, ids, s = tiny
+    roles = lm.module_roles(model)
+    modules = [*roles["embedding"], *roles["attn_out"], *roles["mlp_out"]]
+    # Groups of one context: the chain's rows must land where they belong.
+    monkeypatch.setattr(lm_operator, "_GROUP_SAVED_BYTES", 1)
+    stored = stored_jacobians(model, ids, modules, position, s)
+    for module in modules:
+        _operator_products_match_brute_force(model, ids, module, position, s, stored[module])
+    # The last block's modules reach the output at its position alone, the others at every position up to it.
+    p = position % T
+    assert {m: stored[m].keep.tolist() for m in modules} == {
+        m: [p] if m in (roles["attn_out"][-1], roles["mlp_out"][-1]) else list(range(p + 1)) for m in modules
+    }
+
+
+def test_a_chain_of_later_modules_stops_at_the_first(tiny):
+    _, model, ids, s = tiny
+    module = lm.module_roles(model)["mlp_out"][1]
+    # Without the embedding the graph starts at the module: the same D̃ as the operator's own.
+    stored = stored_jacobians(model, ids, [module], -1, s)[module]
+    own = lm.ModuleOperator(model, ids, module, metric_sqrt=s, route="jacobian")._chunks
+    close(stored.values.flatten(2), torch.cat([c[2] for c in own]))
+
+
+def test_a_last_block_module_before_the_keys_turns_the_shortcut_off(tiny):
+    kind, model, ids, s = tiny
+    if kind == "gpt2":
+        pytest.skip("GPT-2 projects queries, keys and values in one module (c_attn), which this test splits")
+    # The last block's value projection reaches the output at every position, through the key-value cache.
+    module = "model.layers.1.self_attn.v_proj"
+    stored = stored_jacobians(model, ids, [module, lm.module_roles(model)["mlp_out"][1]], -1, s)
+    assert stored[module].keep.tolist() == list(range(T))
+    _operator_products_match_brute_force(model, ids, module, -1, s, stored[module])
+
+
+def test_a_stored_jacobian_that_does_not_fit_the_operator_one_line(tiny):
+    _, model, ids, s = tiny
+    module = lm.module_roles(model)["mlp_out"][0]
+    stored = stored_jacobians(model, ids, [module], -1, s)[module]
+    cases = [
+        (dict(jacobian=stored, route="matrix_free"), "for the jacobian route"),
+        (dict(jacobian=lm.StoredJacobian(stored.values[1:], stored.keep)), "has shape"),
+        (dict(jacobian=lm.StoredJacobian(stored.values[:, :, :2], torch.tensor([5, 9]))), "keeps positions"),
+        (dict(jacobian=lm.StoredJacobian(stored.values.float(), stored.keep)), "move it with"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            lm.ModuleOperator(model, ids, module, metric_sqrt=s, **kwargs)
+    with pytest.raises(ValueError, match="no module named 'model.nowhere'"):
+        next(lm.downstream_jacobians(model, ids, ["model.nowhere"], metric_sqrt=s))
+
+
 def test_lanczos_on_a_known_spectrum():
     # Fifty steps on a diagonal operator with a decaying spectrum recover its top eigenvalues.
     diag = torch.logspace(0, -6, 400, dtype=torch.float64)

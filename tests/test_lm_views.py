@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from entk import lm
+from entk import shared as wf
 from entk.kinds import story_lm
 from entk.kinds.registry import get_kind
 from entk.pipeline import lm_views
@@ -101,6 +102,51 @@ def test_module_eigen_matches_a_dense_kernel(tiny, module):
     assert out["lanczos_values"] == pytest.approx(top, rel=1e-6)
     assert lm_views.subspace_overlap(out["vectors"].astype(float), top_vecs) == pytest.approx(1, abs=1e-4)
     assert float(out["overlap"]) == pytest.approx(1, abs=1e-4)
+
+
+def test_stored_jacobians_give_the_dense_kernels_spectrum(tiny, tmp_path):
+    model, ids = tiny
+    metric = lm_views.output_metric(model, "unembedding")
+    specs = ["embedding.0", "attn_out.0", "mlp_out.1"]
+    # D̃ in float64: 6 contexts × C = 8 × positions × 8 outputs, the last block's MLP at the output's position
+    # alone (3 kB), the others at all 5 (15 kB). A budget whose 60 % holds 6 kB stores the first only; the
+    # others are left to their own operators.
+    stored = lm_views.store_jacobians(
+        model, ids, specs, metric, tmp_path / "jac", position=-1, max_memory_gb=1e4 / 2**30, log=lambda m: None
+    )
+    assert stored == ["mlp_out.1"]
+    root = lm.metric_sqrt(metric)
+    for spec in specs:
+        jacobian = lm_views.load_jacobian(tmp_path / "jac", spec, like=root)
+        assert (jacobian is not None) == (spec in stored)
+        out = lm_views.module_eigen(
+            model,
+            ids,
+            spec,
+            metric,
+            position=-1,
+            top_k=4,
+            lanczos_steps=48,
+            max_memory_gb=None,
+            jacobian=jacobian,
+            log=lambda m: None,
+        )
+        kernel = brute_force_kernel(model, ids, lm_views.resolve_module(model, spec), root)
+        vals, vecs = torch.linalg.eigh(kernel)
+        assert out["values"] == pytest.approx(vals.flip(0)[:4].numpy(), rel=1e-6)
+        overlap = lm_views.subspace_overlap(out["vectors"].astype(float), vecs.flip(1)[:, :4].numpy())
+        assert overlap == pytest.approx(1, abs=1e-4)
+
+
+def test_a_stream_of_the_wrong_size_leaves_no_file(tmp_path):
+    path = tmp_path / "d.npy"
+    with pytest.raises(ValueError, match="needs 96"), wf.npy_writer(path, (3, 4), "float64") as fh:
+        fh.write(np.ones(5).tobytes())
+    assert list(tmp_path.iterdir()) == []
+    with wf.npy_writer(path, (3, 4), "float64") as fh:
+        for row in np.arange(12.0).reshape(3, 4):
+            fh.write(row.tobytes())
+    assert np.array_equal(np.load(path), np.arange(12.0).reshape(3, 4))
 
 
 def test_hidden_states_end_in_the_final_normed_state(tiny):

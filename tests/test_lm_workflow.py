@@ -51,6 +51,11 @@ def test_lm_workflow_builds_every_output(lm_run):
     for ext in ("png", "pdf"):
         assert (lm_run / "figures" / f"fig_lm_detectors.{ext}").stat().st_size > 10_000
     assert not list(lm_run.rglob(".*.*"))  # no half-written temporaries
+    # Each state's eigen jobs read the Jacobians one chain stored, which are removed once they are done.
+    logs = lm_run.parent / "logs" / "stories" / "lm" / "d0"
+    assert all("D̃ stored ahead" in log.read_text() for log in logs.glob("*/eigen/*.log"))
+    assert len(list(logs.glob("*/eigen/*.log"))) == 2 * len(modules)
+    assert not list(lm_run.rglob("jacobians"))
 
 
 @pytest.mark.slow

@@ -153,6 +153,8 @@ def test_default_and_seeds_targets_build_the_language_model(tmp_path):
 
     rules, eigen = lm_jobs()
     assert len(eigen) == 10 and {"claims_lm", "figure_lm"} <= set(rules)
+    # One chain of reverse passes per state gives its modules' stored Jacobians.
+    assert rules.count("lm_jacobians") == 2
     assert sorted(m for _, state, m in eigen if state == "init") == ["mlp_out.0", "mlp_out.1", "mlp_out.2"]
     rules, eigen = lm_jobs("seeds")
     others = [e for e in eigen if e[0] != "stories"]

@@ -38,7 +38,15 @@ from entk.core.lm_inputs import (
     load_token_ids,
     load_tokenizer,
 )
-from entk.core.lm_operator import ModuleOperator, base_model, decoder_layers
+from entk.core.lm_operator import (
+    ModuleOperator,
+    StoredJacobian,
+    base_model,
+    decoder_layers,
+    downstream_jacobians,
+    downstream_layout,
+    jacobian_fits,
+)
 
 __all__ = [
     "FinalHidden",
@@ -50,8 +58,12 @@ __all__ = [
     "load_tokenizer",
     "module_for",
     "ModuleOperator",
+    "StoredJacobian",
     "base_model",
     "decoder_layers",
+    "downstream_jacobians",
+    "downstream_layout",
+    "jacobian_fits",
     "lanczos",
     "load_causal_lm",
     "metric_sqrt",
@@ -177,9 +189,13 @@ def module_operator(
     position: int = -1,
     metric_sqrt: Tensor | None = None,
     max_memory_gb: float | None = None,
+    jacobian: StoredJacobian | None = None,
 ) -> ModuleOperator:
-    """The paper's per-module operator of a causal LM on token ids (N, T) (see the module's docstring)."""
-    return ModuleOperator(model, ids, module, position=position, metric_sqrt=metric_sqrt, max_memory_gb=max_memory_gb)
+    """The paper's per-module operator of a causal LM on token ids (N, T) (see the module's docstring); ``jacobian``
+    its downstream Jacobian computed ahead (``downstream_jacobians``)."""
+    return ModuleOperator(
+        model, ids, module, position=position, metric_sqrt=metric_sqrt, max_memory_gb=max_memory_gb, jacobian=jacobian
+    )
 
 
 def lanczos(

@@ -94,6 +94,22 @@ def save_npz(path: str | os.PathLike, **arrays) -> None:
         np.savez(fh, **arrays)
 
 
+@contextlib.contextmanager
+def npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype) -> Iterator[io.BufferedWriter]:
+    """An ``.npy`` file of ``shape`` and ``dtype`` whose data the block writes in C order, piece by piece (arrays
+    larger than memory can hold at once), all-or-nothing: a block that fails or writes the wrong number of bytes
+    leaves no file."""
+    dtype = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.lib.format.write_array_header_2_0(fh, header)
+        start = fh.tell()
+        yield fh
+        written, want = fh.tell() - start, int(np.prod(shape)) * dtype.itemsize
+        if written != want:
+            raise ValueError(f"{path}: {written} bytes of data written, the header's shape {shape} needs {want}")
+
+
 def save_csv(path: str | os.PathLike, table) -> None:
     """A pandas table as CSV without its index, written all-or-nothing."""
     with atomic_path(path) as tmp:

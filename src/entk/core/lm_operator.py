@@ -305,6 +305,38 @@ def _capture(site: _Site, ids: Tensor) -> _Chunk:
     return _Chunk(args, kwargs, record["calls"], cached, record["output"])
 
 
+def _last_block_alone_agrees(site: _Site, chunk: _Chunk | None, y: Tensor) -> bool:
+    """Whether the last block run at the output's position alone gives h S^½ of a few contexts (module output y,
+    their captured chunk) as the whole block does: the module lies before the last block, the block takes a
+    key-value cache, and nothing else in it reads other positions. Where not, the whole last block is replayed."""
+    layers = decoder_layers(site.model)
+    if site.block == len(layers) - 1 or _cache_name(layers[-1]) is None:
+        return False
+    with torch.no_grad():
+        whole = site.run(chunk, y)
+        try:
+            alone = dataclasses.replace(site, at_position=True).run(chunk, y)
+        except torch.OutOfMemoryError:
+            raise
+        except (TypeError, ValueError, RuntimeError, IndexError, KeyError, AttributeError) as err:
+            # A block whose cache or position arguments are not transformers' usual ones.
+            warnings.warn(
+                f"the last block of {type(site.model).__name__} cannot run at the output position alone "
+                f"({type(err).__name__}: {err}); replaying it at every position (exact, slower)",
+                stacklevel=4,
+            )
+            return False
+    scale = float(whole.abs().max())
+    agrees = alone.shape == whole.shape and torch.allclose(alone, whole, rtol=1e-4, atol=1e-5 * scale)
+    if not agrees:
+        warnings.warn(
+            f"the last block of {type(site.model).__name__} at the output position alone differs from the whole "
+            "block; replaying it at every position (exact, slower)",
+            stacklevel=4,
+        )
+    return agrees
+
+
 class _Embedding:
     """The embedding's rows of the tokens that occur, as parameters: y = scale · E[ids]."""
 
@@ -322,6 +354,158 @@ class _Embedding:
 
     def __call__(self, p: Params, rows: slice) -> Tensor:
         return F.embedding(self.inverse[rows], p["weight"]) * self.scale
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredJacobian:
+    """One module's downstream Jacobian D̃ = ∂(h S^½)/∂y over all N contexts, computed ahead of its operator
+    (``downstream_jacobians``): ``values`` (N, C, T', *out) at the positions ``keep`` (T',) of its output y."""
+
+    values: Tensor
+    keep: Tensor
+
+
+def jacobian_fits(store_bytes: int, n_outputs: int, max_memory_gb: float | None) -> bool:
+    """Whether a module's operator takes the jacobian route: its D̃ (``store_bytes``) fits 60 % of the budget and
+    C ≤ ``JACOBIAN_MAX_OUTPUTS``."""
+    budget = resolve_max_memory_gb(max_memory_gb) * 2**30
+    return store_bytes <= _STORE_SHARE * budget and n_outputs <= JACOBIAN_MAX_OUTPUTS
+
+
+def _checked_modules(model: nn.Module, modules: list[str]) -> dict[str, nn.Module]:
+    """The model's modules by name, once each of ``modules`` is found in a decoder block or is the embedding."""
+    named = dict(model.named_modules())
+    for m in modules:
+        if m not in named:
+            raise ValueError(
+                f"no module named {m!r} in {type(model).__name__}; choose one of entk.lm.module_roles(model)"
+            )
+        inside = any(_inside(layer, named[m]) for layer in decoder_layers(model))
+        if not inside and named[m] is not model.get_input_embeddings():
+            raise ValueError(
+                f"{m!r} is neither inside a decoder block nor the input embedding; "
+                "choose one of entk.lm.module_roles(model)"
+            )
+    return named
+
+
+def _chain_site(
+    model: nn.Module, ids: Tensor, modules: list[str], position: int, metric_sqrt: Tensor | None
+) -> tuple[_Site, dict[str, tuple[Tensor, tuple[int, ...]]]]:
+    """The whole base model from ``inputs_embeds``; per module, the positions kept of its output (T',) and that
+    output's shape at one position (*out).
+
+    The last block runs at the position alone where that agrees with the whole block and no module asked for lies
+    in it before its keys and values (its call on the earlier positions then reaches h only through the cache);
+    a module of that block keeps the output's position alone, every other module the positions up to it."""
+    embedding = model.get_input_embeddings()
+    site = _Site(model, embedding, None, position % ids.shape[1], metric_sqrt)
+    named = _checked_modules(model, modules)
+    y = embedding(ids[:2]).detach()
+    with torch.no_grad():
+        site.at_position = _last_block_alone_agrees(site, None, y)
+    calls = {m: [] for m in modules if named[m] is not embedding}
+    hooks = [named[m].register_forward_hook(lambda _m, _a, out, m=m: calls[m].append(out)) for m in calls]
+    try:
+        with torch.enable_grad():
+            h = site.run(None, y.requires_grad_())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    last = [m for m in calls if _inside(decoder_layers(model)[-1], named[m])]
+    if site.at_position and last:
+        earlier = [calls[m][0] for m in last if len(calls[m]) == 2]
+        grads = torch.autograd.grad(h, earlier, torch.randn_like(h), allow_unused=True) if earlier else []
+        site.at_position = all(len(calls[m]) == 1 + (site.position > 0) for m in last) and all(
+            g is None or not g.any() for g in grads
+        )
+    p = site.position
+    return site, {
+        m: (
+            torch.tensor([p]) if site.at_position and m in last else torch.arange(p + 1),
+            tuple((calls[m][-1] if m in calls else y).shape[2:]),
+        )
+        for m in modules
+    }
+
+
+def downstream_layout(
+    model: nn.Module, ids: Tensor, modules: list[str], position: int = -1
+) -> dict[str, tuple[Tensor, tuple[int, ...]]]:
+    """Per module, the positions (T',) ``downstream_jacobians`` keeps of its output and that output's shape at one
+    position (*out): its D̃ is (N, C, T', *out)."""
+    return _chain_site(model, checked_ids(model, ids), modules, position, None)[1]
+
+
+def downstream_jacobians(
+    model: nn.Module,
+    ids: Tensor,
+    modules: list[str],
+    *,
+    position: int = -1,
+    metric_sqrt: Tensor | None = None,
+) -> Iterator[tuple[slice, dict[str, Tensor]]]:
+    """D̃ = ∂(h S^½)/∂y of several modules at once, group of contexts by group: yields (rows, {module: D̃ of those
+    rows (n, C, T', *out)}), T' the positions of ``downstream_layout``; what ``ModuleOperator(jacobian=…)`` takes.
+
+    Each group's graph runs from the embedding (or the first module's output, if the embedding is not asked for)
+    through every block, the last at the position alone where that agrees; each of its C reverse passes gives every
+    module's rows at once. The modules share their downstream network, which is differentiated once for all of them
+    instead of once per module (a module's own operator differentiates what lies after it). Groups hold graphs of at
+    most ``_GROUP_SAVED_BYTES``; norms and activations pass through their closed-form backwards."""
+    ids = checked_ids(model, ids)
+    check_eager(model)
+    named = _checked_modules(model, modules)
+    ref = next(model.parameters())
+    s = None if metric_sqrt is None else metric_sqrt.to(ref)
+    embedding = model.get_input_embeddings()
+    inner = [m for m in modules if named[m] is not embedding]
+    site, layout = _chain_site(model, ids, modules, position, s)
+    keep = {m: kept for m, (kept, _) in layout.items()}
+
+    def run(rows: slice, outputs: dict[str, list[Tensor]]) -> tuple[Tensor, Tensor]:
+        def record(name: str):
+            def hook(_m, _a, out):
+                if not isinstance(out, Tensor):
+                    raise TypeError(
+                        f"{name} returns {type(out).__name__}, not a tensor; choose an nn.Linear-like module"
+                    )
+                leaf = out if out.requires_grad else out.detach().requires_grad_()
+                outputs[name].append(leaf)
+                return leaf
+
+            return hook
+
+        hooks = [named[m].register_forward_hook(record(m)) for m in inner]
+        try:
+            y = embedding(ids[rows]).detach().requires_grad_(len(inner) < len(modules))
+            with torch.enable_grad(), _replaced_calls(closed_form_calls(model)):
+                h = site.run(None, y)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return y, h
+
+    total, _ = saved_bytes_per_sample(lambda n: run(slice(0, n), {m: [] for m in inner}))
+    step = max(1, _GROUP_SAVED_BYTES // max(total, 1))
+    for start in range(0, ids.shape[0], step):
+        rows = slice(start, min(start + step, ids.shape[0]))
+        outputs = {m: [] for m in inner}
+        y, h = run(rows, outputs)
+        inputs = [y if named[m] is embedding else outputs[m][-1] for m in modules]
+        parts = {m: None for m in modules}
+        eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
+        for k in range(h.shape[1]):
+            grads = torch.autograd.grad(
+                h, inputs, eye[k].expand_as(h), retain_graph=k < h.shape[1] - 1, allow_unused=True
+            )
+            for m, x, g in zip(modules, inputs, grads, strict=True):
+                if parts[m] is None:
+                    parts[m] = x.new_zeros(x.shape[0], h.shape[1], len(keep[m]), *x.shape[2:])
+                if g is not None:
+                    # The last call's output: a last-block module at the position alone runs on it alone.
+                    parts[m][:, k] = g if g.shape[1] == len(keep[m]) else g[:, keep[m]]
+        yield rows, parts
 
 
 @dataclasses.dataclass
@@ -348,7 +532,9 @@ class ModuleOperator:
     cache of the positions before it (checked once against the whole block; a warning where it cannot be).
 
     ``max_memory_gb`` (``entk.core.memory``) sizes the chunks of contexts of one batched pass and the store;
-    ``route`` forces one route.
+    ``route`` forces one route. ``jacobian``: this module's D̃ computed ahead (``downstream_jacobians``, which
+    differentiates the network shared by several modules once for all of them): the jacobian route without
+    its set-up.
     """
 
     model: nn.Module
@@ -358,19 +544,16 @@ class ModuleOperator:
     metric_sqrt: Tensor | None = None
     max_memory_gb: float | None = None
     route: str | None = None
+    jacobian: StoredJacobian | None = None
 
     def __post_init__(self):
         self.ids = checked_ids(self.model, self.ids)
         check_eager(self.model)
-        modules = dict(self.model.named_modules())
-        if self.module not in modules:
-            raise ValueError(
-                f"no module named {self.module!r} in {type(self.model).__name__}; "
-                "choose one of entk.lm.module_roles(model)"
-            )
+        target = _checked_modules(self.model, [self.module])[self.module]
         if self.route not in (None, *ROUTES):
             raise ValueError(f"route must be one of {ROUTES} (or None to choose), got {self.route!r}")
-        target = modules[self.module]
+        if self.jacobian is not None and self.route == "matrix_free":
+            raise ValueError("a stored jacobian is for the jacobian route; leave route unset or give no jacobian")
         n_tokens = self.ids.shape[1]
         if not -n_tokens <= self.position < n_tokens:
             raise ValueError(
@@ -380,11 +563,6 @@ class ModuleOperator:
         ref = next(self.model.parameters())
         s = None if self.metric_sqrt is None else self.metric_sqrt.to(ref)
         block = next((i for i, layer in enumerate(decoder_layers(self.model)) if _inside(layer, target)), None)
-        if block is None and target is not self.model.get_input_embeddings():
-            raise ValueError(
-                f"{self.module!r} is neither inside a decoder block nor the input embedding; "
-                "choose one of entk.lm.module_roles(model)"
-            )
         self._site = _Site(self.model, target, block, self.position % n_tokens, s)
         self._embedding = _Embedding(target, self.ids) if block is None else None
         self._primals = (
@@ -395,14 +573,18 @@ class ModuleOperator:
         # (vmap of its jvp/vjp over weight tangents copies the input once per vector).
         self._linear = block is not None and type(target).forward is nn.Linear.forward
         self.n_samples = self.ids.shape[0]
-        self._site.at_position = self._at_position_agrees()
+        self._site.at_position = self._last_block_alone()
         self._budget = resolve_max_memory_gb(self.max_memory_gb) * 2**30
         per_context, largest, y = self._probe()
         self._saved_per_context, self._y_one = per_context, y
         self.n_outputs = y.shape[-1] if s is None else s.shape[1]
         self.dim = self.n_samples * self.n_outputs
         store = self.n_samples * self.n_outputs * (self._site.position + 1) * y[0, 0].numel() * y.element_size()
-        if self.route is None:
+        if self.jacobian is not None:
+            self._check_stored(y)
+            store = self.jacobian.values.numel() * self.jacobian.values.element_size()
+            self.route = "jacobian"
+        elif self.route is None:
             fits = store <= _STORE_SHARE * self._budget
             self.route = "jacobian" if fits and self.n_outputs <= JACOBIAN_MAX_OUTPUTS else "matrix_free"
         # A pass holds the primal's saved tensors once and transients of some copies of the largest of them
@@ -435,39 +617,32 @@ class ModuleOperator:
             return self._embedding(p, rows)
         return functional_call(self._site.module, p, chunk.module_args, chunk.module_kwargs)
 
-    def _at_position_agrees(self) -> bool:
-        """Whether the last block run at the output's position alone gives h S^½ of the first two contexts as the
-        whole block does (the module lies before the last block, the block takes a key-value cache, and nothing
-        else in it reads other positions); where not, the whole last block is replayed."""
-        layers = decoder_layers(self.model)
-        if self._site.block == len(layers) - 1 or _cache_name(layers[-1]) is None:
-            return False
+    def _check_stored(self, y: Tensor) -> None:
+        """A stored D̃ of this module on these contexts: (N, C, T', *out) on kept positions up to the output's."""
+        values, keep = self.jacobian.values, self.jacobian.keep
+        want = (self.n_samples, self.n_outputs, len(keep), *y.shape[2:])
+        if tuple(values.shape) != want:
+            raise ValueError(
+                f"the stored jacobian of {self.module} has shape {tuple(values.shape)}, need {want} (N, C, kept "
+                "positions, output): compute it with downstream_jacobians on the same model, contexts and metric"
+            )
+        if keep.ndim != 1 or len(keep) == 0 or keep.min() < 0 or keep.max() > self._site.position:
+            raise ValueError(
+                f"the stored jacobian of {self.module} keeps positions {keep.tolist()}; they must be in "
+                f"[0, {self._site.position}], the output's position and before"
+            )
+        if values.dtype != y.dtype or values.device != y.device:
+            raise ValueError(
+                f"the stored jacobian of {self.module} is {values.dtype} on {values.device}, the model "
+                f"{y.dtype} on {y.device}: move it with .to()"
+            )
+
+    def _last_block_alone(self) -> bool:
         rows = slice(0, min(2, self.n_samples))
         chunk = _capture(self._site, self.ids[rows]) if self._embedding is None else None
         with torch.no_grad():
             y = self._y(chunk, rows)
-            whole = self._site.run(chunk, y)
-            try:
-                alone = dataclasses.replace(self._site, at_position=True).run(chunk, y)
-            except torch.OutOfMemoryError:
-                raise
-            except (TypeError, ValueError, RuntimeError, IndexError, KeyError, AttributeError) as err:
-                # A block whose cache or position arguments are not transformers' usual ones.
-                warnings.warn(
-                    f"the last block of {type(self.model).__name__} cannot run at the output position alone "
-                    f"({type(err).__name__}: {err}); replaying it at every position (exact, slower)",
-                    stacklevel=3,
-                )
-                return False
-        scale = float(whole.abs().max())
-        agrees = alone.shape == whole.shape and torch.allclose(alone, whole, rtol=1e-4, atol=1e-5 * scale)
-        if not agrees:
-            warnings.warn(
-                f"the last block of {type(self.model).__name__} at the output position alone differs from the whole "
-                "block; replaying it at every position (exact, slower)",
-                stacklevel=3,
-            )
-        return agrees
+        return _last_block_alone_agrees(self._site, chunk, y)
 
     def _probe(self) -> tuple[int, int, Tensor]:
         """Bytes autograd saves per context in one downstream pass (all, and the largest tensor); y of one context."""
@@ -490,7 +665,10 @@ class ModuleOperator:
         chunk = self._chunk_of(rows)
         if self.route == "matrix_free":
             return rows, chunk
-        jac, keep = self._jacobian(rows)
+        if self.jacobian is None:
+            jac, keep = self._jacobian(rows)
+        else:
+            jac, keep = self.jacobian.values[rows].flatten(2), self.jacobian.keep.to(self.ids.device)
         if self._linear:
             # A linear layer maps each position on its own: its input at the kept positions is all a product needs.
             return rows, chunk.module_args[0][:, keep].contiguous(), jac, keep

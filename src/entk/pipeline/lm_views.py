@@ -2,22 +2,28 @@
 two solvers, and the hidden states of the PCA baseline, for any Hugging Face causal LM directory.
 
 Calls only the public API of ``entk.lm`` (``load_causal_lm``, ``module_roles``, ``unembedding``,
-``metric_sqrt``, ``module_operator``, ``lanczos``).
+``metric_sqrt``, ``module_operator``, ``lanczos``, ``downstream_jacobians``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 import random
 import resource
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from entk import lm
+from entk import shared as wf
+
+JACOBIAN_INDEX = "index.npz"
 
 
 def resolve_module(model: nn.Module, spec: str) -> str:
@@ -69,6 +75,68 @@ def subspace_overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(qa.T @ qb) ** 2 / min(a.shape[1], b.shape[1]))
 
 
+def store_jacobians(
+    model: nn.Module,
+    ids: Tensor,
+    specs: list[str],
+    metric: Tensor,
+    directory: str | Path,
+    *,
+    position: int,
+    max_memory_gb: float | None,
+    log: Callable[[str], None] = print,
+) -> list[str]:
+    """The downstream Jacobians D̃ (N, C, T', *out) of the modules (roles like ``mlp_out.1`` or names) whose
+    operators take the jacobian route at ``max_memory_gb``, from one chain of reverse passes shared by all of
+    them (``lm.downstream_jacobians``): ``{spec}.npy`` each, streamed group of contexts by group, then
+    ``index.npz`` with their kept positions. Returns the specs stored; the others' operators run matrix-free."""
+    dtype = next(model.parameters()).dtype
+    root = lm.metric_sqrt(metric).to(dtype)
+    names = {spec: resolve_module(model, spec) for spec in specs}
+    layout = lm.downstream_layout(model, ids, list(names.values()), position)
+    n, c = ids.shape[0], root.shape[1]
+    shapes = {spec: (n, c, len(layout[name][0]), *layout[name][1]) for spec, name in names.items()}
+    itemsize = root.element_size()
+    stored = [spec for spec in specs if lm.jacobian_fits(math.prod(shapes[spec]) * itemsize, c, max_memory_gb)]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if stored:
+        with contextlib.ExitStack() as stack:
+            files = {
+                spec: stack.enter_context(
+                    wf.npy_writer(directory / f"{spec}.npy", shapes[spec], str(dtype).removeprefix("torch."))
+                )
+                for spec in stored
+            }
+            chain = lm.downstream_jacobians(model, ids, [names[s] for s in stored], position=position, metric_sqrt=root)
+            done = 0
+            for rows, parts in chain:
+                for spec in stored:
+                    files[spec].write(parts[names[spec]].contiguous().cpu().numpy().tobytes())
+                done = rows.stop
+                if done == n or done * 4 // n > (rows.start * 4) // n:
+                    log(f"downstream jacobians: {done}/{n} contexts in {time.perf_counter() - start:.1f} s")
+    wf.save_npz(directory / JACOBIAN_INDEX, **{spec: layout[names[spec]][0].numpy() for spec in stored})
+    skipped = sorted(set(specs) - set(stored))
+    log(
+        f"stored D̃ of {len(stored)} module(s) {stored} in {time.perf_counter() - start:.1f} s"
+        + (f"; {skipped} run matrix-free (D̃ exceeds the memory budget or C > 256)" if skipped else "")
+    )
+    return stored
+
+
+def load_jacobian(directory: str | Path, spec: str, like: Tensor) -> lm.StoredJacobian | None:
+    """The stored D̃ of one module (``store_jacobians``) as ``like``'s dtype and device; None where it was not stored."""
+    directory = Path(directory)
+    with np.load(directory / JACOBIAN_INDEX) as index:
+        if spec not in index.files:
+            return None
+        keep = torch.from_numpy(index[spec])
+    values = torch.from_numpy(np.load(directory / f"{spec}.npy", allow_pickle=False))
+    return lm.StoredJacobian(values.to(like), keep)
+
+
 def module_eigen(
     model: nn.Module,
     ids: Tensor,
@@ -79,10 +147,12 @@ def module_eigen(
     top_k: int,
     lanczos_steps: int,
     max_memory_gb: float | None,
+    jacobian: lm.StoredJacobian | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, np.ndarray]:
     """Top-k eigenpairs of one module's K = S^½ J Jᵀ S^½ on ids (N, T) by the author's Lanczos and by the
-    converged solver, their subspace overlap, times (s) and peak memory (MB).
+    converged solver, their subspace overlap, times (s) and peak memory (MB); ``jacobian``: its D̃ stored ahead
+    (``store_jacobians``), which the operator then does not compute.
 
     The author's Lanczos runs first, from its own random start, and its Ritz vectors begin the converged
     solver's block: that solver still iterates to its tolerance, in about half the products of a random
@@ -92,10 +162,12 @@ def module_eigen(
     name = resolve_module(model, module)
     before = peak_rss_mb()
     start = time.perf_counter()
-    op = lm.module_operator(model, ids, name, position=position, metric_sqrt=root, max_memory_gb=max_memory_gb)
+    op = lm.module_operator(
+        model, ids, name, position=position, metric_sqrt=root, max_memory_gb=max_memory_gb, jacobian=jacobian
+    )
     k = min(top_k, op.dim)
     setup = time.perf_counter() - start
-    log(f"{name}: operator set up in {setup:.1f} s ({op.route} route)")
+    log(f"{name}: operator set up in {setup:.1f} s ({op.route} route{', D̃ stored ahead' if jacobian else ''})")
     start = time.perf_counter()
     l_values, l_vectors = lm.lanczos(
         op.matvec(), op.dim, steps=lanczos_steps, k=k, seed=0, dtype=dtype, device=ids.device
