@@ -11,7 +11,7 @@ from entk.core.eigen import EigenInfo, choose_method, kernel_eigenpairs
 from entk.core.matfree import SUB_BLOCK, factor_matvec, ntk_matvec, param_matvec, products
 from entk.core.solvers import top_eigenpairs_matfree
 from entk.kinds.models import TMS
-from entk.lm import lanczos
+from entk.lm import lanczos, lanczos_run
 
 DT = torch.float64
 
@@ -192,6 +192,48 @@ def test_a_start_of_lanczos_ritz_vectors_keeps_the_basis_orthonormal():
     vals, _, info = top_eigenpairs_matfree(lambda v: op @ v, 400, 6, start=start, max_iter=50)
     assert info.converged
     assert rel_err(vals, lam[:6]) <= 1e-10
+
+
+def test_a_lanczos_basis_with_its_products_starts_the_solver_without_repeating_them():
+    # A doubly repeated top eigenvalue: one-vector Lanczos holds one direction of its eigenspace, and only the
+    # random guard vectors beside the basis can bring the other in.
+    g = torch.Generator().manual_seed(5)
+    lam = torch.cat([torch.tensor([3.0, 3.0, 2.5, 2.0, 1.8, 1.5]), torch.logspace(0, -4, 394)]).to(DT)
+    q = torch.linalg.qr(torch.randn(400, 400, generator=g, dtype=DT))[0]
+    op = (q * lam) @ q.T
+    run = lanczos_run(lambda v: op @ v, 400, steps=20, k=6, dtype=DT)
+    assert torch.allclose(run.images, op @ run.basis)
+    calls = []
+
+    def matvec(v):
+        calls.append(v.shape[1])
+        return op @ v
+
+    vals, vecs, info = top_eigenpairs_matfree(matvec, 400, 6, start=run.basis, start_images=run.images)
+    assert info.converged and rel_err(vals, lam[:6]) <= 1e-10
+    assert projector_gap(vecs, q[:, :6]) <= 1e-5
+    # The first products are the guards' (the block less the 6 wanted), none of the basis's.
+    assert calls[0] == info.block_size - 6 and info.matvecs == sum(calls)
+    # More start vectors than the basis holds: their top Ritz vectors in their span begin it.
+    run = lanczos_run(lambda v: op @ v, 400, steps=60, k=6, dtype=DT)
+    vals, _, info = top_eigenpairs_matfree(
+        lambda v: op @ v, 400, 6, start=run.basis, start_images=run.images, max_basis=30
+    )
+    assert info.converged and rel_err(vals, lam[:6]) <= 1e-10
+
+
+def test_bad_start_images_one_line():
+    op = torch.diag(torch.linspace(1.0, 0.01, 80, dtype=DT))
+    basis = torch.linalg.qr(torch.randn(80, 6, generator=torch.Generator().manual_seed(0), dtype=DT))[0]
+    cases = [
+        ({"start_images": op @ basis}, "without start"),
+        ({"start": basis, "start_images": (op @ basis)[:, :5]}, "of start's shape"),
+        ({"start": basis, "start_images": torch.full((80, 6), float("nan"), dtype=DT)}, "NaN"),
+        ({"start": basis[:, [0, 0, 1]], "start_images": (op @ basis)[:, [0, 0, 1]]}, "linearly dependent"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            top_eigenpairs_matfree(lambda v: op @ v, 80, 5, **kwargs)
 
 
 @pytest.mark.parametrize(

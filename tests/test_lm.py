@@ -272,7 +272,7 @@ def test_one_chain_gives_every_modules_jacobian(tiny, position, monkeypatch):
     roles = lm.module_roles(model)
     modules = [*roles["embedding"], *roles["attn_out"], *roles["mlp_out"]]
     # Groups of one context: the chain's rows must land where they belong.
-    monkeypatch.setattr(lm_operator, "_GROUP_SAVED_BYTES", 1)
+    monkeypatch.setattr(lm_operator, "_CHAIN_GROUP_SAVED_BYTES", 1)
     stored = stored_jacobians(model, ids, modules, position, s)
     for module in modules:
         _operator_products_match_brute_force(model, ids, module, position, s, stored[module])

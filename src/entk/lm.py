@@ -24,6 +24,7 @@ parameters or N·C, is smaller.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +66,8 @@ __all__ = [
     "downstream_layout",
     "jacobian_fits",
     "lanczos",
+    "lanczos_run",
+    "LanczosRun",
     "load_causal_lm",
     "metric_sqrt",
     "module_operator",
@@ -198,7 +201,19 @@ def module_operator(
     )
 
 
-def lanczos(
+@dataclasses.dataclass(frozen=True)
+class LanczosRun:
+    """The author's Lanczos: top-k Ritz values (k,) and vectors (dim, k), and the orthonormal basis it built
+    (dim, m) with the products K·basis (dim, m) it took, which a converged solver can start from
+    (``ModuleOperator.eigenpairs(start=basis, start_images=images)``)."""
+
+    values: Tensor
+    vectors: Tensor
+    basis: Tensor
+    images: Tensor
+
+
+def lanczos_run(
     matvec: Callable[[Tensor], Tensor],
     dim: int,
     *,
@@ -207,17 +222,19 @@ def lanczos(
     seed: int = 0,
     dtype=torch.float32,
     device=None,
-) -> tuple[Tensor, Tensor]:
+) -> LanczosRun:
     """The author's solver: ``steps`` Lanczos steps from a random start, the three-term recurrence plus
-    one full Gram–Schmidt pass per step, ``eigh`` of the tridiagonal; top-k Ritz pairs (k,), (dim, k).
-    The start is drawn on the CPU whatever ``device`` the products run on, so a seed starts alike on both."""
+    one full Gram–Schmidt pass per step, ``eigh`` of the tridiagonal; top-k Ritz pairs, the basis and its
+    products. The start is drawn on the CPU whatever ``device`` the products run on, so a seed starts alike
+    on both."""
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(dim, generator=gen, dtype=dtype).to(device)
     q = q / q.norm()
-    basis, alphas, betas = [q], [], []
+    basis, images, alphas, betas = [q], [], [], []
     prev, beta = torch.zeros_like(q), torch.zeros((), dtype=dtype)
     for _ in range(steps):
         w = matvec(q[:, None])[:, 0].to(dtype)
+        images.append(w)
         alpha = q @ w
         w = w - alpha * q - beta * prev
         stacked = torch.stack(basis, 1)
@@ -236,4 +253,20 @@ def lanczos(
         tri = tri + torch.diag(off, 1) + torch.diag(off, -1)
     vals, vecs = torch.linalg.eigh(tri)
     top = torch.argsort(vals, descending=True)[:k]
-    return vals[top], torch.stack(basis[:n], 1) @ vecs[:, top]
+    stacked = torch.stack(basis[:n], 1)
+    return LanczosRun(vals[top], stacked @ vecs[:, top], stacked, torch.stack(images, 1))
+
+
+def lanczos(
+    matvec: Callable[[Tensor], Tensor],
+    dim: int,
+    *,
+    steps: int = 50,
+    k: int = 25,
+    seed: int = 0,
+    dtype=torch.float32,
+    device=None,
+) -> tuple[Tensor, Tensor]:
+    """``lanczos_run``'s top-k Ritz pairs (k,), (dim, k)."""
+    run = lanczos_run(matvec, dim, steps=steps, k=k, seed=seed, dtype=dtype, device=device)
+    return run.values, run.vectors

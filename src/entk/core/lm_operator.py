@@ -68,6 +68,10 @@ _KEPT_COPIES = 2
 # MLP projection, 24 MiB → 30). Four times as many contexts a group took as long; a quarter as many, twice as long
 # (the per-operation overhead of passes over fewer contexts).
 _GROUP_SAVED_BYTES = 24 * 2**20
+# The same for the chain through the whole model (``downstream_jacobians``), whose passes take several modules'
+# rows each: its groups of contexts went faster up to about this size (14 contexts of the default LM a group: 32 s
+# for N = 1024 on one core; 57: 27 s; 114: 24 s; 228: 24 s), within a quarter of the budget.
+_CHAIN_GROUP_SAVED_BYTES = 192 * 2**20
 JACOBIAN_MAX_OUTPUTS = 256
 ROUTES = ("jacobian", "matrix_free")
 
@@ -444,6 +448,7 @@ def downstream_jacobians(
     *,
     position: int = -1,
     metric_sqrt: Tensor | None = None,
+    max_memory_gb: float | None = None,
 ) -> Iterator[tuple[slice, dict[str, Tensor]]]:
     """D̃ = ∂(h S^½)/∂y of several modules at once, group of contexts by group: yields (rows, {module: D̃ of those
     rows (n, C, T', *out)}), T' the positions of ``downstream_layout``; what ``ModuleOperator(jacobian=…)`` takes.
@@ -452,7 +457,8 @@ def downstream_jacobians(
     through every block, the last at the position alone where that agrees; each of its C reverse passes gives every
     module's rows at once. The modules share their downstream network, which is differentiated once for all of them
     instead of once per module (a module's own operator differentiates what lies after it). Groups hold graphs of at
-    most ``_GROUP_SAVED_BYTES``; norms and activations pass through their closed-form backwards."""
+    most ``_CHAIN_GROUP_SAVED_BYTES`` and a quarter of the budget ``max_memory_gb``; norms and activations pass
+    through their closed-form backwards."""
     ids = checked_ids(model, ids)
     check_eager(model)
     named = _checked_modules(model, modules)
@@ -487,7 +493,8 @@ def downstream_jacobians(
         return y, h
 
     total, _ = saved_bytes_per_sample(lambda n: run(slice(0, n), {m: [] for m in inner}))
-    step = max(1, _GROUP_SAVED_BYTES // max(total, 1))
+    group = min(_CHAIN_GROUP_SAVED_BYTES, _PASS_SHARE * resolve_max_memory_gb(max_memory_gb) * 2**30)
+    step = int(max(1, group // max(total, 1)))
     for start in range(0, ids.shape[0], step):
         rows = slice(start, min(start + step, ids.shape[0]))
         outputs = {m: [] for m in inner}
@@ -874,6 +881,7 @@ class ModuleOperator:
         max_iter: int = 200,
         seed: int = 0,
         start: Tensor | None = None,
+        start_images: Tensor | None = None,
         return_info: bool = False,
     ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, SolverInfo]:
         """Converged top-k eigenpairs: values descending (k,), unit vectors (N·C, k) class-major [, ``SolverInfo``].
@@ -881,10 +889,13 @@ class ModuleOperator:
         The block solver (``entk.core.solvers.top_eigenpairs_matfree``) runs on the parameter side when P < N·C
         (eigenvectors mapped back as J̃ u / ‖J̃ u‖), else on K itself; tolerance as for K in either case.
         ``start`` (N·C, j): approximate eigenvectors of K (e.g. Lanczos Ritz vectors) to begin the solver's
-        block with (mapped to the parameter side as J̃ᵀ v there); the answer is converged to ``tol`` either way."""
+        block with (mapped to the parameter side as J̃ᵀ v there); ``start_images``: K·start where they are known
+        (a Lanczos run's basis and its products, ``entk.lm.lanczos_run``): the solver then runs on K, its basis
+        begins with them and the products they took are not repeated. The answer is converged to ``tol`` either
+        way."""
         ref = next(iter(self._primals.values()))
         tol = default_tol(ref.dtype, self.dim) if tol is None else tol
-        on_params = self.n_params < self.dim
+        on_params = self.n_params < self.dim and start_images is None
         size = self.n_params if on_params else self.dim
         matvec = self.gram_matvec() if on_params else self.matvec()
         if start is not None and on_params:
@@ -900,6 +911,7 @@ class ModuleOperator:
             device=ref.device,
             max_basis=self._max_basis(size, k),
             start=start,
+            start_images=start_images,
         )
         if on_params:
             vecs = self.factor()(vecs)

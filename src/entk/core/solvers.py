@@ -63,6 +63,10 @@ class EigenProblem:
     max_basis   vectors the basis holds with their images (None: 4 blocks; at least b + 1, at most dim)
     start       vectors (dim, j) that begin the start block in place of its first j random columns, e.g.
                 approximate eigenvectors from a cheaper solver (None: all random)
+    start_images  K·start (dim, j) where the caller has them already (e.g. a Lanczos run's basis and its
+                products): the basis then begins with the start vectors and their images, plus b − min(j, k)
+                random guard vectors (j may exceed b; where the basis cannot hold them all beside the guards,
+                the start's top Ritz vectors in their span)
     """
 
     matvec: Matvec
@@ -76,6 +80,7 @@ class EigenProblem:
     block_size: int | None = None
     max_basis: int | None = None
     start: Tensor | None = None
+    start_images: Tensor | None = None
 
 
 def fix_signs(vectors: Tensor) -> Tensor:
@@ -147,13 +152,42 @@ def _orthonormal_complement(w: Tensor, v: Tensor) -> Tensor:
     return q
 
 
-def _check_start(start: Tensor, dim: int, b: int) -> int:
-    """The number j of start vectors (dim, j), which must fit the block and be finite."""
+def _check_start(start: Tensor, dim: int, b: int, what: str = "start vectors") -> int:
+    """The number j of start vectors (dim, j), which must fit in b columns and be finite."""
     if start.ndim != 2 or start.shape[0] != dim or not 1 <= start.shape[1] <= b:
-        raise ValueError(f"start vectors must be (dim, j) = ({dim}, 1..{b}), got shape {tuple(start.shape)}")
+        raise ValueError(f"{what} must be (dim, j) = ({dim}, 1..{b}), got shape {tuple(start.shape)}")
     if not torch.isfinite(start).all():
-        raise ValueError("start vectors contain NaN or inf; give finite approximate eigenvectors (or none)")
+        raise ValueError(f"{what} contain NaN or inf; give finite approximate eigenvectors (or none)")
     return start.shape[1]
+
+
+def _start_with_images(problem: EigenProblem, b: int, m: int) -> tuple[Tensor, Tensor, int]:
+    """The basis from start vectors (dim, j) whose images the caller gives, orthonormalised (images alike) and cut
+    to their top Ritz vectors where more than the basis holds beside b − min(j, k) random guard vectors, which
+    follow with their images; and the products that took."""
+    dim, k = problem.dim, problem.k
+    if problem.start is None:
+        raise ValueError("start_images without start: give the vectors whose images they are")
+    j = _check_start(problem.start, dim, dim)
+    if problem.start_images.shape != problem.start.shape:
+        raise ValueError(
+            f"start_images must be K·start, of start's shape {tuple(problem.start.shape)}, got "
+            f"{tuple(problem.start_images.shape)}"
+        )
+    _check_start(problem.start_images, dim, j, "start_images")
+    v, r = torch.linalg.qr(problem.start.to(problem.dtype))
+    if r.diagonal().abs().min() <= math.sqrt(torch.finfo(problem.dtype).eps) * r.diagonal().abs().max():
+        raise ValueError("start vectors are (nearly) linearly dependent; give independent ones, e.g. a Lanczos basis")
+    av = torch.linalg.solve_triangular(r, problem.start_images.to(v), upper=True, left=False)
+    guards = b - min(j, k)
+    if j > m - guards:
+        # Rayleigh–Ritz in the start's span: its best m − guards directions, whose images are the same combinations.
+        y = torch.linalg.eigh((v.T @ av + av.T @ v) / 2)[1].flip(1)[:, : m - guards]
+        v, av = v @ y, av @ y
+    g = torch.Generator().manual_seed(problem.seed)
+    w = _orthonormal_complement(torch.randn(dim, guards, generator=g, dtype=problem.dtype).to(v), v)
+    aw = problem.matvec(w) if w.shape[1] else w
+    return torch.cat([v, w], 1), torch.cat([av, aw], 1), w.shape[1]
 
 
 def davidson(problem: EigenProblem) -> tuple[Tensor, Tensor, SolverInfo]:
@@ -168,15 +202,19 @@ def davidson(problem: EigenProblem) -> tuple[Tensor, Tensor, SolverInfo]:
     tol = default_tol(dtype, dim) if problem.tol is None else problem.tol
     b = default_block_size(k, dim) if problem.block_size is None else min(max(problem.block_size, k), dim)
     m = min(dim, 4 * b if problem.max_basis is None else max(problem.max_basis, b + 1))
-    g = torch.Generator().manual_seed(problem.seed)
-    v = torch.randn(dim, b, generator=g, dtype=dtype).to(problem.device)
-    if problem.start is not None:
-        j = _check_start(problem.start, dim, b)
-        v[:, :j] = problem.start.to(v)
-    v = torch.linalg.qr(v)[0]
-    av = matvec(v)
+    if problem.start_images is not None:
+        v, av, matvecs = _start_with_images(problem, b, m)
+    else:
+        g = torch.Generator().manual_seed(problem.seed)
+        v = torch.randn(dim, b, generator=g, dtype=dtype).to(problem.device)
+        if problem.start is not None:
+            j = _check_start(problem.start, dim, b)
+            v[:, :j] = problem.start.to(v)
+        v = torch.linalg.qr(v)[0]
+        av = matvec(v)
+        matvecs = b
     h = v.T @ av
-    matvecs, it = b, 0
+    it = 0
     while True:
         it += 1
         theta, y = torch.linalg.eigh((h + h.T) / 2)
