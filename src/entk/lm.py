@@ -19,7 +19,11 @@ the output position alone, against its keys and values). Contexts are independen
 parameter-side Gram Jᵀ S J is a sum over chunks of contexts, each a pass for a whole block of vectors
 (``torch.func.vmap``; on the matrix-free route through each chunk's kept linearisation of the
 downstream network); the solver (``entk.core.solvers``' block method) runs on whichever side,
-parameters or N·C, is smaller.
+parameters or N·C, is smaller. Where the downstream Jacobian D̃ fits the budget, a product is two
+contractions with it; ``downstream_jacobians`` computes D̃ of several modules at once, in one chain of
+reverse passes through the network they share, for operators that take it (``jacobian=``).
+``lanczos_run`` keeps the Lanczos basis and its products, from which the converged solver continues
+(``ModuleOperator.eigenpairs(start=…, start_images=…)``).
 """
 
 from __future__ import annotations
