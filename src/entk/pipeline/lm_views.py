@@ -115,7 +115,7 @@ def store_jacobians(
             done = 0
             for rows, parts in chain:
                 for spec in stored:
-                    files[spec].write(parts[names[spec]].contiguous().cpu().numpy().tobytes())
+                    files[spec].write(parts[names[spec]].contiguous().cpu().numpy().data)
                 done = rows.stop
                 if done == n or done * 4 // n > (rows.start * 4) // n:
                     log(f"downstream jacobians: {done}/{n} contexts in {time.perf_counter() - start:.1f} s")
