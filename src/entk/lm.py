@@ -261,16 +261,8 @@ def lanczos_run(
     return LanczosRun(vals[top], stacked @ vecs[:, top], stacked, torch.stack(images, 1))
 
 
-def lanczos(
-    matvec: Callable[[Tensor], Tensor],
-    dim: int,
-    *,
-    steps: int = 50,
-    k: int = 25,
-    seed: int = 0,
-    dtype=torch.float32,
-    device=None,
-) -> tuple[Tensor, Tensor]:
-    """``lanczos_run``'s top-k Ritz pairs (k,), (dim, k)."""
-    run = lanczos_run(matvec, dim, steps=steps, k=k, seed=seed, dtype=dtype, device=device)
+def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, **settings) -> tuple[Tensor, Tensor]:
+    """``lanczos_run``'s top-k Ritz pairs (k,), (dim, k); ``settings`` are its keywords (steps, k, seed, dtype,
+    device)."""
+    run = lanczos_run(matvec, dim, **settings)
     return run.values, run.vectors
