@@ -12,13 +12,14 @@ Three kinds of tests, in the order they run:
   uninterrupted run.
 * SLURM (`cluster` and `slow`; skipped with the reason unless root and the Debian packages are
   installed or installable): the tiny config gives byte-identical tables to a local run and every
-  non-local rule went through sbatch with the profile's resources; a cuda config's eigen job is
+  non-local rule went through sbatch with the profile's resources; a cuda config's train job is
   submitted with --gpus=1 (and fails inside, as there is no real GPU); a `scancel` of a running
   train is reported, leaves no declared output, and the rerun resumes and completes.
 
 One cluster serves all SLURM tests (module-scoped fixture) under CLUSTER_TIME_LIMIT seconds in
-total; every subprocess has a timeout, so a hang fails instead of blocking CI. Run with `-s` to
-see the timings:
+total; the GPU and scancel runs go on in threads beside the tiny run, as all three mostly wait for
+status polls. Every subprocess has a timeout, so a hang fails instead of blocking CI. Run with `-s`
+to see the timings:
 
     .venv/bin/python -m pytest tests/cluster -s
 """
@@ -29,11 +30,11 @@ import contextlib
 import copy
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -347,10 +348,73 @@ def cluster(tmp_path_factory):
     assert slurm_cluster._stepd_pids(c.rundir) == []
 
 
+def gpu_run(cluster, wd: Path) -> tuple[Path, subprocess.CompletedProcess, float]:
+    """CLUSTER_TINY with device: cuda through SLURM to the train job of a (its first job: no other job
+    has to run before it), without retries."""
+    make_workdir(wd, merged(CLUSTER_TINY, {"device": "cuda"}))
+    t0 = time.monotonic()
+    p = run_slurm(cluster, wd, "--retries", "0", "results/a/checkpoints.pt", cap=180)
+    return wd, p, round(time.monotonic() - t0, 1)
+
+
+def scancel_run(cluster, tmp: Path) -> dict:
+    """SLOW_MLP through SLURM: `scancel` of its running train once two checkpoints are saved, then the
+    rerun. What the test checks is taken when it holds: the first run's return code and output, the
+    cancelled job and its state, what it left behind, then the rerun."""
+    wd = make_workdir(tmp / "wf", SLOW_MLP)
+    log = tmp / "first.log"
+    t0 = time.monotonic()
+    # --retries 0: the profile's retries: 1 would resubmit the cancelled job (which then resumes)
+    cmd = snakemake_cmd(wd, *slurm_args("--retries", "0", "results/mlp/history.csv"))
+    with background_snakemake(cmd, log, wd, env=cluster.environ()) as proc:
+
+        def running_job():
+            running = [j for j in slurm_jobs(cluster, wd) if j["state"] == "RUNNING"]
+            return running[0] if running and len(side_checkpoints(wd)) >= 2 else None
+
+        job = wait_until(
+            running_job, cluster.remaining(120), "train of mlp running with two checkpoints", proc, log, interval=0.25
+        )
+        cluster.run(["scancel", job["jobid"]])
+        t_cancel = time.monotonic()
+        rc = proc.wait(timeout=cluster.remaining(120))
+        detect_s = round(time.monotonic() - t_cancel, 1)
+    first = {
+        "rc": rc,
+        "output": log.read_text(),
+        "job": job,
+        "state": {j["jobid"]: j["state"] for j in slurm_jobs(cluster, wd)}[job["jobid"]],
+        "side_checkpoints": len(side_checkpoints(wd)),
+        "declared_outputs": declared_mlp_outputs(wd),
+    }
+    t1 = time.monotonic()
+    rerun = run_slurm(cluster, wd, "results/mlp/history.csv", cap=300)
+    timings = {
+        "scancel_first_run_s": round(t_cancel - t0, 1),
+        "scancel_detect_s": detect_s,
+        "scancel_rerun_s": round(time.monotonic() - t1, 1),
+    }
+    return {"workdir": wd, "first": first, "rerun": rerun, "timings": timings}
+
+
 @pytest.fixture(scope="module")
-def tiny_on_slurm(cluster, tmp_path_factory):
+def side_runs(cluster, tmp_path_factory):
+    """The GPU request and the scancel scenario, started in threads as soon as the cluster is up. Both
+    mostly wait for the plugin's status polls (it backs off by 10 s after each poll in which no job
+    finished), so run beside the tiny run they take its wall time instead of adding their own. Each is a
+    future; its test takes the result (or the failure) from it."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {
+            "gpu": pool.submit(gpu_run, cluster, tmp_path_factory.mktemp("gpu")),
+            "scancel": pool.submit(scancel_run, cluster, tmp_path_factory.mktemp("scancel")),
+        }
+
+
+@pytest.fixture(scope="module")
+def tiny_on_slurm(cluster, side_runs, tmp_path_factory):
     """CLUSTER_TINY to the claims table through SLURM and, at the same time (the SLURM run mostly waits
-    for status polls), locally as the reference. Figures are left out: they are localrules."""
+    for status polls), locally as the reference; the side runs go on meanwhile. Figures are left out:
+    they are localrules."""
     local = make_workdir(tmp_path_factory.mktemp("tiny_local"), CLUSTER_TINY)
     slurm = make_workdir(tmp_path_factory.mktemp("tiny_slurm"), CLUSTER_TINY)
     log = local / "snakemake.log"
@@ -540,67 +604,37 @@ def test_tiny_jobs_went_through_sbatch_with_profile_resources(cluster, tiny_on_s
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_gpu_request_reaches_sbatch(cluster, tiny_on_slurm, tmp_path, record_property):
-    """device: cuda -> the eigen job is submitted with --gpus=1 (the harness has a fake GPU, so SLURM
+def test_gpu_request_reaches_sbatch(cluster, side_runs, record_property):
+    """device: cuda -> the train job is submitted with --gpus=1 (the harness has a fake GPU, so SLURM
     schedules it); inside, resolve_device finds no CUDA and the job fails with a clear message."""
-    _, tiny_slurm, _, _ = tiny_on_slurm
-    wd = make_workdir(tmp_path / "wf", merged(CLUSTER_TINY, {"device": "cuda"}))
-    (wd / "results/a").mkdir(parents=True)
-    for name in ("checkpoints.pt", "history.csv"):  # skip training
-        shutil.copy(tiny_slurm / "results/a" / name, wd / "results/a" / name)
-    t0 = time.monotonic()
-    # target first: --rerun-triggers takes several values and would swallow it
-    p = run_slurm(cluster, wd, "results/a/plain/eigen.npz", "--retries", "0", "--rerun-triggers", "mtime", cap=180)
-    report(record_property, gpu_job_s=round(time.monotonic() - t0, 1))
+    wd, p, seconds = side_runs["gpu"].result()
+    report(record_property, gpu_job_s=seconds)
     out = output_of(p)
     assert p.returncode != 0, out[-3000:]
     jobs = slurm_jobs(cluster, wd)
-    assert [rule_of(j["comment"]) for j in jobs] == ["eigen"], jobs
+    assert [rule_of(j["comment"]) for j in jobs] == ["train"], jobs
     info = cluster.show_job(jobs[0]["jobid"])
     assert info.get("TresPerJob") == "gres:gpu:1", info  # gpu=1 -> sbatch --gpus=1
     assert info["Partition"] == PARTITION and jobs[0]["state"] == "FAILED", (info, jobs)
     msg = "no CUDA GPU is visible"
-    assert msg in (wd / "logs/a/plain/eigen.log").read_text()
+    assert msg in (wd / "logs/a/train.log").read_text()
     assert msg in out, out[-3000:]
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_scancel_of_train_then_rerun_resumes(cluster, slow_reference, tmp_path, record_property):
-    wd = make_workdir(tmp_path / "wf", SLOW_MLP)
-    log = tmp_path / "first.log"
-    t0 = time.monotonic()
-    # --retries 0: the profile's retries: 1 would resubmit the cancelled job (which then resumes)
-    cmd = snakemake_cmd(wd, *slurm_args("--retries", "0", "results/mlp/history.csv"))
-    with background_snakemake(cmd, log, wd, env=cluster.environ()) as proc:
-
-        def running_job():
-            running = [j for j in slurm_jobs(cluster, wd) if j["state"] == "RUNNING"]
-            return running[0] if running and len(side_checkpoints(wd)) >= 2 else None
-
-        job = wait_until(
-            running_job, cluster.remaining(120), "train of mlp running with two checkpoints", proc, log, interval=0.25
-        )
-        assert rule_of(job["comment"]) == "train", job
-        cluster.run(["scancel", job["jobid"]])
-        t_cancel = time.monotonic()
-        rc = proc.wait(timeout=cluster.remaining(120))
-        detect_s = round(time.monotonic() - t_cancel, 1)
-    text = log.read_text()
-    assert rc != 0, text[-3000:]
+def test_scancel_of_train_then_rerun_resumes(cluster, side_runs, slow_reference, record_property):
+    run = side_runs["scancel"].result()
+    wd, first, p = run["workdir"], run["first"], run["rerun"]
+    report(record_property, **run["timings"])
+    text = first["output"]
+    assert rule_of(first["job"]["comment"]) == "train", first["job"]
+    assert first["rc"] != 0, text[-3000:]
     assert "Error in rule train" in text and "CANCELLED" in text, text[-3000:]
-    assert {j["jobid"]: j["state"] for j in slurm_jobs(cluster, wd)}[job["jobid"]] == "CANCELLED"
-    assert len(side_checkpoints(wd)) < len(SLOW_EPOCHS), "training finished before scancel"
-    assert declared_mlp_outputs(wd) == [], declared_mlp_outputs(wd)
+    assert first["state"] == "CANCELLED", first
+    assert first["side_checkpoints"] < len(SLOW_EPOCHS), "training finished before scancel"
+    assert first["declared_outputs"] == [], first["declared_outputs"]
 
-    t1 = time.monotonic()
-    p = run_slurm(cluster, wd, "results/mlp/history.csv", cap=300)
-    report(
-        record_property,
-        scancel_first_run_s=round(t_cancel - t0, 1),
-        scancel_detect_s=detect_s,
-        scancel_rerun_s=round(time.monotonic() - t1, 1),
-    )
     ok(p, "rerun after scancel", cluster)
     assert (resumed_epoch(wd) or 0) >= SLOW_EPOCHS[1], (wd / "logs/mlp/train.log").read_text()[:2000]
     assert_same_final_checkpoint(wd, slow_reference)
