@@ -1,20 +1,23 @@
 """The real workflow (Snakefile + rules/) through `snakemake --profile profiles/slurm` on a
 throw-away single-node SLURM (slurm_cluster.py), and the faults a cluster run must survive.
 
-Three kinds of tests, in the order they run:
+Three kinds of tests:
 
 * dry runs of the profile (no marks, seconds): every SLURM job carries the profile's partition,
   cpus_per_task = threads, and with `device: cuda` the heavy rules (train, eigen) ask for gpu=1.
-* local faults (`slow`, no SLURM needed): a view whose output weights do not fit fails in its eigen job
-  with the error in the rule's log and in Snakemake's output, `--keep-going` still finishes the
-  independent branches, and a `kill -9` of a running train of the modadd_mlp experiment leaves no
-  declared output behind; the rerun resumes from the last checkpoint and ends bit-identical to an
-  uninterrupted run.
 * SLURM (`cluster` and `slow`; skipped with the reason unless root and the Debian packages are
   installed or installable): the tiny config gives byte-identical tables to a local run and every
   non-local rule went through sbatch with the profile's resources; a cuda config's train job is
   submitted with --gpus=1 (and fails inside, as there is no real GPU); a `scancel` of a running
   train is reported, leaves no declared output, and the rerun resumes and completes.
+* local faults (`slow`, no SLURM needed): a view whose output weights do not fit fails in its eigen job
+  with the error in the rule's log and in Snakemake's output, `--keep-going` still finishes the
+  independent branches, and a `kill -9` of a running train of the modadd_mlp experiment leaves no
+  declared output behind; the rerun resumes from the last checkpoint and ends bit-identical to an
+  uninterrupted run.
+
+They run in this order, but for the scancel test, which comes last: its run goes on in a thread from
+the tiny run's start, and what is left of it when the local faults start overlaps them.
 
 One cluster serves all SLURM tests (module-scoped fixture) under CLUSTER_TIME_LIMIT seconds in
 total; the GPU and scancel runs go on in threads beside the tiny run, as all three mostly wait for
@@ -113,13 +116,14 @@ del CLUSTER_TINY["paper"]["transformer"]  # its own end-to-end test is the local
 # SLURM jobs CLUSTER_TINY's results/claims.csv takes, per rule
 CLUSTER_TINY_JOBS = {"train": 3, "eigen": 2 * len(_TMS_VIEWS) + 1}
 
-# train of mlp slow enough to be killed mid-run: ~10 s of training after ~3 s of start-up on the
-# 2-core reference machine (400 epochs/hidden 256 train in ~3 s, too fast to hit reliably).
+# train of mlp slow enough to be killed mid-run: ~5 s of training after ~3 s of start-up on the
+# 2-core reference machine. The kill follows the second checkpoint (5 % in) within a second, which
+# leaves seconds to spare; 400 epochs (~1 s of training) were too fast to hit reliably.
 SLOW_MLP = config_with(
-    experiments={"mlp": {"settings": {"epochs": 4000, "hidden": 256, "checkpoint_every": 200}}},
-    paper={"modadd": {"fig3_epochs": [0, 200, 4000], "fig5_epochs": [3800, 4000]}},
+    experiments={"mlp": {"settings": {"epochs": 2000, "hidden": 256, "checkpoint_every": 100}}},
+    paper={"modadd": {"fig3_epochs": [0, 100, 2000], "fig5_epochs": [1900, 2000]}},
 )
-SLOW_EPOCHS = list(range(0, 4001, 200))
+SLOW_EPOCHS = list(range(0, 2001, 100))
 # a TMS view whose output weights do not fit the model's 8 outputs (only its eigen job, which builds
 # the model, can tell; a bad layer name is refused at parse time); one TMS experiment with one good
 # view beside it, and the MLP, keep it short
@@ -462,6 +466,77 @@ def test_dry_run_carries_slurm_resources(device, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
+# through SLURM
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_tiny_workflow_on_slurm_matches_local_run(tiny_on_slurm, record_property):
+    local, slurm, _, timings = tiny_on_slurm
+    report(record_property, **timings)
+    for table in (
+        "claims.csv",
+        "paper/tms_metrics.csv",
+        "paper/overlap_curve.csv",
+        "mlp/history.csv",
+        "mlp/diag/spectra.csv",
+        "mlp/diag/phases.csv",
+    ):
+        assert (slurm / "results" / table).read_bytes() == (local / "results" / table).read_bytes(), table
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_tiny_jobs_went_through_sbatch_with_profile_resources(cluster, tiny_on_slurm):
+    _, slurm, p, _ = tiny_on_slurm
+    jobs = slurm_jobs(cluster, slurm)
+    counts: dict[str, int] = {}
+    for j in jobs:
+        counts[rule_of(j["comment"])] = counts.get(rule_of(j["comment"]), 0) + 1
+    assert counts == CLUSTER_TINY_JOBS, counts
+    assert not LOCAL_RULES & set(counts)  # localrules ran on the submit host
+    assert {j["state"] for j in jobs} == {"COMPLETED"}, jobs
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output_of(p))
+    assert sorted(submitted) == sorted(j["jobid"] for j in jobs), (submitted, jobs)
+
+    # the resources slurmctld recorded: the profile's partition, the rules' mem_mb and runtime
+    # (eigen: 1500 MB per GB of the default 4 GB budget, rules/common.smk eigen_mem_mb)
+    want = {"train": ("4000M", "01:00:00"), "eigen": ("6000M", "01:00:00")}
+    seen = set()
+    for j in jobs:
+        rule = rule_of(j["comment"])
+        info = cluster.show_job(j["jobid"])
+        assert info["Partition"] == PARTITION, info  # only via -p: the default is a decoy
+        assert info["NumCPUs"] == "1", info  # cpus_per_task = threads = 1
+        assert "gpu" not in info.get("TresPerJob", ""), info  # device: cpu -> gpu=0 -> no --gpus
+        assert (info["MinMemoryNode"], info["TimeLimit"]) == want[rule], (rule, info)
+        seen.add(rule)
+    assert seen == set(want)
+
+    # one SLURM log per job (kept with --slurm-keep-successful-logs)
+    logs = list((slurm / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert sorted(f.stem for f in logs) == sorted(j["jobid"] for j in jobs), logs
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_gpu_request_reaches_sbatch(cluster, side_runs, record_property):
+    """device: cuda -> the train job is submitted with --gpus=1 (the harness has a fake GPU, so SLURM
+    schedules it); inside, resolve_device finds no CUDA and the job fails with a clear message."""
+    wd, p, seconds = side_runs["gpu"].result()
+    report(record_property, gpu_job_s=seconds)
+    out = output_of(p)
+    assert p.returncode != 0, out[-3000:]
+    jobs = slurm_jobs(cluster, wd)
+    assert [rule_of(j["comment"]) for j in jobs] == ["train"], jobs
+    info = cluster.show_job(jobs[0]["jobid"])
+    assert info.get("TresPerJob") == "gres:gpu:1", info  # gpu=1 -> sbatch --gpus=1
+    assert info["Partition"] == PARTITION and jobs[0]["state"] == "FAILED", (info, jobs)
+    msg = "no CUDA GPU is visible"
+    assert msg in (wd / "logs/a/train.log").read_text()
+    assert msg in out, out[-3000:]
+
+
+# ----------------------------------------------------------------------------------------------
 # faults without SLURM
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.slow
@@ -551,76 +626,8 @@ def test_kill9_of_local_train_then_rerun_resumes(slow_reference, tmp_path, recor
 
 
 # ----------------------------------------------------------------------------------------------
-# through SLURM
+# through SLURM, last: the scancel run's rerun goes on in its thread while the local faults run
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.cluster
-@pytest.mark.slow
-def test_tiny_workflow_on_slurm_matches_local_run(tiny_on_slurm, record_property):
-    local, slurm, _, timings = tiny_on_slurm
-    report(record_property, **timings)
-    for table in (
-        "claims.csv",
-        "paper/tms_metrics.csv",
-        "paper/overlap_curve.csv",
-        "mlp/history.csv",
-        "mlp/diag/spectra.csv",
-        "mlp/diag/phases.csv",
-    ):
-        assert (slurm / "results" / table).read_bytes() == (local / "results" / table).read_bytes(), table
-
-
-@pytest.mark.cluster
-@pytest.mark.slow
-def test_tiny_jobs_went_through_sbatch_with_profile_resources(cluster, tiny_on_slurm):
-    _, slurm, p, _ = tiny_on_slurm
-    jobs = slurm_jobs(cluster, slurm)
-    counts: dict[str, int] = {}
-    for j in jobs:
-        counts[rule_of(j["comment"])] = counts.get(rule_of(j["comment"]), 0) + 1
-    assert counts == CLUSTER_TINY_JOBS, counts
-    assert not LOCAL_RULES & set(counts)  # localrules ran on the submit host
-    assert {j["state"] for j in jobs} == {"COMPLETED"}, jobs
-    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output_of(p))
-    assert sorted(submitted) == sorted(j["jobid"] for j in jobs), (submitted, jobs)
-
-    # the resources slurmctld recorded: the profile's partition, the rules' mem_mb and runtime
-    # (eigen: 1500 MB per GB of the default 4 GB budget, rules/common.smk eigen_mem_mb)
-    want = {"train": ("4000M", "01:00:00"), "eigen": ("6000M", "01:00:00")}
-    seen = set()
-    for j in jobs:
-        rule = rule_of(j["comment"])
-        info = cluster.show_job(j["jobid"])
-        assert info["Partition"] == PARTITION, info  # only via -p: the default is a decoy
-        assert info["NumCPUs"] == "1", info  # cpus_per_task = threads = 1
-        assert "gpu" not in info.get("TresPerJob", ""), info  # device: cpu -> gpu=0 -> no --gpus
-        assert (info["MinMemoryNode"], info["TimeLimit"]) == want[rule], (rule, info)
-        seen.add(rule)
-    assert seen == set(want)
-
-    # one SLURM log per job (kept with --slurm-keep-successful-logs)
-    logs = list((slurm / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert sorted(f.stem for f in logs) == sorted(j["jobid"] for j in jobs), logs
-
-
-@pytest.mark.cluster
-@pytest.mark.slow
-def test_gpu_request_reaches_sbatch(cluster, side_runs, record_property):
-    """device: cuda -> the train job is submitted with --gpus=1 (the harness has a fake GPU, so SLURM
-    schedules it); inside, resolve_device finds no CUDA and the job fails with a clear message."""
-    wd, p, seconds = side_runs["gpu"].result()
-    report(record_property, gpu_job_s=seconds)
-    out = output_of(p)
-    assert p.returncode != 0, out[-3000:]
-    jobs = slurm_jobs(cluster, wd)
-    assert [rule_of(j["comment"]) for j in jobs] == ["train"], jobs
-    info = cluster.show_job(jobs[0]["jobid"])
-    assert info.get("TresPerJob") == "gres:gpu:1", info  # gpu=1 -> sbatch --gpus=1
-    assert info["Partition"] == PARTITION and jobs[0]["state"] == "FAILED", (info, jobs)
-    msg = "no CUDA GPU is visible"
-    assert msg in (wd / "logs/a/train.log").read_text()
-    assert msg in out, out[-3000:]
-
-
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_scancel_of_train_then_rerun_resumes(cluster, side_runs, slow_reference, record_property):
