@@ -16,8 +16,9 @@ Three kinds of tests:
   declared output behind; the rerun resumes from the last checkpoint and ends bit-identical to an
   uninterrupted run.
 
-They run in this order, but for the scancel test, which comes last: its run goes on in a thread from
-the tiny run's start, and what is left of it when the local faults start overlaps them.
+They run in this order, but for the GPU and scancel tests, which come last: their runs go on in
+threads from the tiny run's start, and what is left of them when the local faults start overlaps
+them (each ends with a wait of 20-30 s: Snakemake exits after the poll interval it backed off to).
 
 One cluster serves all SLURM tests (module-scoped fixture) under CLUSTER_TIME_LIMIT seconds in
 total; the GPU and scancel runs go on in threads beside the tiny run, as all three mostly wait for
@@ -99,22 +100,23 @@ def tms_experiment(name: str, views: dict) -> dict:
     return {**copy.deepcopy(TINY["experiments"][name]), "views": copy.deepcopy(views)}
 
 
-# TINY through SLURM, trimmed to what results/claims.csv needs with one heatmap view (β = 1): 8 SLURM
-# jobs instead of 10 (every SLURM job pays ~2 Snakemake start-ups plus polling, ~25 s each on a loaded
-# 2-core machine): train of a, b and mlp; eigen of a and b (views plain, beta1) and of mlp (diag).
+# TINY through SLURM, trimmed to what results/claims.csv needs with one TMS model (a) and one heatmap
+# view (β = 1): 5 SLURM jobs instead of 10 (every SLURM job pays ~2 Snakemake start-ups plus polling,
+# and all of it shares 2 cores with the other cluster runs): train of a and mlp; eigen of a (views
+# plain, beta1) and of mlp (diag).
 _TMS_VIEWS = {v: TINY["experiments"]["a"]["views"][v] for v in ("plain", "beta1")}
 CLUSTER_TINY = {
     **config_with(),
     "experiments": {
         "a": tms_experiment("a", _TMS_VIEWS),
-        "b": tms_experiment("b", _TMS_VIEWS),
         "mlp": copy.deepcopy(TINY["experiments"]["mlp"]),
     },
 }
-CLUSTER_TINY["paper"]["tms"]["heatmap_views"] = ["beta1"]
+CLUSTER_TINY["paper"]["tms"].update(experiments=["a"], heatmap_views=["beta1"])
+CLUSTER_TINY["claims"]["tms_represented"] = {"a": TINY["claims"]["tms_represented"]["a"]}
 del CLUSTER_TINY["paper"]["transformer"]  # its own end-to-end test is the local tiny run
 # SLURM jobs CLUSTER_TINY's results/claims.csv takes, per rule
-CLUSTER_TINY_JOBS = {"train": 3, "eigen": 2 * len(_TMS_VIEWS) + 1}
+CLUSTER_TINY_JOBS = {"train": 2, "eigen": len(_TMS_VIEWS) + 1}
 
 # train of mlp slow enough to be killed mid-run: ~5 s of training after ~3 s of start-up on the
 # 2-core reference machine. The kill follows the second checkpoint (5 % in) within a second, which
@@ -517,25 +519,6 @@ def test_tiny_jobs_went_through_sbatch_with_profile_resources(cluster, tiny_on_s
     assert sorted(f.stem for f in logs) == sorted(j["jobid"] for j in jobs), logs
 
 
-@pytest.mark.cluster
-@pytest.mark.slow
-def test_gpu_request_reaches_sbatch(cluster, side_runs, record_property):
-    """device: cuda -> the train job is submitted with --gpus=1 (the harness has a fake GPU, so SLURM
-    schedules it); inside, resolve_device finds no CUDA and the job fails with a clear message."""
-    wd, p, seconds = side_runs["gpu"].result()
-    report(record_property, gpu_job_s=seconds)
-    out = output_of(p)
-    assert p.returncode != 0, out[-3000:]
-    jobs = slurm_jobs(cluster, wd)
-    assert [rule_of(j["comment"]) for j in jobs] == ["train"], jobs
-    info = cluster.show_job(jobs[0]["jobid"])
-    assert info.get("TresPerJob") == "gres:gpu:1", info  # gpu=1 -> sbatch --gpus=1
-    assert info["Partition"] == PARTITION and jobs[0]["state"] == "FAILED", (info, jobs)
-    msg = "no CUDA GPU is visible"
-    assert msg in (wd / "logs/a/train.log").read_text()
-    assert msg in out, out[-3000:]
-
-
 # ----------------------------------------------------------------------------------------------
 # faults without SLURM
 # ----------------------------------------------------------------------------------------------
@@ -626,8 +609,27 @@ def test_kill9_of_local_train_then_rerun_resumes(slow_reference, tmp_path, recor
 
 
 # ----------------------------------------------------------------------------------------------
-# through SLURM, last: the scancel run's rerun goes on in its thread while the local faults run
+# through SLURM, last: the GPU and scancel runs go on in their threads while the local faults run
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_gpu_request_reaches_sbatch(cluster, side_runs, record_property):
+    """device: cuda -> the train job is submitted with --gpus=1 (the harness has a fake GPU, so SLURM
+    schedules it); inside, resolve_device finds no CUDA and the job fails with a clear message."""
+    wd, p, seconds = side_runs["gpu"].result()
+    report(record_property, gpu_job_s=seconds)
+    out = output_of(p)
+    assert p.returncode != 0, out[-3000:]
+    jobs = slurm_jobs(cluster, wd)
+    assert [rule_of(j["comment"]) for j in jobs] == ["train"], jobs
+    info = cluster.show_job(jobs[0]["jobid"])
+    assert info.get("TresPerJob") == "gres:gpu:1", info  # gpu=1 -> sbatch --gpus=1
+    assert info["Partition"] == PARTITION and jobs[0]["state"] == "FAILED", (info, jobs)
+    msg = "no CUDA GPU is visible"
+    assert msg in (wd / "logs/a/train.log").read_text()
+    assert msg in out, out[-3000:]
+
+
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_scancel_of_train_then_rerun_resumes(cluster, side_runs, slow_reference, record_property):
