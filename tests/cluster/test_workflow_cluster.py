@@ -318,23 +318,40 @@ def report(record_property, **timings) -> None:
 # ----------------------------------------------------------------------------------------------
 # fixtures
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def slow_reference(tmp_path_factory):
+def slow_reference_run(wd: Path) -> Path:
     """train of SLOW_MLP's mlp, uninterrupted, locally: what a resumed run must reproduce."""
-    wd = make_workdir(tmp_path_factory.mktemp("slow_reference"), SLOW_MLP)
     t0 = time.monotonic()
-    ok(run_local(wd, "results/mlp/history.csv"), "uninterrupted train of mlp")
+    ok(run_local(make_workdir(wd, SLOW_MLP), "results/mlp/history.csv"), "uninterrupted train of mlp")
     print(f"\nuninterrupted SLOW_MLP train of mlp: {time.monotonic() - t0:.1f} s")
     return wd
 
 
-@pytest.fixture(scope="module")
-def bad_layer_run(tmp_path_factory):
+def bad_layer_keep_going(wd: Path) -> tuple[Path, subprocess.CompletedProcess, float]:
     """BAD_LAYER with --keep-going, locally, to results/spectra.csv (every view's tables)."""
-    wd = make_workdir(tmp_path_factory.mktemp("bad_layer"), BAD_LAYER)
     t0 = time.monotonic()
-    p = run_local(wd, "--keep-going", *BAD_LAYER_TARGETS)
+    p = run_local(make_workdir(wd, BAD_LAYER), "--keep-going", *BAD_LAYER_TARGETS)
     return wd, p, round(time.monotonic() - t0, 1)
+
+
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory):
+    """The local runs the fault tests read, started in threads: beside the SLURM runs when those run
+    (tiny_on_slurm asks for them first), so that the fault tests, which come after, find them done."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {
+            "slow_reference": pool.submit(slow_reference_run, tmp_path_factory.mktemp("slow_reference")),
+            "bad_layer": pool.submit(bad_layer_keep_going, tmp_path_factory.mktemp("bad_layer")),
+        }
+
+
+@pytest.fixture(scope="module")
+def slow_reference(local_runs):
+    return local_runs["slow_reference"].result()
+
+
+@pytest.fixture(scope="module")
+def bad_layer_run(local_runs):
+    return local_runs["bad_layer"].result()
 
 
 @pytest.fixture(scope="module")
@@ -417,10 +434,10 @@ def side_runs(cluster, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_on_slurm(cluster, side_runs, tmp_path_factory):
+def tiny_on_slurm(cluster, side_runs, local_runs, tmp_path_factory):
     """CLUSTER_TINY to the claims table through SLURM and, at the same time (the SLURM run mostly waits
-    for status polls), locally as the reference; the side runs go on meanwhile. Figures are left out:
-    they are localrules."""
+    for status polls), locally as the reference; the side runs and the local runs go on meanwhile.
+    Figures are left out: they are localrules."""
     local = make_workdir(tmp_path_factory.mktemp("tiny_local"), CLUSTER_TINY)
     slurm = make_workdir(tmp_path_factory.mktemp("tiny_slurm"), CLUSTER_TINY)
     log = local / "snakemake.log"
