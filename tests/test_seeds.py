@@ -87,8 +87,11 @@ TINY = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
 
 def _tiny_seed_study(single_seed: int) -> dict:
     """TMS model a and the Transformer of .test/config.yaml over seeds [0, 1] (a_seeds, t_seeds), and
-    single-seed entries with the same seed_key at ``single_seed`` (a_single, t_single) as the paper's runs."""
-    a, t = TINY["experiments"]["a"], TINY["experiments"]["transformer"]
+    single-seed entries with the same seed_key at ``single_seed`` (a_single, t_single) as the paper's runs.
+    Model a keeps one heatmap view (β = 1) of two: a second one adds eigen jobs, not another kind of
+    claim row to carry through the seed table."""
+    a, t = dict(TINY["experiments"]["a"]), TINY["experiments"]["transformer"]
+    a["views"] = {v: a["views"][v] for v in ("plain", "beta1")}
     return {
         **{k: v for k, v in TINY.items() if k not in ("experiments", "paper", "claims")},
         "experiments": {
@@ -98,7 +101,7 @@ def _tiny_seed_study(single_seed: int) -> dict:
             "t_single": {**t, "seed": single_seed, "seed_key": "t_seeds"},
         },
         "paper": {
-            "tms": {**TINY["paper"]["tms"], "experiments": ["a_single"]},
+            "tms": {**TINY["paper"]["tms"], "experiments": ["a_single"], "heatmap_views": ["beta1"]},
             "transformer": {**TINY["paper"]["transformer"], "experiment": "t_single"},
             "seeds": {"experiments": {"a_single": "a_seeds", "t_single": "t_seeds"}},
         },

@@ -19,7 +19,8 @@ def test_time_limit_raises_and_cleans_up(tmp_path):
         pytest.skip(f"local SLURM not available: {why}")
     t0 = time.monotonic()
     with pytest.raises(slurm_cluster.SlurmTimeout):
-        with slurm_cluster.local_slurm(tmp_path / "cluster", time_limit=8) as c:
+        # 5 s: the cluster is up in 1-2 s and the job submitted, so the limit strikes during the hang
+        with slurm_cluster.local_slurm(tmp_path / "cluster", time_limit=5) as c:
             c.run(["sbatch", "--parsable", "--output=/dev/null", "--wrap", "sleep 300"], cwd=tmp_path)
             subprocess.run(["sleep", "60"])  # the "hang"
     assert time.monotonic() - t0 < 40

@@ -1,24 +1,29 @@
 """The real workflow (Snakefile + rules/) through `snakemake --profile profiles/slurm` on a
 throw-away single-node SLURM (slurm_cluster.py), and the faults a cluster run must survive.
 
-Three kinds of tests, in the order they run:
+Three kinds of tests:
 
 * dry runs of the profile (no marks, seconds): every SLURM job carries the profile's partition,
   cpus_per_task = threads, and with `device: cuda` the heavy rules (train, eigen) ask for gpu=1.
+* SLURM (`cluster` and `slow`; skipped with the reason unless root and the Debian packages are
+  installed or installable): the tiny config gives byte-identical tables to a local run and every
+  non-local rule went through sbatch with the profile's resources; a cuda config's train job is
+  submitted with --gpus=1 (and fails inside, as there is no real GPU); a `scancel` of a running
+  train is reported, leaves no declared output, and the rerun resumes and completes.
 * local faults (`slow`, no SLURM needed): a view whose output weights do not fit fails in its eigen job
   with the error in the rule's log and in Snakemake's output, `--keep-going` still finishes the
   independent branches, and a `kill -9` of a running train of the modadd_mlp experiment leaves no
   declared output behind; the rerun resumes from the last checkpoint and ends bit-identical to an
   uninterrupted run.
-* SLURM (`cluster` and `slow`; skipped with the reason unless root and the Debian packages are
-  installed or installable): the tiny config gives byte-identical tables to a local run and every
-  non-local rule went through sbatch with the profile's resources; a cuda config's eigen job is
-  submitted with --gpus=1 (and fails inside, as there is no real GPU); a `scancel` of a running
-  train is reported, leaves no declared output, and the rerun resumes and completes.
+
+They run in this order, but for the GPU and scancel tests, which come last: their runs go on in
+threads from the tiny run's start, and what is left of them when the local faults start overlaps
+them (each ends with a wait of 20-30 s: Snakemake exits after the poll interval it backed off to).
 
 One cluster serves all SLURM tests (module-scoped fixture) under CLUSTER_TIME_LIMIT seconds in
-total; every subprocess has a timeout, so a hang fails instead of blocking CI. Run with `-s` to
-see the timings:
+total; the GPU and scancel runs go on in threads beside the tiny run, as all three mostly wait for
+status polls. Every subprocess has a timeout, so a hang fails instead of blocking CI. Run with `-s`
+to see the timings:
 
     .venv/bin/python -m pytest tests/cluster -s
 """
@@ -29,11 +34,11 @@ import contextlib
 import copy
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -95,30 +100,32 @@ def tms_experiment(name: str, views: dict) -> dict:
     return {**copy.deepcopy(TINY["experiments"][name]), "views": copy.deepcopy(views)}
 
 
-# TINY through SLURM, trimmed to what results/claims.csv needs with one heatmap view (β = 1): 8 SLURM
-# jobs instead of 10 (every SLURM job pays ~2 Snakemake start-ups plus polling, ~25 s each on a loaded
-# 2-core machine): train of a, b and mlp; eigen of a and b (views plain, beta1) and of mlp (diag).
+# TINY through SLURM, trimmed to what results/claims.csv needs with one TMS model (a) and one heatmap
+# view (β = 1): 5 SLURM jobs instead of 10 (every SLURM job pays ~2 Snakemake start-ups plus polling,
+# and all of it shares 2 cores with the other cluster runs): train of a and mlp; eigen of a (views
+# plain, beta1) and of mlp (diag).
 _TMS_VIEWS = {v: TINY["experiments"]["a"]["views"][v] for v in ("plain", "beta1")}
 CLUSTER_TINY = {
     **config_with(),
     "experiments": {
         "a": tms_experiment("a", _TMS_VIEWS),
-        "b": tms_experiment("b", _TMS_VIEWS),
         "mlp": copy.deepcopy(TINY["experiments"]["mlp"]),
     },
 }
-CLUSTER_TINY["paper"]["tms"]["heatmap_views"] = ["beta1"]
+CLUSTER_TINY["paper"]["tms"].update(experiments=["a"], heatmap_views=["beta1"])
+CLUSTER_TINY["claims"]["tms_represented"] = {"a": TINY["claims"]["tms_represented"]["a"]}
 del CLUSTER_TINY["paper"]["transformer"]  # its own end-to-end test is the local tiny run
 # SLURM jobs CLUSTER_TINY's results/claims.csv takes, per rule
-CLUSTER_TINY_JOBS = {"train": 3, "eigen": 2 * len(_TMS_VIEWS) + 1}
+CLUSTER_TINY_JOBS = {"train": 2, "eigen": len(_TMS_VIEWS) + 1}
 
-# train of mlp slow enough to be killed mid-run: ~10 s of training after ~3 s of start-up on the
-# 2-core reference machine (400 epochs/hidden 256 train in ~3 s, too fast to hit reliably).
+# train of mlp slow enough to be killed mid-run: ~5 s of training after ~3 s of start-up on the
+# 2-core reference machine. The kill follows the second checkpoint (5 % in) within a second, which
+# leaves seconds to spare; 400 epochs (~1 s of training) were too fast to hit reliably.
 SLOW_MLP = config_with(
-    experiments={"mlp": {"settings": {"epochs": 4000, "hidden": 256, "checkpoint_every": 200}}},
-    paper={"modadd": {"fig3_epochs": [0, 200, 4000], "fig5_epochs": [3800, 4000]}},
+    experiments={"mlp": {"settings": {"epochs": 2000, "hidden": 256, "checkpoint_every": 100}}},
+    paper={"modadd": {"fig3_epochs": [0, 100, 2000], "fig5_epochs": [1900, 2000]}},
 )
-SLOW_EPOCHS = list(range(0, 4001, 200))
+SLOW_EPOCHS = list(range(0, 2001, 100))
 # a TMS view whose output weights do not fit the model's 8 outputs (only its eigen job, which builds
 # the model, can tell; a bad layer name is refused at parse time); one TMS experiment with one good
 # view beside it, and the MLP, keep it short
@@ -311,23 +318,40 @@ def report(record_property, **timings) -> None:
 # ----------------------------------------------------------------------------------------------
 # fixtures
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def slow_reference(tmp_path_factory):
+def slow_reference_run(wd: Path) -> Path:
     """train of SLOW_MLP's mlp, uninterrupted, locally: what a resumed run must reproduce."""
-    wd = make_workdir(tmp_path_factory.mktemp("slow_reference"), SLOW_MLP)
     t0 = time.monotonic()
-    ok(run_local(wd, "results/mlp/history.csv"), "uninterrupted train of mlp")
+    ok(run_local(make_workdir(wd, SLOW_MLP), "results/mlp/history.csv"), "uninterrupted train of mlp")
     print(f"\nuninterrupted SLOW_MLP train of mlp: {time.monotonic() - t0:.1f} s")
     return wd
 
 
-@pytest.fixture(scope="module")
-def bad_layer_run(tmp_path_factory):
+def bad_layer_keep_going(wd: Path) -> tuple[Path, subprocess.CompletedProcess, float]:
     """BAD_LAYER with --keep-going, locally, to results/spectra.csv (every view's tables)."""
-    wd = make_workdir(tmp_path_factory.mktemp("bad_layer"), BAD_LAYER)
     t0 = time.monotonic()
-    p = run_local(wd, "--keep-going", *BAD_LAYER_TARGETS)
+    p = run_local(make_workdir(wd, BAD_LAYER), "--keep-going", *BAD_LAYER_TARGETS)
     return wd, p, round(time.monotonic() - t0, 1)
+
+
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory):
+    """The local runs the fault tests read, started in threads: beside the SLURM runs when those run
+    (tiny_on_slurm asks for them first), so that the fault tests, which come after, find them done."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {
+            "slow_reference": pool.submit(slow_reference_run, tmp_path_factory.mktemp("slow_reference")),
+            "bad_layer": pool.submit(bad_layer_keep_going, tmp_path_factory.mktemp("bad_layer")),
+        }
+
+
+@pytest.fixture(scope="module")
+def slow_reference(local_runs):
+    return local_runs["slow_reference"].result()
+
+
+@pytest.fixture(scope="module")
+def bad_layer_run(local_runs):
+    return local_runs["bad_layer"].result()
 
 
 @pytest.fixture(scope="module")
@@ -347,10 +371,73 @@ def cluster(tmp_path_factory):
     assert slurm_cluster._stepd_pids(c.rundir) == []
 
 
+def gpu_run(cluster, wd: Path) -> tuple[Path, subprocess.CompletedProcess, float]:
+    """CLUSTER_TINY with device: cuda through SLURM to the train job of a (its first job: no other job
+    has to run before it), without retries."""
+    make_workdir(wd, merged(CLUSTER_TINY, {"device": "cuda"}))
+    t0 = time.monotonic()
+    p = run_slurm(cluster, wd, "--retries", "0", "results/a/checkpoints.pt", cap=180)
+    return wd, p, round(time.monotonic() - t0, 1)
+
+
+def scancel_run(cluster, tmp: Path) -> dict:
+    """SLOW_MLP through SLURM: `scancel` of its running train once two checkpoints are saved, then the
+    rerun. What the test checks is taken when it holds: the first run's return code and output, the
+    cancelled job and its state, what it left behind, then the rerun."""
+    wd = make_workdir(tmp / "wf", SLOW_MLP)
+    log = tmp / "first.log"
+    t0 = time.monotonic()
+    # --retries 0: the profile's retries: 1 would resubmit the cancelled job (which then resumes)
+    cmd = snakemake_cmd(wd, *slurm_args("--retries", "0", "results/mlp/history.csv"))
+    with background_snakemake(cmd, log, wd, env=cluster.environ()) as proc:
+
+        def running_job():
+            running = [j for j in slurm_jobs(cluster, wd) if j["state"] == "RUNNING"]
+            return running[0] if running and len(side_checkpoints(wd)) >= 2 else None
+
+        job = wait_until(
+            running_job, cluster.remaining(120), "train of mlp running with two checkpoints", proc, log, interval=0.25
+        )
+        cluster.run(["scancel", job["jobid"]])
+        t_cancel = time.monotonic()
+        rc = proc.wait(timeout=cluster.remaining(120))
+        detect_s = round(time.monotonic() - t_cancel, 1)
+    first = {
+        "rc": rc,
+        "output": log.read_text(),
+        "job": job,
+        "state": {j["jobid"]: j["state"] for j in slurm_jobs(cluster, wd)}[job["jobid"]],
+        "side_checkpoints": len(side_checkpoints(wd)),
+        "declared_outputs": declared_mlp_outputs(wd),
+    }
+    t1 = time.monotonic()
+    rerun = run_slurm(cluster, wd, "results/mlp/history.csv", cap=300)
+    timings = {
+        "scancel_first_run_s": round(t_cancel - t0, 1),
+        "scancel_detect_s": detect_s,
+        "scancel_rerun_s": round(time.monotonic() - t1, 1),
+    }
+    return {"workdir": wd, "first": first, "rerun": rerun, "timings": timings}
+
+
 @pytest.fixture(scope="module")
-def tiny_on_slurm(cluster, tmp_path_factory):
+def side_runs(cluster, tmp_path_factory):
+    """The GPU request and the scancel scenario, started in threads as soon as the cluster is up. Both
+    mostly wait for the plugin's status polls (it backs off by 10 s after each poll in which no job
+    finished), so run beside the tiny run they take its wall time instead of adding their own. Each is a
+    future; its test takes the result (or the failure) from it."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {
+            "gpu": pool.submit(gpu_run, cluster, tmp_path_factory.mktemp("gpu")),
+            "scancel": pool.submit(scancel_run, cluster, tmp_path_factory.mktemp("scancel")),
+        }
+
+
+@pytest.fixture(scope="module")
+def tiny_on_slurm(cluster, side_runs, local_runs, tmp_path_factory):
     """CLUSTER_TINY to the claims table through SLURM and, at the same time (the SLURM run mostly waits
-    for status polls), locally as the reference. Figures are left out: they are localrules."""
+    for status polls), locally as the reference; the side runs and the local runs go on meanwhile.
+    Figures are left out: they are localrules."""
     local = make_workdir(tmp_path_factory.mktemp("tiny_local"), CLUSTER_TINY)
     slurm = make_workdir(tmp_path_factory.mktemp("tiny_slurm"), CLUSTER_TINY)
     log = local / "snakemake.log"
@@ -395,6 +482,58 @@ def test_dry_run_carries_slurm_resources(device, tmp_path):
         assert int(res["mem_mb"]) >= 500 and int(res["runtime"]) >= 2, (rule, res)  # the rule's own
         want_gpu = ("1" if device == "cuda" else "0") if rule in GPU_RULES else None
         assert res.get("gpu") == want_gpu, (rule, res)  # gpu=1 -> sbatch --gpus=1
+
+
+# ----------------------------------------------------------------------------------------------
+# through SLURM
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_tiny_workflow_on_slurm_matches_local_run(tiny_on_slurm, record_property):
+    local, slurm, _, timings = tiny_on_slurm
+    report(record_property, **timings)
+    for table in (
+        "claims.csv",
+        "paper/tms_metrics.csv",
+        "paper/overlap_curve.csv",
+        "mlp/history.csv",
+        "mlp/diag/spectra.csv",
+        "mlp/diag/phases.csv",
+    ):
+        assert (slurm / "results" / table).read_bytes() == (local / "results" / table).read_bytes(), table
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_tiny_jobs_went_through_sbatch_with_profile_resources(cluster, tiny_on_slurm):
+    _, slurm, p, _ = tiny_on_slurm
+    jobs = slurm_jobs(cluster, slurm)
+    counts: dict[str, int] = {}
+    for j in jobs:
+        counts[rule_of(j["comment"])] = counts.get(rule_of(j["comment"]), 0) + 1
+    assert counts == CLUSTER_TINY_JOBS, counts
+    assert not LOCAL_RULES & set(counts)  # localrules ran on the submit host
+    assert {j["state"] for j in jobs} == {"COMPLETED"}, jobs
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output_of(p))
+    assert sorted(submitted) == sorted(j["jobid"] for j in jobs), (submitted, jobs)
+
+    # the resources slurmctld recorded: the profile's partition, the rules' mem_mb and runtime
+    # (eigen: 1500 MB per GB of the default 4 GB budget, rules/common.smk eigen_mem_mb)
+    want = {"train": ("4000M", "01:00:00"), "eigen": ("6000M", "01:00:00")}
+    seen = set()
+    for j in jobs:
+        rule = rule_of(j["comment"])
+        info = cluster.show_job(j["jobid"])
+        assert info["Partition"] == PARTITION, info  # only via -p: the default is a decoy
+        assert info["NumCPUs"] == "1", info  # cpus_per_task = threads = 1
+        assert "gpu" not in info.get("TresPerJob", ""), info  # device: cpu -> gpu=0 -> no --gpus
+        assert (info["MinMemoryNode"], info["TimeLimit"]) == want[rule], (rule, info)
+        seen.add(rule)
+    assert seen == set(want)
+
+    # one SLURM log per job (kept with --slurm-keep-successful-logs)
+    logs = list((slurm / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert sorted(f.stem for f in logs) == sorted(j["jobid"] for j in jobs), logs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -487,120 +626,41 @@ def test_kill9_of_local_train_then_rerun_resumes(slow_reference, tmp_path, recor
 
 
 # ----------------------------------------------------------------------------------------------
-# through SLURM
+# through SLURM, last: the GPU and scancel runs go on in their threads while the local faults run
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_tiny_workflow_on_slurm_matches_local_run(tiny_on_slurm, record_property):
-    local, slurm, _, timings = tiny_on_slurm
-    report(record_property, **timings)
-    for table in (
-        "claims.csv",
-        "paper/tms_metrics.csv",
-        "paper/overlap_curve.csv",
-        "mlp/history.csv",
-        "mlp/diag/spectra.csv",
-        "mlp/diag/phases.csv",
-    ):
-        assert (slurm / "results" / table).read_bytes() == (local / "results" / table).read_bytes(), table
-
-
-@pytest.mark.cluster
-@pytest.mark.slow
-def test_tiny_jobs_went_through_sbatch_with_profile_resources(cluster, tiny_on_slurm):
-    _, slurm, p, _ = tiny_on_slurm
-    jobs = slurm_jobs(cluster, slurm)
-    counts: dict[str, int] = {}
-    for j in jobs:
-        counts[rule_of(j["comment"])] = counts.get(rule_of(j["comment"]), 0) + 1
-    assert counts == CLUSTER_TINY_JOBS, counts
-    assert not LOCAL_RULES & set(counts)  # localrules ran on the submit host
-    assert {j["state"] for j in jobs} == {"COMPLETED"}, jobs
-    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output_of(p))
-    assert sorted(submitted) == sorted(j["jobid"] for j in jobs), (submitted, jobs)
-
-    # the resources slurmctld recorded: the profile's partition, the rules' mem_mb and runtime
-    # (eigen: 1500 MB per GB of the default 4 GB budget, rules/common.smk eigen_mem_mb)
-    want = {"train": ("4000M", "01:00:00"), "eigen": ("6000M", "01:00:00")}
-    seen = set()
-    for j in jobs:
-        rule = rule_of(j["comment"])
-        info = cluster.show_job(j["jobid"])
-        assert info["Partition"] == PARTITION, info  # only via -p: the default is a decoy
-        assert info["NumCPUs"] == "1", info  # cpus_per_task = threads = 1
-        assert "gpu" not in info.get("TresPerJob", ""), info  # device: cpu -> gpu=0 -> no --gpus
-        assert (info["MinMemoryNode"], info["TimeLimit"]) == want[rule], (rule, info)
-        seen.add(rule)
-    assert seen == set(want)
-
-    # one SLURM log per job (kept with --slurm-keep-successful-logs)
-    logs = list((slurm / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert sorted(f.stem for f in logs) == sorted(j["jobid"] for j in jobs), logs
-
-
-@pytest.mark.cluster
-@pytest.mark.slow
-def test_gpu_request_reaches_sbatch(cluster, tiny_on_slurm, tmp_path, record_property):
-    """device: cuda -> the eigen job is submitted with --gpus=1 (the harness has a fake GPU, so SLURM
+def test_gpu_request_reaches_sbatch(cluster, side_runs, record_property):
+    """device: cuda -> the train job is submitted with --gpus=1 (the harness has a fake GPU, so SLURM
     schedules it); inside, resolve_device finds no CUDA and the job fails with a clear message."""
-    _, tiny_slurm, _, _ = tiny_on_slurm
-    wd = make_workdir(tmp_path / "wf", merged(CLUSTER_TINY, {"device": "cuda"}))
-    (wd / "results/a").mkdir(parents=True)
-    for name in ("checkpoints.pt", "history.csv"):  # skip training
-        shutil.copy(tiny_slurm / "results/a" / name, wd / "results/a" / name)
-    t0 = time.monotonic()
-    # target first: --rerun-triggers takes several values and would swallow it
-    p = run_slurm(cluster, wd, "results/a/plain/eigen.npz", "--retries", "0", "--rerun-triggers", "mtime", cap=180)
-    report(record_property, gpu_job_s=round(time.monotonic() - t0, 1))
+    wd, p, seconds = side_runs["gpu"].result()
+    report(record_property, gpu_job_s=seconds)
     out = output_of(p)
     assert p.returncode != 0, out[-3000:]
     jobs = slurm_jobs(cluster, wd)
-    assert [rule_of(j["comment"]) for j in jobs] == ["eigen"], jobs
+    assert [rule_of(j["comment"]) for j in jobs] == ["train"], jobs
     info = cluster.show_job(jobs[0]["jobid"])
     assert info.get("TresPerJob") == "gres:gpu:1", info  # gpu=1 -> sbatch --gpus=1
     assert info["Partition"] == PARTITION and jobs[0]["state"] == "FAILED", (info, jobs)
     msg = "no CUDA GPU is visible"
-    assert msg in (wd / "logs/a/plain/eigen.log").read_text()
+    assert msg in (wd / "logs/a/train.log").read_text()
     assert msg in out, out[-3000:]
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_scancel_of_train_then_rerun_resumes(cluster, slow_reference, tmp_path, record_property):
-    wd = make_workdir(tmp_path / "wf", SLOW_MLP)
-    log = tmp_path / "first.log"
-    t0 = time.monotonic()
-    # --retries 0: the profile's retries: 1 would resubmit the cancelled job (which then resumes)
-    cmd = snakemake_cmd(wd, *slurm_args("--retries", "0", "results/mlp/history.csv"))
-    with background_snakemake(cmd, log, wd, env=cluster.environ()) as proc:
-
-        def running_job():
-            running = [j for j in slurm_jobs(cluster, wd) if j["state"] == "RUNNING"]
-            return running[0] if running and len(side_checkpoints(wd)) >= 2 else None
-
-        job = wait_until(
-            running_job, cluster.remaining(120), "train of mlp running with two checkpoints", proc, log, interval=0.25
-        )
-        assert rule_of(job["comment"]) == "train", job
-        cluster.run(["scancel", job["jobid"]])
-        t_cancel = time.monotonic()
-        rc = proc.wait(timeout=cluster.remaining(120))
-        detect_s = round(time.monotonic() - t_cancel, 1)
-    text = log.read_text()
-    assert rc != 0, text[-3000:]
+def test_scancel_of_train_then_rerun_resumes(cluster, side_runs, slow_reference, record_property):
+    run = side_runs["scancel"].result()
+    wd, first, p = run["workdir"], run["first"], run["rerun"]
+    report(record_property, **run["timings"])
+    text = first["output"]
+    assert rule_of(first["job"]["comment"]) == "train", first["job"]
+    assert first["rc"] != 0, text[-3000:]
     assert "Error in rule train" in text and "CANCELLED" in text, text[-3000:]
-    assert {j["jobid"]: j["state"] for j in slurm_jobs(cluster, wd)}[job["jobid"]] == "CANCELLED"
-    assert len(side_checkpoints(wd)) < len(SLOW_EPOCHS), "training finished before scancel"
-    assert declared_mlp_outputs(wd) == [], declared_mlp_outputs(wd)
+    assert first["state"] == "CANCELLED", first
+    assert first["side_checkpoints"] < len(SLOW_EPOCHS), "training finished before scancel"
+    assert first["declared_outputs"] == [], first["declared_outputs"]
 
-    t1 = time.monotonic()
-    p = run_slurm(cluster, wd, "results/mlp/history.csv", cap=300)
-    report(
-        record_property,
-        scancel_first_run_s=round(t_cancel - t0, 1),
-        scancel_detect_s=detect_s,
-        scancel_rerun_s=round(time.monotonic() - t1, 1),
-    )
     ok(p, "rerun after scancel", cluster)
     assert (resumed_epoch(wd) or 0) >= SLOW_EPOCHS[1], (wd / "logs/mlp/train.log").read_text()[:2000]
     assert_same_final_checkpoint(wd, slow_reference)
