@@ -592,8 +592,7 @@ class ModuleOperator:
             store = self.jacobian.values.numel() * self.jacobian.values.element_size()
             self.route = "jacobian"
         elif self.route is None:
-            fits = store <= _STORE_SHARE * self._budget
-            self.route = "jacobian" if fits and self.n_outputs <= JACOBIAN_MAX_OUTPUTS else "matrix_free"
+            self.route = "jacobian" if jacobian_fits(store, self.n_outputs, self.max_memory_gb) else "matrix_free"
         # A pass holds the primal's saved tensors once and transients of some copies of the largest of them
         # per vector: SUB_BLOCK vectors on the matrix-free route; one cotangent at a time for D̃, which is
         # kept, and products of up to C vectors, each the size of a context's D̃, on the jacobian route.
